@@ -1,0 +1,1 @@
+"""facecl align stage."""

@@ -1,0 +1,395 @@
+"""The artifact contract every stage uses.
+
+A stage writes a directory holding its outputs and a ``manifest.json``::
+
+    {
+      "schema": "facecl.align/1",        # stage and schema version, checked on read
+      "facecl_version": "0.1.0",
+      "stage": "align",
+      "created": "2026-11-24T08:40:00+00:00",
+      "config": {...},                   # the fully resolved config (dataclass as dict)
+      "inputs": [{"path": ..., "sha256": ..., "kind": "artifact|file|tree"}],
+      "counts": {"processed": N, "written": N, "skipped": {"reason": N}},
+      "status": "complete",
+      "fingerprint": "...",              # sha256 of schema + config + input hashes
+      "extra": {...}                     # stage-specific facts (file hashes, class stats, ...)
+    }
+
+Writes are atomic: a stage builds in ``<out>.partial/`` and ``os.replace`` moves the whole
+directory into place only after the manifest is written, so a crash never leaves a directory
+that looks complete. A ``.partial`` directory whose fingerprint matches is handed back to the
+stage for resuming. Re-running a stage whose complete output has the same fingerprint is a
+no-op; ``force=True`` rebuilds it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from facecl import __version__
+from facecl.errors import ArtifactError, SchemaVersionError
+
+MANIFEST = "manifest.json"
+PARTIAL_STATE = "_facecl_partial.json"
+
+# The newest manifest schema version of each stage this code writes and reads.
+# Version history lives in docs/architecture.md; bump here and there together.
+SCHEMA_VERSIONS: dict[str, int] = {
+    "align": 1,
+    "pack": 1,
+    "train": 1,
+    "embed": 1,
+    "verify": 1,
+    "export": 1,
+    "study": 1,
+}
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_json(obj: Any) -> str:
+    return sha256_bytes(canonical_json(obj).encode())
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_json_default)
+
+
+def _json_default(o: Any) -> Any:
+    if dataclasses.is_dataclass(o) and not isinstance(o, type):
+        return dataclasses.asdict(o)
+    if isinstance(o, Path):
+        return str(o)
+    if hasattr(o, "item"):  # numpy scalars
+        return o.item()
+    if isinstance(o, (set, frozenset)):
+        return sorted(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def config_dict(config: Any) -> dict[str, Any]:
+    """A config dataclass (or mapping) as a plain JSON-ready dict."""
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        return json.loads(canonical_json(dataclasses.asdict(config)))
+    return json.loads(canonical_json(dict(config)))
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write a file via a temp file in the same directory and ``os.replace``."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def is_artifact(path: str | os.PathLike) -> bool:
+    return (Path(path) / MANIFEST).is_file()
+
+
+def tree_listing_sha256(root: Path, files: Iterable[Path] | None = None) -> str:
+    """Hash of a file list (relative path and size), cheap and order-independent."""
+    if files is None:
+        files = (p for p in root.rglob("*") if p.is_file())
+    lines = sorted(f"{p.relative_to(root).as_posix()}\t{p.stat().st_size}" for p in files)
+    return sha256_bytes("\n".join(lines).encode())
+
+
+def input_ref(path: str | os.PathLike) -> dict[str, str]:
+    """Describe one input for the manifest: an artifact (its manifest hash), a file, or a tree."""
+    p = Path(path).resolve()
+    if is_artifact(p):
+        return {"path": str(p), "sha256": sha256_file(p / MANIFEST), "kind": "artifact"}
+    if p.is_file():
+        return {"path": str(p), "sha256": sha256_file(p), "kind": "file"}
+    if p.is_dir():
+        return {"path": str(p), "sha256": tree_listing_sha256(p), "kind": "tree"}
+    raise ArtifactError(f"input not found: {p}", "check the path")
+
+
+# --------------------------------------------------------------------------- manifest
+
+
+@dataclass(frozen=True)
+class Manifest:
+    schema: str
+    stage: str
+    config: dict[str, Any]
+    inputs: list[dict[str, str]] = field(default_factory=list)
+    counts: dict[str, Any] = field(default_factory=dict)
+    status: str = "complete"
+    facecl_version: str = __version__
+    created: str = ""
+    fingerprint: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def version(self) -> int:
+        return parse_schema(self.schema)[1]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def schema_for(stage: str) -> str:
+    if stage not in SCHEMA_VERSIONS:
+        raise ValueError(f"unknown stage {stage!r}")
+    return f"facecl.{stage}/{SCHEMA_VERSIONS[stage]}"
+
+
+def parse_schema(schema: str) -> tuple[str, int]:
+    try:
+        prefix, version = schema.split("/")
+        ns, stage = prefix.split(".", 1)
+        if ns != "facecl":
+            raise ValueError
+        return stage, int(version)
+    except (ValueError, AttributeError):
+        raise ArtifactError(
+            f"malformed schema {schema!r}", "expected 'facecl.<stage>/<version>'"
+        ) from None
+
+
+def fingerprint(stage: str, config: Mapping[str, Any], inputs: list[dict[str, str]]) -> str:
+    return sha256_json(
+        {"schema": schema_for(stage), "config": config, "inputs": [i["sha256"] for i in inputs]}
+    )
+
+
+def read_manifest(path: str | os.PathLike, stage: str | None = None) -> Manifest:
+    """Read and check ``<path>/manifest.json`` (or a manifest file given directly).
+
+    Raises ``ArtifactError`` for a missing, partial or corrupt manifest or a wrong stage, and
+    ``SchemaVersionError`` for a schema newer than this facecl understands.
+    """
+    p = Path(path)
+    mpath = p if p.name == MANIFEST and p.is_file() else p / MANIFEST
+    if not mpath.is_file():
+        partial = Path(str(p) + ".partial")
+        if partial.is_dir():
+            raise ArtifactError(
+                f"{p} is incomplete (only {partial.name}/ exists)",
+                "re-run the stage that writes it to resume",
+            )
+        raise ArtifactError(
+            f"no facecl artifact at {p} (missing {MANIFEST})",
+            "pass the output directory of a facecl stage",
+        )
+    try:
+        raw = json.loads(mpath.read_text())
+        if not isinstance(raw, dict):
+            raise ValueError("not an object")
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ArtifactError(
+            f"corrupt manifest {mpath}: {e}", "re-run the stage with --force to rebuild it"
+        ) from None
+    missing = [k for k in ("schema", "stage", "config") if k not in raw]
+    if missing:
+        raise ArtifactError(
+            f"corrupt manifest {mpath}: missing {', '.join(missing)}",
+            "re-run the stage with --force to rebuild it",
+        )
+    m_stage, m_version = parse_schema(raw["schema"])
+    if stage is not None and m_stage != stage:
+        raise ArtifactError(
+            f"{p} is a '{m_stage}' artifact, expected '{stage}'",
+            f"pass the output of 'facecl {stage}'",
+        )
+    known = SCHEMA_VERSIONS.get(m_stage)
+    if known is None:
+        raise ArtifactError(f"{p}: unknown stage {m_stage!r}", "is this a facecl artifact?")
+    if m_version > known:
+        raise SchemaVersionError(
+            f"{p} has schema {raw['schema']}, newer than this facecl reads "
+            f"(facecl.{m_stage}/{known})",
+            "upgrade facecl",
+        )
+    if raw.get("status", "complete") != "complete":
+        raise ArtifactError(
+            f"{p} has status {raw.get('status')!r}", "re-run the stage to complete it"
+        )
+    fields = {f.name for f in dataclasses.fields(Manifest)}
+    return Manifest(**{k: v for k, v in raw.items() if k in fields})
+
+
+def lineage(path: str | os.PathLike, _seen: set[str] | None = None) -> dict[str, Any]:
+    """The manifest of ``path`` and, recursively, of each artifact among its inputs."""
+    seen = _seen if _seen is not None else set()
+    p = Path(path).resolve()
+    m = read_manifest(p)
+    node: dict[str, Any] = {
+        "path": str(p),
+        "schema": m.schema,
+        "status": m.status,
+        "created": m.created,
+        "counts": m.counts,
+        "inputs": [],
+    }
+    seen.add(str(p))
+    for inp in m.inputs:
+        child: dict[str, Any] = dict(inp)
+        ip = Path(inp["path"])
+        if inp.get("kind") == "artifact" and str(ip) not in seen:
+            if is_artifact(ip):
+                current = sha256_file(ip / MANIFEST)
+                sub = lineage(ip, seen)
+                sub["changed_since"] = current != inp["sha256"]
+                child = {**child, **sub}
+            else:
+                child["missing"] = True
+        node["inputs"].append(child)
+    return node
+
+
+# --------------------------------------------------------------------------- writing
+
+
+class StageOutput:
+    """Builds one stage's output directory atomically.
+
+    Usage::
+
+        out = StageOutput(path, "align", config, inputs, force=force)
+        if out.up_to_date:            # same config and inputs: nothing to do
+            return out.existing
+        work = out.begin()            # <path>.partial/, fresh or resumed (out.resumed)
+        ... write files under work ...
+        manifest = out.commit(counts, extra)
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        stage: str,
+        config: Any,
+        inputs: list[dict[str, str]],
+        *,
+        force: bool = False,
+        resume: bool = True,
+    ):
+        self.path = Path(path).resolve()
+        self.stage = stage
+        self.config = config_dict(config)
+        self.inputs = inputs
+        self.force = force
+        self.resume = resume
+        self.partial = Path(str(self.path) + ".partial")
+        self.fingerprint = fingerprint(stage, self.config, inputs)
+        self.resumed = False
+        self.existing: Manifest | None = None
+        self._check_existing()
+
+    @property
+    def up_to_date(self) -> bool:
+        return self.existing is not None
+
+    def _check_existing(self) -> None:
+        if not self.path.exists():
+            return
+        if not self.path.is_dir():
+            raise ArtifactError(
+                f"output {self.path} exists and is not a directory", "choose another -o path"
+            )
+        if not (self.path / MANIFEST).exists():
+            if any(self.path.iterdir()):
+                raise ArtifactError(
+                    f"output {self.path} exists, is not empty and is not a facecl artifact",
+                    "choose another -o path or remove it",
+                )
+            return
+        if self.force:
+            return
+        try:
+            m = read_manifest(self.path)
+        except ArtifactError as e:
+            raise ArtifactError(
+                f"output {self.path} holds an unreadable artifact: {e.message}",
+                "use --force to rebuild it",
+            ) from None
+        if m.stage != self.stage:
+            raise ArtifactError(
+                f"output {self.path} is a '{m.stage}' artifact", "choose another -o path"
+            )
+        if m.fingerprint == self.fingerprint:
+            self.existing = m
+            return
+        raise ArtifactError(
+            f"output {self.path} exists with a different config or inputs",
+            "use --force to overwrite it, or choose another -o path",
+        )
+
+    def begin(self) -> Path:
+        if self.up_to_date:
+            raise RuntimeError("begin() on an up-to-date output")
+        state_file = self.partial / PARTIAL_STATE
+        if self.partial.exists():
+            ok = False
+            if self.resume and not self.force and state_file.is_file():
+                try:
+                    ok = json.loads(state_file.read_text()).get("fingerprint") == self.fingerprint
+                except ValueError:
+                    ok = False
+            if ok:
+                self.resumed = True
+                return self.partial
+            shutil.rmtree(self.partial)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.partial.mkdir()
+        atomic_write_json(state_file, {"fingerprint": self.fingerprint, "stage": self.stage})
+        return self.partial
+
+    def commit(self, counts: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> Manifest:
+        manifest = Manifest(
+            schema=schema_for(self.stage),
+            stage=self.stage,
+            config=self.config,
+            inputs=list(self.inputs),
+            counts=json.loads(canonical_json(dict(counts))),
+            status="complete",
+            created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            fingerprint=self.fingerprint,
+            extra=json.loads(canonical_json(dict(extra or {}))),
+        )
+        (self.partial / PARTIAL_STATE).unlink(missing_ok=True)
+        atomic_write_json(self.partial / MANIFEST, manifest.to_dict())
+        old = None
+        if self.path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.old-", dir=self.path.parent))
+            os.replace(self.path, old / "x")
+        os.replace(self.partial, self.path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        return manifest

@@ -1,0 +1,57 @@
+"""The one rich Console (stderr) and the progress-bar factory; stdout is for results only."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+console = Console(stderr=True)
+
+
+class RateColumn(TextColumn):
+    """Items per second, with the unit of the task (``unit`` field, default 'it')."""
+
+    def __init__(self) -> None:
+        super().__init__("")
+
+    def render(self, task):  # type: ignore[override]
+        from rich.text import Text
+
+        speed = task.finished_speed or task.speed
+        unit = task.fields.get("unit", "it")
+        return Text(
+            f"{speed:,.1f} {unit}/s" if speed else f"- {unit}/s", style="progress.data.speed"
+        )
+
+
+def progress(transient: bool = False) -> Progress:
+    """A progress display with count, rate and ETA on the shared console."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        RateColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=transient,
+    )
+
+
+def emit_json(obj: Any) -> None:
+    """Write one machine-readable JSON document to stdout."""
+    sys.stdout.write(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    sys.stdout.flush()

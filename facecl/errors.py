@@ -1,0 +1,59 @@
+"""One exception family for everything a user can cause.
+
+Every message says what went wrong, where, and how to fix it. ``cli.py`` is the only place
+that turns these into exit codes (``exit_code``): 1 for user/data errors, 2 for usage errors.
+"""
+
+from __future__ import annotations
+
+
+class FaceclError(Exception):
+    """Base of every expected error. ``hint`` says how to fix it."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str | None = None):
+        self.message = message
+        self.hint = hint
+        super().__init__(self.one_line())
+
+    def one_line(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class UsageError(FaceclError):
+    """Wrong combination of options or arguments."""
+
+    exit_code = 2
+
+
+class NotBuiltError(UsageError):
+    """A command or option that exists in the interface but is not implemented yet."""
+
+
+class ConfigError(FaceclError):
+    """Invalid configuration value or key."""
+
+
+class UnknownNameError(ConfigError):
+    """A registry lookup for a name that is not registered."""
+
+
+class InputError(FaceclError):
+    """Bad input data: missing file, unreadable image, malformed list."""
+
+
+class ArtifactError(FaceclError):
+    """A missing, incomplete, corrupt or wrong-stage artifact directory."""
+
+
+class SchemaVersionError(ArtifactError):
+    """An artifact written with a schema this version of facecl cannot read."""
+
+
+class IntegrityError(ArtifactError):
+    """A file whose checksum does not match its manifest."""
+
+
+class CheckpointError(FaceclError):
+    """A checkpoint that is corrupt, unsafe, or of another architecture."""

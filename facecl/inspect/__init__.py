@@ -1,0 +1,1 @@
+"""Inspect artifacts: manifest and lineage."""

@@ -1,0 +1,1 @@
+"""Center-loss family, softmax and margin heads (registry-selected)."""

@@ -1,0 +1,1 @@
+"""facecl train stage."""

@@ -1,0 +1,1 @@
+"""facecl verify stage."""

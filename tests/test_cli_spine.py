@@ -1,0 +1,47 @@
+import json
+
+from typer.testing import CliRunner
+
+from facecl import __version__
+from facecl.artifacts import StageOutput
+from facecl.cli import app
+
+runner = CliRunner()
+
+STAGES = ["align", "pack", "train", "embed", "verify", "export", "inspect"]
+
+
+def test_version():
+    r = runner.invoke(app, ["--version"])
+    assert r.exit_code == 0 and __version__ in r.stdout
+
+
+def test_help_lists_every_stage():
+    r = runner.invoke(app, ["--help"])
+    assert r.exit_code == 0
+    for s in STAGES:
+        assert s in r.stdout
+
+
+def test_unknown_command_is_usage_error():
+    r = runner.invoke(app, ["alignn"])
+    assert r.exit_code == 2
+
+
+def test_inspect_json_and_tree(tmp_path):
+    so = StageOutput(tmp_path / "a", "align", {"size": "112x96"}, [])
+    so.begin()
+    so.commit({"processed": 2, "skipped": {"no_face": 1}})
+    r = runner.invoke(app, ["inspect", str(tmp_path / "a"), "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["manifest"]["config"] == {"size": "112x96"}
+    assert doc["lineage"]["counts"]["skipped"] == {"no_face": 1}
+    r = runner.invoke(app, ["inspect", str(tmp_path / "a")])
+    assert r.exit_code == 0 and "facecl.align/1" in r.output
+
+
+def test_inspect_missing_artifact_is_one_line_error(tmp_path):
+    r = runner.invoke(app, ["inspect", str(tmp_path / "nope")])
+    assert r.exit_code == 1
+    assert "no facecl artifact" in r.output and "Traceback" not in r.output
