@@ -1,1 +1,32 @@
-"""Backbones (registry-selected)."""
+"""Backbones, selected by name from ``BACKBONES``.
+
+Contract of every backbone: ``nn.Module`` taking ``(B, 3, H, W)`` float input already
+normalised as ``(x - 127.5) / 128`` (RGB), returning the ``(B, feature_dim)`` FC1 feature.
+Attributes: ``feature_dim`` (int) and ``input_size`` ((H, W), e.g. (112, 96)).
+Register with ``@register_backbone("name")`` on a factory ``f(**kwargs) -> nn.Module``.
+"""
+
+from __future__ import annotations
+
+from facecl.registry import Registry
+
+BACKBONES: Registry = Registry("backbone")
+
+
+def register_backbone(name: str):
+    return BACKBONES.register(name)
+
+
+def create_backbone(name: str, **kwargs):
+    _load_builtin()
+    return BACKBONES.create(name, **kwargs)
+
+
+def list_backbones() -> list[str]:
+    _load_builtin()
+    return BACKBONES.names()
+
+
+def _load_builtin() -> None:
+    # Importing the modules registers their backbones (once).
+    import facecl.models.backbones  # noqa: F401

@@ -1,0 +1,97 @@
+"""Self-describing checkpoints, loaded with ``torch.load(..., weights_only=True)``.
+
+A checkpoint is a dict of tensors and plain data only (no pickled objects)::
+
+    {
+      "format": "facecl.checkpoint",
+      "version": 1,                 # bump (and note why here) when the layout changes
+      "facecl_version": "0.1.0",
+      "arch": "sphere20",           # backbone registry name
+      "arch_kwargs": {...},         # kwargs for create_backbone(arch, **arch_kwargs)
+      "feature_dim": 512,
+      "input_size": [112, 96],
+      "loss": "cl",                 # center-loss registry name ("none" for softmax only)
+      "head": "softmax",
+      "config": {...},              # the resolved train config as a plain dict
+      "model": state_dict,          # backbone weights
+      "head_state": state_dict,     # classification head (may be {})
+      "loss_state": state_dict,     # centers etc. (may be {})
+      "optimizer": state_dict | {}, "step": int, "rng": {...}   # for resuming
+    }
+
+Written atomically (temp file + ``os.replace``).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from facecl import __version__
+from facecl.errors import CheckpointError
+
+FORMAT = "facecl.checkpoint"
+VERSION = 1  # 1: first layout
+
+
+def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
+    path = Path(path)
+    data = {"format": FORMAT, "version": VERSION, "facecl_version": __version__, **payload}
+    for key in ("arch", "arch_kwargs", "feature_dim", "input_size", "model"):
+        if key not in data:
+            raise ValueError(f"checkpoint payload lacks {key!r}")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(data, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> dict[str, Any]:
+    """Load and check a checkpoint; never unpickles arbitrary objects."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}", "pass a run directory or .pt file")
+    try:
+        data = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises many kinds for bad files
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "weights_only" in str(e) or "Unsupported global" in str(e):
+            raise CheckpointError(
+                f"refusing {path}: it holds pickled objects, not only tensors and plain data",
+                "only load checkpoints written by facecl",
+            ) from None
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint ({first[:120]})", "is the file truncated?"
+        ) from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a facecl checkpoint", "pass a file from facecl train")
+    if int(data.get("version", 0)) > VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint version {data['version']} (this facecl reads {VERSION})",
+            "upgrade facecl",
+        )
+    return data
+
+
+def build_backbone(ckpt: dict[str, Any]) -> torch.nn.Module:
+    """Rebuild the backbone described by a checkpoint and load its weights (eval mode)."""
+    from facecl.models import create_backbone
+
+    model = create_backbone(ckpt["arch"], **ckpt.get("arch_kwargs", {}))
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        raise CheckpointError(
+            f"checkpoint weights do not fit architecture {ckpt['arch']!r}: "
+            f"{str(e).splitlines()[0][:160]}",
+            "the checkpoint is corrupt or was edited",
+        ) from None
+    return model.eval()
