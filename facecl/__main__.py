@@ -1,0 +1,3 @@
+from facecl.cli import app
+
+app()
