@@ -1,13 +1,153 @@
-"""CLI for `facecl verify` (placeholder until issue #8 lands)."""
+"""CLI for `facecl verify`: evaluate embeddings (LFW, BLUFR, pairs, identify) or compare runs."""
 
 from __future__ import annotations
 
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
-from facecl.stub import register_stub
+from facecl.verify.config import VerifyConfig
+
+
+class Protocol(str, Enum):
+    lfw_pairs = "lfw-pairs"
+    lfw_view1 = "lfw-view1"
+    blufr = "blufr"
+    pairs = "pairs"
+    identify = "identify"
+
+
+class Metric(str, Enum):
+    cosine = "cosine"
+    euclidean = "euclidean"
+
+
+_D = VerifyConfig()
 
 
 def register(app: typer.Typer) -> None:
-    register_stub(
-        app, "verify", "LFW 10-fold, BLUFR and ROC evaluation of an embeddings artifact.", 8
-    )
+    @app.command("verify")
+    def verify(
+        inputs: Annotated[
+            list[Path],
+            typer.Argument(
+                help="The embeddings (an 'facecl embed' output, or a .h5/.npz); with "
+                "--compare, the verify report directories to overlay.",
+                show_default=False,
+                metavar="EMB | REPORT...",
+            ),
+        ],
+        out: Annotated[Path, typer.Option("--out", "-o", help="Report directory to write.")],
+        protocol: Annotated[
+            Protocol, typer.Option("--protocol", "-p", help="Evaluation protocol.")
+        ] = Protocol(_D.protocol),
+        pairs: Annotated[
+            Path | None,
+            typer.Option(help="LFW pairs.txt (View 2), pairsDevTest.txt (View 1) or a CSV."),
+        ] = None,
+        train_pairs: Annotated[
+            Path | None,
+            typer.Option(help="lfw-view1: pairsDevTrain.txt (default: next to --pairs)."),
+        ] = None,
+        config: Annotated[
+            Path | None, typer.Option("--config", help="blufr: blufr_lfw_config.mat.")
+        ] = None,
+        gallery: Annotated[
+            Path | None, typer.Option(help="identify: gallery folder or list of keys/paths.")
+        ] = None,
+        probe: Annotated[
+            Path | None, typer.Option(help="identify: probe folder or list of keys/paths.")
+        ] = None,
+        metric: Annotated[Metric, typer.Option(help="Similarity score.")] = Metric(_D.metric),
+        pca: Annotated[
+            int,
+            typer.Option(help="PCA dimension fitted on the training part only (0 = off)."),
+        ] = _D.pca_dim,
+        folds: Annotated[int, typer.Option(help="Folds for a user pair list.")] = _D.folds,
+        far: Annotated[
+            list[float] | None,
+            typer.Option(help="FAR at which to report TAR (repeatable).", show_default=False),
+        ] = None,
+        rank: Annotated[int, typer.Option(help="Open-set identification rank.")] = _D.rank,
+        no_plots: Annotated[bool, typer.Option("--no-plots", help="Skip the PNGs.")] = False,
+        compare: Annotated[
+            bool,
+            typer.Option("--compare", help="Overlay the ROC curves of the given report dirs."),
+        ] = False,
+        force: Annotated[bool, typer.Option(help="Overwrite an existing report.")] = False,
+        json_out: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
+    ) -> None:
+        """Evaluate embeddings: LFW 10-fold, LFW View 1, BLUFR, a pair list or identification.
+
+        Writes report.json (every number, with input hashes), roc.npz and PNG plots to -o; a summary table goes to stderr.
+
+        [bold]facecl verify --compare REPORT... -o DIR[/] overlays several reports' ROC curves in one plot and one table.
+        """  # noqa: E501
+        from facecl.console import console, emit_json
+        from facecl.errors import UsageError
+        from facecl.verify import stage
+
+        if compare:
+            manifest, doc, reused = stage.run_compare(inputs, out, force=force)
+            if json_out:
+                emit_json({"out": str(out), "reused": reused, **doc})
+            else:
+                console.print(stage.compare_table(doc))
+                console.print(f"wrote {out}/roc_compare.png" + (" (unchanged)" if reused else ""))
+            return
+        if len(inputs) != 1:
+            raise UsageError(
+                f"expected one embeddings input, got {len(inputs)}",
+                "pass one EMB, or --compare REPORT... to compare reports",
+            )
+        cfg = VerifyConfig(
+            protocol=protocol.value,
+            metric=metric.value,
+            pca_dim=pca,
+            folds=folds,
+            far_targets=tuple(far) if far else _D.far_targets,
+            rank=rank,
+            plots=not no_plots,
+        )
+        common = dict(
+            pairs=pairs,
+            train_pairs=train_pairs,
+            blufr_config=config,
+            gallery=gallery,
+            probe=probe,
+            force=force,
+        )
+        if cfg.protocol == "blufr":
+            from facecl.console import progress
+
+            with progress(transient=True) as bar:
+                task = bar.add_task("BLUFR trials", total=None, unit="trial")
+
+                def tick(done: int, total: int) -> None:
+                    bar.update(task, completed=done, total=total)
+
+                manifest, report, reused = stage.run_verify(
+                    inputs[0], out, cfg, on_trial=tick, **common
+                )
+        else:
+            manifest, report, reused = stage.run_verify(inputs[0], out, cfg, **common)
+        if json_out:
+            emit_json(
+                {
+                    "out": str(out),
+                    "reused": reused,
+                    "protocol": report["protocol"],
+                    "metric": report["metric"],
+                    "summary": report["summary"],
+                    "comparable": report["comparable"],
+                    "comparability": report["comparability"],
+                    "missing": {
+                        k: v for k, v in report["missing"].items() if not isinstance(v, list | dict)
+                    },
+                }
+            )
+            return
+        console.print(stage.summary_table(report))
+        console.print(f"wrote {out}" + (" (unchanged: same config and inputs)" if reused else ""))

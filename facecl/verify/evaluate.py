@@ -1,0 +1,513 @@
+"""Run a protocol on embeddings: numbers for report.json and arrays for the plots.
+
+Each ``evaluate_*`` returns an ``Evaluation``: a JSON-ready ``report`` (every number, what was
+dropped and whether the result is comparable to the standard protocol), the curves the plots
+and ``--compare`` need, and the list of skipped items for ``missing.csv``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from facecl.errors import InputError, UsageError
+from facecl.verify import metrics as M
+from facecl.verify.config import VerifyConfig
+from facecl.verify.embeddings import Embeddings
+from facecl.verify.protocols import (
+    LFW_VIEW1_TEST,
+    LFW_VIEW1_TRAIN,
+    LFW_VIEW2,
+    BlufrConfig,
+    PairList,
+    ResolvedPairs,
+    resolve_pairs,
+    select_images,
+)
+
+
+@dataclass
+class Evaluation:
+    report: dict[str, Any]
+    roc: dict[str, np.ndarray]  # far, tar (T,): the verification ROC (or DIR-vs-FAR)
+    hist: dict[str, np.ndarray] | None = None  # edges (B+1,), genuine, impostor (B,)
+    veri_curve: dict[str, np.ndarray] | None = None  # BLUFR: far, mean, std (F,)
+    dir_curve: dict[str, np.ndarray] | None = None  # far, mean, std (F,)
+    scores: dict[str, np.ndarray] | None = None  # pair protocols: score, same, fold (N,)
+    skipped: list[dict[str, Any]] = field(default_factory=list)  # item, kind, reason
+
+
+def _far_name(far: float) -> str:
+    return f"{far:g}"
+
+
+def histogram(genuine: np.ndarray, impostor: np.ndarray, bins: int) -> dict[str, np.ndarray]:
+    """Counts of genuine and impostor scores on shared edges (B+1,)."""
+    lo = float(min(genuine.min(), impostor.min()))
+    hi = float(max(genuine.max(), impostor.max()))
+    if hi <= lo:
+        hi = lo + 1e-6
+    edges = np.linspace(lo, hi, bins + 1)
+    return {
+        "edges": edges,
+        "genuine": np.histogram(genuine, edges)[0],
+        "impostor": np.histogram(impostor, edges)[0],
+    }
+
+
+def _operating_points(gen: np.ndarray, imp: np.ndarray, fars) -> list[dict[str, float]]:
+    pts = M.far_thresholds(gen, imp, fars)
+    return [
+        {
+            "far": float(f),
+            "tar": float(r),
+            "threshold": float(t),
+            "achieved_far": float(a),
+        }
+        for f, r, t, a in zip(
+            pts.target_far, pts.rate, pts.threshold, pts.achieved_far, strict=True
+        )
+    ]
+
+
+def _dropped_items(res: ResolvedPairs, label: str = "") -> list[dict[str, Any]]:
+    rows = []
+    for d in res.dropped:
+        why = "; ".join(f"{k}: {v}" for k, v in d["missing"].items())
+        rows.append({"item": f"{label}{d['a']} ~ {d['b']}", "kind": "pair", "reason": why})
+    return rows
+
+
+def _pairs_scores(
+    emb: Embeddings, ia: np.ndarray, ib: np.ndarray, metric: str, pca: M.Pca | None
+) -> np.ndarray:
+    a, b = emb.vectors[ia], emb.vectors[ib]
+    if pca is not None:
+        a, b = pca.transform(a), pca.transform(b)
+    return M.pair_scores(a, b, metric)
+
+
+def _check_pca(cfg: VerifyConfig, emb: Embeddings, n_train_images: int) -> None:
+    if cfg.pca_dim and cfg.pca_dim > min(emb.dim, n_train_images):
+        raise UsageError(
+            f"--pca {cfg.pca_dim} exceeds the embedding dimension ({emb.dim}) or the "
+            f"number of training images ({n_train_images})",
+            "choose a smaller --pca",
+        )
+
+
+def _verification_numbers(
+    score: np.ndarray, same: np.ndarray, cfg: VerifyConfig
+) -> tuple[dict[str, Any], M.Roc]:
+    roc = M.roc_curve(score, same)
+    e, e_thr = M.eer(roc)
+    best = M.best_threshold(score, same)
+    out = {
+        "auc": M.auc(roc),
+        "eer": e,
+        "eer_threshold": e_thr,
+        "best_threshold_accuracy": {"accuracy": best.accuracy, "threshold": best.threshold},
+        "tar_at_far": _operating_points(score[same], score[~same], cfg.far_targets),
+    }
+    return out, roc
+
+
+def evaluate_pairs(
+    emb: Embeddings,
+    pairs: PairList,
+    cfg: VerifyConfig,
+    train_pairs: PairList | None = None,
+) -> Evaluation:
+    """lfw-pairs / pairs (k-fold over ``pairs.fold``) or lfw-view1 (threshold on train_pairs)."""
+    res = resolve_pairs(emb, pairs)
+    keep = res.keep
+    skipped = _dropped_items(res)
+    if keep.sum() == 0:
+        raise InputError(
+            f"none of the {len(pairs)} pairs in {pairs.source} has both embeddings",
+            "check that the embeddings were computed on the images the pairs name",
+        )
+    ia, ib = res.idx_a[keep], res.idx_b[keep]
+    same, fold = pairs.same[keep], pairs.fold[keep]
+    if same.all() or not same.any():
+        raise InputError(
+            f"after dropping missing images {pairs.source} has only "
+            f"{'genuine' if same.all() else 'impostor'} pairs",
+            "verification needs both same and different pairs",
+        )
+    results: dict[str, Any] = {}
+    n_dropped_train = 0
+    train_res: ResolvedPairs | None = None
+    if train_pairs is not None:  # View 1: one split, threshold on the training pairs
+        train_res = resolve_pairs(emb, train_pairs)
+        skipped += _dropped_items(train_res, "train: ")
+        tk = train_res.keep
+        n_dropped_train = int((~tk).sum())
+        ta, tb, tsame = train_res.idx_a[tk], train_res.idx_b[tk], train_pairs.same[tk]
+        pca = None
+        if cfg.pca_dim:
+            rows = np.unique(np.r_[ta, tb])
+            _check_pca(cfg, emb, len(rows))
+            pca = M.fit_pca(emb.vectors[rows], cfg.pca_dim)
+        tscore = _pairs_scores(emb, ta, tb, cfg.metric, pca)
+        score = _pairs_scores(emb, ia, ib, cfg.metric, pca)
+        t = M.best_threshold(tscore, tsame)
+        acc = M.accuracy_at(score, same, t.threshold)
+        results["accuracy"] = {
+            "mean": acc,
+            "std": 0.0,
+            "threshold": t.threshold,
+            "train_accuracy": t.accuracy,
+            "n_train_pairs": int(tk.sum()),
+        }
+    else:
+        n_folds = len(np.unique(fold))
+        if n_folds >= 2:
+            if cfg.pca_dim:
+                train_rows = min(
+                    len(np.unique(np.r_[ia[fold != k], ib[fold != k]])) for k in np.unique(fold)
+                )
+                _check_pca(cfg, emb, train_rows)
+                per_fold = M.pca_fold_scores(emb.vectors, ia, ib, fold, cfg.metric, cfg.pca_dim)
+                kf = M.kfold_accuracy(per_fold, same, fold)
+                # Each pair scored by the projection fitted without its fold (held-out scores).
+                score = np.empty(len(same))
+                for j, k in enumerate(np.unique(fold)):
+                    score[fold == k] = per_fold[j][fold == k]
+            else:
+                score = _pairs_scores(emb, ia, ib, cfg.metric, None)
+                kf = M.kfold_accuracy(score, same, fold)
+            results["accuracy"] = {
+                "mean": kf.mean,
+                "std": kf.std,
+                "folds": kf.accuracy.tolist(),
+                "thresholds": kf.threshold.tolist(),
+                "train_accuracy": kf.train_accuracy.tolist(),
+                "fold_sizes": [int((fold == k).sum()) for k in np.unique(fold)],
+            }
+        else:
+            if cfg.pca_dim:
+                raise UsageError(
+                    "--pca needs a training split, and this pair list has a single fold",
+                    "add more pairs of each kind, or drop --pca",
+                )
+            score = _pairs_scores(emb, ia, ib, cfg.metric, None)
+            results["accuracy"] = None
+    numbers, roc = _verification_numbers(score, same, cfg)
+    results.update(numbers)
+    results["n_pairs"] = int(len(same))
+    results["n_genuine"] = int(same.sum())
+    results["n_impostor"] = int((~same).sum())
+
+    comparable, note = _pairs_comparability(cfg.protocol, pairs, res, train_pairs, train_res)
+    missing = {
+        "n_pairs_total": len(pairs),
+        "n_pairs_dropped": len(res.dropped),
+        "n_train_pairs_dropped": n_dropped_train,
+        "images": {**res.missing_images, **(train_res.missing_images if train_res else {})},
+        "pairs_dropped": res.dropped + (train_res.dropped if train_res else []),
+    }
+    summary = _pair_summary(results, cfg)
+    report = {
+        "results": results,
+        "summary": summary,
+        "comparable": comparable,
+        "comparability": note,
+        "missing": missing,
+    }
+    return Evaluation(
+        report=report,
+        roc={"far": roc.far, "tar": roc.tar, "thresholds": roc.thresholds},
+        hist=histogram(score[same], score[~same], cfg.hist_bins),
+        scores={"score": score, "same": same, "fold": fold},
+        skipped=skipped,
+    )
+
+
+def _pair_summary(results: dict[str, Any], cfg: VerifyConfig) -> dict[str, float]:
+    s: dict[str, float] = {}
+    if results.get("accuracy"):
+        s["accuracy"] = results["accuracy"]["mean"]
+        s["accuracy_std"] = results["accuracy"]["std"]
+    s["best_threshold_accuracy"] = results["best_threshold_accuracy"]["accuracy"]
+    s["auc"] = results["auc"]
+    s["eer"] = results["eer"]
+    for p in results["tar_at_far"]:
+        s[f"tar@far={_far_name(p['far'])}"] = p["tar"]
+    return s
+
+
+def _pairs_comparability(
+    protocol: str,
+    pairs: PairList,
+    res: ResolvedPairs,
+    train_pairs: PairList | None,
+    train_res: ResolvedPairs | None,
+) -> tuple[bool | None, str]:
+    dropped = len(res.dropped) + (len(train_res.dropped) if train_res else 0)
+    if protocol == "pairs":
+        if dropped:
+            return None, f"user pair list; {dropped} pair(s) dropped for missing embeddings"
+        return None, "user pair list (no standard to compare with); every pair was scored"
+    if protocol == "lfw-pairs":
+        standard = pairs.header == LFW_VIEW2
+        what = "LFW View 2 (10 folds x 600 pairs)"
+    else:
+        standard = (
+            pairs.header == (LFW_VIEW1_TEST,)
+            and train_pairs is not None
+            and train_pairs.header == (LFW_VIEW1_TRAIN,)
+        )
+        what = "LFW View 1 (threshold on 2x1100 DevTrain pairs, scored on 2x500 DevTest pairs)"
+    reasons = []
+    if not standard:
+        reasons.append(f"the pair list is not the standard {what}")
+    if dropped:
+        reasons.append(f"{dropped} pair(s) were dropped for missing embeddings")
+    if reasons:
+        return False, "NOT comparable to published results: " + "; ".join(reasons)
+    return True, f"comparable: the standard {what}, every pair scored"
+
+
+# --------------------------------------------------------------------------- BLUFR
+
+
+def evaluate_blufr(
+    emb: Embeddings,
+    config: BlufrConfig,
+    cfg: VerifyConfig,
+    on_trial: Callable[[int], None] | None = None,
+) -> Evaluation:
+    """The BLUFR LFW benchmark: per trial VR at FAR on all test pairs, open-set DIR at FAR.
+
+    Images of the BLUFR list without a usable embedding are removed from each trial's test,
+    gallery and probe sets (and reported); any such removal makes the result not comparable.
+    """
+    rows = np.array([emb.find(k) for k in config.keys], dtype=np.int64)
+    usable = (rows >= 0) & emb.ok[np.maximum(rows, 0)]
+    missing_images = {config.keys[i]: emb.reason(int(rows[i])) for i in np.flatnonzero(~usable)}
+    if usable.sum() == 0:
+        raise InputError(
+            "none of the BLUFR images has an embedding",
+            "embed the LFW images (keys <Name>/<Name>_<NNNN>) and try again",
+        )
+    labels = config.labels
+    veri_fars = np.unique(np.r_[M.BLUFR_VERI_FARS, cfg.blufr_veri_far])
+    osi_fars = np.unique(np.r_[M.BLUFR_OSI_FARS, cfg.osi_far])
+    vi = int(np.flatnonzero(veri_fars == cfg.blufr_veri_far)[0])
+    oi = int(np.flatnonzero(osi_fars == cfg.osi_far)[0])
+    vr = np.zeros((len(config.trials), len(veri_fars)))
+    dirs = np.zeros((len(config.trials), len(osi_fars)))
+    trials_out = []
+    hist = None
+    skipped: list[dict[str, Any]] = [
+        {"item": k, "kind": "image", "reason": r} for k, r in missing_images.items()
+    ]
+    for t, trial in enumerate(config.trials):
+        test = trial.test[usable[trial.test]]
+        gal = trial.gallery[usable[trial.gallery]]
+        probe = trial.probe[usable[trial.probe]]
+        x = emb.vectors[rows[test]]  # (n, D) float32
+        pos = {int(i): j for j, i in enumerate(test)}
+        if cfg.pca_dim:
+            train = trial.train[usable[trial.train]]
+            _check_pca(cfg, emb, len(train))
+            pca = M.fit_pca(emb.vectors[rows[train]], cfg.pca_dim)
+            x = pca.transform(x).astype(np.float32)
+        gen, imp = M.all_pairs_scores(x, labels[test], cfg.metric)
+        if len(gen) == 0 or len(imp) == 0:
+            raise InputError(
+                f"BLUFR trial {t + 1} has no genuine or no impostor pairs left",
+                "too many BLUFR images lack embeddings",
+            )
+        veri = M.far_thresholds(gen, imp, veri_fars)
+        vr[t] = veri.rate
+        if t == 0:
+            hist = histogram(gen, imp, cfg.hist_bins)
+        n_imp = int(len(imp))
+        del imp
+        xg = x[[pos[int(i)] for i in gal]]
+        xp = x[[pos[int(i)] for i in probe]]
+        score = M.score_matrix(xg, xp, cfg.metric)  # (G, P)
+        osr = M.open_set_identification(
+            score, labels[gal], labels[probe], osi_fars, ranks=(cfg.rank,)
+        )
+        dirs[t] = osr.dir[0]
+        n_gen_probes = len(osr.probe_ranks)
+        trials_out.append(
+            {
+                "trial": t + 1,
+                "n_test": int(len(test)),
+                "n_test_missing": int(len(trial.test) - len(test)),
+                "n_genuine_pairs": int(len(gen)),
+                "n_impostor_pairs": n_imp,
+                "vr": float(vr[t, vi]),
+                "vr_threshold": float(veri.threshold[vi]),
+                "vr_achieved_far": float(veri.achieved_far[vi]),
+                "n_gallery": int(len(gal)),
+                "n_genuine_probes": int(n_gen_probes),
+                "n_impostor_probes": int(len(osr.impostor_scores)),
+                "dir": float(dirs[t, oi]),
+                "dir_threshold": float(osr.thresholds[oi]),
+                "dir_achieved_far": float(osr.achieved_far[oi]),
+                "closed_set_rank1": osr.cmc(1),
+            }
+        )
+        if on_trial:
+            on_trial(t)
+    vr_stats = M.mean_std(vr[:, vi])
+    dir_stats = M.mean_std(dirs[:, oi])
+    n_missing_test = sum(tr["n_test_missing"] for tr in trials_out)
+    if missing_images and n_missing_test:
+        comparable = False
+        note = (
+            f"NOT comparable to published BLUFR results: {len(missing_images)} image(s) of the "
+            f"BLUFR list have no embedding ({n_missing_test} test-set removals over "
+            f"{len(config.trials)} trials)"
+        )
+    elif len(config.trials) != 10:
+        comparable, note = False, f"NOT comparable: {len(config.trials)} trials instead of 10"
+    else:
+        comparable, note = True, "comparable: all 10 BLUFR trials, every test image scored"
+    vname = f"vr@far={_far_name(cfg.blufr_veri_far)}"
+    dname = f"dir@far={_far_name(cfg.osi_far)},rank={cfg.rank}"
+    results = {
+        "trials": trials_out,
+        vname: vr_stats,
+        dname: dir_stats,
+        "std_ddof": 1,
+        "curves": {
+            "veri_far": veri_fars.tolist(),
+            "vr_mean": vr.mean(0).tolist(),
+            "vr_std": vr.std(0, ddof=1).tolist() if len(vr) > 1 else [0.0] * len(veri_fars),
+            "osi_far": osi_fars.tolist(),
+            "dir_mean": dirs.mean(0).tolist(),
+            "dir_std": dirs.std(0, ddof=1).tolist() if len(dirs) > 1 else [0.0] * len(osi_fars),
+        },
+    }
+    summary = {
+        f"{vname} (mean-std)": vr_stats["mean_minus_std"],
+        f"{vname} mean": vr_stats["mean"],
+        f"{vname} std": vr_stats["std"],
+        f"{dname} (mean-std)": dir_stats["mean_minus_std"],
+        f"{dname} mean": dir_stats["mean"],
+        f"{dname} std": dir_stats["std"],
+    }
+    report = {
+        "results": results,
+        "summary": summary,
+        "comparable": comparable,
+        "comparability": note,
+        "missing": {
+            "images": missing_images,
+            "n_images_missing": len(missing_images),
+            "n_test_removals": n_missing_test,
+        },
+    }
+    curves = results["curves"]
+    far = veri_fars[veri_fars > 0]
+    return Evaluation(
+        report=report,
+        roc={"far": far, "tar": vr.mean(0)[veri_fars > 0]},
+        hist=hist,
+        veri_curve={
+            "far": veri_fars,
+            "mean": np.array(curves["vr_mean"]),
+            "std": np.array(curves["vr_std"]),
+        },
+        dir_curve={
+            "far": osi_fars,
+            "mean": np.array(curves["dir_mean"]),
+            "std": np.array(curves["dir_std"]),
+        },
+        skipped=skipped,
+    )
+
+
+# --------------------------------------------------------------------------- identify
+
+
+def evaluate_identify(emb: Embeddings, gallery: str, probe: str, cfg: VerifyConfig) -> Evaluation:
+    """Closed-set CMC on the probes whose identity is in the gallery; open-set DIR at FAR
+    when there are probes of identities outside the gallery too."""
+    g_rows, g_missing = select_images(emb, gallery)
+    p_rows, p_missing = select_images(emb, probe)
+    skipped = [
+        {"item": k, "kind": f"{what} image", "reason": r}
+        for what, miss in (("gallery", g_missing), ("probe", p_missing))
+        for k, r in miss.items()
+    ]
+    in_gallery = np.isin(p_rows, g_rows)
+    for r in p_rows[in_gallery]:
+        skipped.append({"item": emb.keys[r], "kind": "probe image", "reason": "also in gallery"})
+    p_rows = p_rows[~in_gallery]
+    if len(g_rows) == 0 or len(p_rows) == 0:
+        raise InputError(
+            f"identification needs a gallery and probes with embeddings "
+            f"(gallery: {len(g_rows)}, probes: {len(p_rows)})",
+            "check --gallery and --probe against the embedded images",
+        )
+    ids = np.array(emb.identities)
+    gl, pl = ids[g_rows], ids[p_rows]
+    score = M.score_matrix(
+        emb.vectors[g_rows].astype(np.float64), emb.vectors[p_rows].astype(np.float64), cfg.metric
+    )  # (G, P)
+    is_gen = np.isin(pl, gl)
+    if not is_gen.any():
+        raise InputError(
+            "no probe identity is in the gallery", "the gallery must hold the probes' identities"
+        )
+    gscore, granks = M.genuine_probe_ranks(score[:, is_gen], gl, pl[is_gen])
+    max_rank = min(20, len(g_rows))
+    cmc = [float((granks <= r).mean()) for r in range(1, max_rank + 1)]
+    results: dict[str, Any] = {
+        "n_gallery": int(len(g_rows)),
+        "n_gallery_identities": int(len(np.unique(gl))),
+        "n_genuine_probes": int(is_gen.sum()),
+        "n_impostor_probes": int((~is_gen).sum()),
+        "cmc": cmc,
+        "rank1": cmc[0],
+        "rank5": cmc[min(4, max_rank - 1)],
+    }
+    summary = {"closed_set_rank1": cmc[0], "closed_set_rank5": results["rank5"]}
+    roc = {"far": np.zeros(0), "tar": np.zeros(0)}
+    dir_curve = None
+    osi_fars = np.unique(np.r_[M.BLUFR_OSI_FARS, cfg.osi_far])
+    if (~is_gen).any():
+        osr = M.open_set_identification(score, gl, pl, osi_fars, ranks=(cfg.rank,))
+        oi = int(np.flatnonzero(osi_fars == cfg.osi_far)[0])
+        dname = f"dir@far={_far_name(cfg.osi_far)},rank={cfg.rank}"
+        results["open_set"] = {
+            dname: float(osr.dir[0, oi]),
+            "threshold": float(osr.thresholds[oi]),
+            "achieved_far": float(osr.achieved_far[oi]),
+            "far": osi_fars.tolist(),
+            "dir": osr.dir[0].tolist(),
+        }
+        summary[dname] = float(osr.dir[0, oi])
+        roc = {"far": osi_fars[osi_fars > 0], "tar": osr.dir[0][osi_fars > 0]}
+        dir_curve = {"far": osi_fars, "mean": osr.dir[0], "std": np.zeros(len(osi_fars))}
+    else:
+        results["open_set"] = None
+    same = gl[:, None] == pl[None, :]
+    n_missing = len(g_missing) + len(p_missing)
+    note = "user gallery/probe sets (no standard to compare with); " + (
+        f"{n_missing} listed image(s) had no embedding" if n_missing else "every image scored"
+    )
+    report = {
+        "results": results,
+        "summary": summary,
+        "comparable": None,
+        "comparability": note,
+        "missing": {"images": {**g_missing, **p_missing}, "n_images_missing": n_missing},
+    }
+    return Evaluation(
+        report=report,
+        roc=roc,
+        hist=histogram(score[same], score[~same], cfg.hist_bins) if (~same).any() else None,
+        dir_curve=dir_curve,
+        skipped=skipped,
+    )

@@ -1,0 +1,320 @@
+"""Evaluation protocols as data: pair lists, BLUFR trials, gallery/probe sets.
+
+* LFW ``pairs.txt`` (View 2): header ``10 300``, then 10 sets of 300 matched pairs
+  (``name n1 n2``) followed by 300 mismatched pairs (``name1 n1 name2 n2``); each set is one
+  fold. View 1 (``pairsDevTrain.txt`` / ``pairsDevTest.txt``): header ``N``, then N matched and
+  N mismatched pairs. Images map to embedding keys ``Name/Name_%04d``.
+* User pairs CSV: ``path1,path2,same`` (optional header row; ``same`` is 1/0, true/false
+  or yes/no). Paths are matched to the embeddings by their source path or by
+  ``<folder>/<stem>``. Folds are stratified: the i-th genuine pair and the i-th impostor pair
+  go to fold ``i % K``.
+* BLUFR (Liao et al. 2014) ``blufr_lfw_config.mat``: ``imageList`` (13,233 file names),
+  ``labels``, and per trial ``trainIndex``/``testIndex``/``galIndex``/``probIndex`` cells of
+  1-based MATLAB indexes into ``imageList``; probes whose label is not in the gallery are the
+  impostor probes.
+* Identification: a gallery and a probe set, each a folder of images (matched by source
+  path) or a text file of keys or paths, one per line.
+
+Images without a usable embedding are never dropped silently: ``resolve_pairs`` lists every
+pair it removes with the reason, and the report says whether the result is still comparable
+to the standard protocol.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facecl.errors import InputError
+from facecl.verify.embeddings import Embeddings
+
+LFW_VIEW2 = (10, 300)  # sets x matched pairs per set
+LFW_VIEW1_TEST = 500
+LFW_VIEW1_TRAIN = 1100
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+def lfw_key(name: str, number: int | str) -> str:
+    return f"{name}/{name}_{int(number):04d}"
+
+
+def key_from_filename(filename: str) -> str:
+    """``Aaron_Eckhart_0001.jpg`` -> ``Aaron_Eckhart/Aaron_Eckhart_0001``."""
+    stem = Path(filename).stem
+    return f"{stem.rsplit('_', 1)[0]}/{stem}"
+
+
+# --------------------------------------------------------------------------- pair lists
+
+
+@dataclass(frozen=True)
+class PairList:
+    """a, b: N image names (keys or paths); same: (N,) bool; fold: (N,) int."""
+
+    a: list[str]
+    b: list[str]
+    same: np.ndarray
+    fold: np.ndarray
+    source: str
+    header: tuple[int, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.a)
+
+    @property
+    def n_folds(self) -> int:
+        return len(np.unique(self.fold))
+
+
+def _bad(path: Path, line_no: int, msg: str) -> InputError:
+    return InputError(
+        f"{path}:{line_no}: {msg}",
+        "expected the LFW pairs format: a header line, then 'name n1 n2' (matched) "
+        "and 'name1 n1 name2 n2' (mismatched) lines",
+    )
+
+
+def read_lfw_pairs(path: str | os.PathLike) -> PairList:
+    """LFW View 2 ``pairs.txt`` (``sets n`` header) or View 1 ``pairsDev*.txt`` (``n``)."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"pairs file not found: {p}", "pass --pairs PATH/pairs.txt")
+    lines = [ln.split() for ln in p.read_text().splitlines()]
+    while lines and not lines[-1]:
+        lines.pop()
+    if not lines:
+        raise _bad(p, 1, "empty file")
+    try:
+        header = tuple(int(t) for t in lines[0])
+    except ValueError:
+        raise _bad(p, 1, f"header {' '.join(lines[0])!r} is not numbers") from None
+    if len(header) == 2:
+        n_sets, per = header
+    elif len(header) == 1:
+        n_sets, per = 1, header[0]
+    else:
+        raise _bad(p, 1, f"header has {len(header)} numbers, expected 1 (View 1) or 2 (View 2)")
+    expected = n_sets * 2 * per
+    body = lines[1:]
+    if len(body) != expected:
+        raise _bad(p, len(lines), f"{len(body)} pair lines, header promises {expected}")
+    a, b, same, fold = [], [], [], []
+    for i, toks in enumerate(body):
+        line_no = i + 2
+        k, r = divmod(i, 2 * per)
+        matched = r < per
+        try:
+            if matched:
+                if len(toks) != 3:
+                    raise _bad(p, line_no, f"expected a matched pair 'name n1 n2', got {toks}")
+                a.append(lfw_key(toks[0], toks[1]))
+                b.append(lfw_key(toks[0], toks[2]))
+            else:
+                if len(toks) != 4:
+                    raise _bad(
+                        p, line_no, f"expected a mismatched pair 'name1 n1 name2 n2', got {toks}"
+                    )
+                a.append(lfw_key(toks[0], toks[1]))
+                b.append(lfw_key(toks[2], toks[3]))
+        except ValueError:
+            raise _bad(p, line_no, f"image numbers must be integers: {toks}") from None
+        same.append(matched)
+        fold.append(k)
+    return PairList(a, b, np.array(same), np.array(fold), str(p), header)
+
+
+_TRUE = {"1", "true", "yes", "y", "t"}
+_FALSE = {"0", "false", "no", "n", "f"}
+
+
+def stratified_folds(same: np.ndarray, k: int) -> np.ndarray:
+    """Fold of each pair: the i-th genuine and the i-th impostor pair go to fold i % k."""
+    fold = np.empty(len(same), dtype=np.int64)
+    for cls in (True, False):
+        idx = np.flatnonzero(same == cls)
+        fold[idx] = np.arange(len(idx)) % k
+    return fold
+
+
+def read_pairs_csv(path: str | os.PathLike, folds: int = 10) -> PairList:
+    """A user pair list: CSV rows ``path1,path2,same`` (header row optional)."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"pairs file not found: {p}", "pass --pairs PATH.csv")
+    a, b, same = [], [], []
+    with open(p, newline="") as f:
+        for line_no, row in enumerate(csv.reader(f), start=1):
+            if not row or all(not c.strip() for c in row) or row[0].lstrip().startswith("#"):
+                continue
+            if len(row) < 3:
+                raise InputError(
+                    f"{p}:{line_no}: expected 3 columns path1,path2,same, got {len(row)}",
+                    "write one pair per line: path1,path2,1 (same) or 0 (different)",
+                )
+            v = row[2].strip().lower()
+            if v not in _TRUE | _FALSE:
+                if line_no == 1:  # a header row
+                    continue
+                raise InputError(
+                    f"{p}:{line_no}: 'same' value {row[2]!r} is not 1/0/true/false",
+                    "use 1 for the same person and 0 for different people",
+                )
+            a.append(row[0].strip())
+            b.append(row[1].strip())
+            same.append(v in _TRUE)
+    if not a:
+        raise InputError(f"{p} holds no pairs", "write one pair per line: path1,path2,same")
+    same_arr = np.array(same)
+    k = max(1, min(folds, int(same_arr.sum()), int((~same_arr).sum())))
+    return PairList(a, b, same_arr, stratified_folds(same_arr, k), str(p))
+
+
+# --------------------------------------------------------------------------- resolving
+
+
+@dataclass(frozen=True)
+class ResolvedPairs:
+    """idx_a, idx_b: (N,) embedding rows (-1 missing); keep: (N,) bool, both rows usable."""
+
+    idx_a: np.ndarray
+    idx_b: np.ndarray
+    keep: np.ndarray
+    dropped: list[dict[str, Any]] = field(default_factory=list)
+    missing_images: dict[str, str] = field(default_factory=dict)
+
+
+def resolve_pairs(emb: Embeddings, pairs: PairList) -> ResolvedPairs:
+    """Map each pair's images to embedding rows; list every pair with an unusable image."""
+    ok = emb.ok
+    cache: dict[str, int] = {}
+
+    def row(name: str) -> int:
+        if name not in cache:
+            cache[name] = emb.find(name)
+        return cache[name]
+
+    ia = np.array([row(n) for n in pairs.a], dtype=np.int64)
+    ib = np.array([row(n) for n in pairs.b], dtype=np.int64)
+    good_a = (ia >= 0) & ok[np.maximum(ia, 0)]
+    good_b = (ib >= 0) & ok[np.maximum(ib, 0)]
+    keep = good_a & good_b
+    dropped, missing = [], {}
+    for i in np.flatnonzero(~keep):
+        bad = {}
+        for name, r, good in ((pairs.a[i], ia[i], good_a[i]), (pairs.b[i], ib[i], good_b[i])):
+            if not good:
+                bad[name] = missing[name] = emb.reason(int(r))
+        dropped.append(
+            {
+                "index": int(i),
+                "a": pairs.a[i],
+                "b": pairs.b[i],
+                "same": bool(pairs.same[i]),
+                "fold": int(pairs.fold[i]),
+                "missing": bad,
+            }
+        )
+    return ResolvedPairs(ia, ib, keep, dropped, missing)
+
+
+# --------------------------------------------------------------------------- BLUFR
+
+
+@dataclass(frozen=True)
+class BlufrTrial:
+    """0-based indexes into the config's image list."""
+
+    train: np.ndarray
+    test: np.ndarray
+    gallery: np.ndarray
+    probe: np.ndarray
+
+
+@dataclass(frozen=True)
+class BlufrConfig:
+    image_list: list[str]  # file names, e.g. Aaron_Eckhart_0001.jpg
+    keys: list[str]  # Aaron_Eckhart/Aaron_Eckhart_0001
+    labels: np.ndarray  # (13233,) class labels 1..5749
+    trials: list[BlufrTrial]
+    dev_train: np.ndarray
+    dev_test: np.ndarray
+    source: str
+
+
+def _cells(m: dict[str, Any], name: str, path: Path) -> list[np.ndarray]:
+    if name not in m:
+        raise InputError(f"{path} has no '{name}' variable", "is this blufr_lfw_config.mat?")
+    return [np.asarray(c).ravel().astype(np.int64) - 1 for c in np.asarray(m[name]).ravel()]
+
+
+def read_blufr_config(path: str | os.PathLike) -> BlufrConfig:
+    """Read ``blufr_lfw_config.mat`` (MATLAB 1-based indexes become 0-based)."""
+    import scipy.io
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"BLUFR config not found: {p}", "pass --config PATH/blufr_lfw_config.mat")
+    try:
+        m = scipy.io.loadmat(p)
+    except (ValueError, OSError, NotImplementedError) as e:
+        raise InputError(f"cannot read {p}: {e}", "is it the BLUFR .mat config?") from None
+    if "imageList" not in m or "labels" not in m:
+        raise InputError(f"{p} lacks imageList/labels", "is this blufr_lfw_config.mat?")
+    names = [str(np.asarray(c).ravel()[0]) for c in np.asarray(m["imageList"]).ravel()]
+    labels = np.asarray(m["labels"]).ravel().astype(np.int64)
+    train, test = _cells(m, "trainIndex", p), _cells(m, "testIndex", p)
+    gal, probe = _cells(m, "galIndex", p), _cells(m, "probIndex", p)
+    if not len(train) == len(test) == len(gal) == len(probe):
+        raise InputError(f"{p}: trial cells differ in length", "is the config complete?")
+    trials = [BlufrTrial(*t) for t in zip(train, test, gal, probe, strict=True)]
+    dev = {
+        k: np.asarray(m[k]).ravel().astype(np.int64) - 1 if k in m else np.zeros(0, np.int64)
+        for k in ("devTrainIndex", "devTestIndex")
+    }
+    return BlufrConfig(
+        image_list=names,
+        keys=[key_from_filename(n) for n in names],
+        labels=labels,
+        trials=trials,
+        dev_train=dev["devTrainIndex"],
+        dev_test=dev["devTestIndex"],
+        source=str(p),
+    )
+
+
+# --------------------------------------------------------------------------- identification
+
+
+def select_images(emb: Embeddings, spec: str | os.PathLike) -> tuple[np.ndarray, dict[str, str]]:
+    """Embedding rows of a gallery or probe set.
+
+    ``spec`` is a folder (every image file under it, matched by path or by
+    ``<folder>/<stem>``) or a text file of keys or paths, one per line. Returns (rows (K,) of
+    usable images, {name: reason} for the listed images without a usable embedding).
+    """
+    p = Path(spec)
+    ok = emb.ok
+    if p.is_dir():
+        names = [str(f) for f in sorted(p.rglob("*")) if f.suffix.lower() in IMAGE_SUFFIXES]
+        if not names:
+            raise InputError(f"no images under {p}", "pass a folder of <identity>/<image> files")
+    elif p.is_file():
+        names = [ln.strip() for ln in p.read_text().splitlines()]
+        names = [n for n in names if n and not n.startswith("#")]
+    else:
+        raise InputError(
+            f"gallery/probe set not found: {p}", "pass a folder of images or a list file"
+        )
+    rows, missing = [], {}
+    for name in names:
+        r = emb.find(name)
+        if r >= 0 and ok[r]:
+            rows.append(r)
+        else:
+            missing[name] = emb.reason(r)
+    return np.array(rows, dtype=np.int64), missing

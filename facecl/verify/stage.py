@@ -1,0 +1,388 @@
+"""`facecl verify`: evaluate an embeddings artifact under a protocol; write a verify artifact.
+
+Artifact layout (schema ``facecl.verify/1``)::
+
+    <out>/
+      manifest.json      config, input hashes, counts, extra.files (sha256 of each file)
+      report.json        every number: protocol, inputs (with sha256), results, summary,
+                         missing images/pairs by name, comparable + why
+      roc.npz            far, tar[, thresholds]: the curve ``--compare`` overlays
+      scores.npz         pair protocols: score, same, fold of every scored pair
+      missing.csv        item, kind, reason of every skipped pair or image
+      roc.png det.png hist.png              (pair protocols; BLUFR: roc/det of mean VR)
+      blufr_vr.png blufr_dir.png            (BLUFR: mean +- std over trials)
+      dir.png                               (identify with impostor probes)
+
+``facecl verify --compare`` writes the same kind of artifact with ``compare.json`` and
+``roc_compare.png`` / ``det_compare.png`` instead (``extra.kind = "compare"``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facecl.artifacts import (
+    Manifest,
+    StageOutput,
+    atomic_write_json,
+    config_dict,
+    input_ref,
+    read_manifest,
+    sha256_file,
+)
+from facecl.errors import ArtifactError, UsageError
+from facecl.verify import plots
+from facecl.verify.config import VerifyConfig
+from facecl.verify.evaluate import Evaluation
+
+REPORT = "report.json"
+ROC = "roc.npz"
+COMPARE = "compare.json"
+REPORT_SCHEMA = "facecl.verify.report/1"
+
+
+def clean_json(obj: Any) -> Any:
+    """numpy scalars/arrays to Python, non-finite floats to None (strict JSON)."""
+    if isinstance(obj, dict):
+        return {str(k): clean_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [clean_json(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return clean_json(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def _protocol_inputs(
+    cfg: VerifyConfig,
+    pairs: Path | None,
+    train_pairs: Path | None,
+    blufr_config: Path | None,
+    gallery: Path | None,
+    probe: Path | None,
+) -> dict[str, Path]:
+    """Check that the options the protocol needs are there; returns {role: path}."""
+    p = cfg.protocol
+    need: dict[str, tuple[Path | None, str]] = {}
+    if p in ("lfw-pairs", "lfw-view1", "pairs"):
+        need["pairs"] = (pairs, "--pairs FILE (LFW pairs.txt / pairsDevTest.txt, or a CSV)")
+    if p == "blufr":
+        need["blufr_config"] = (blufr_config, "--config PATH/blufr_lfw_config.mat")
+    if p == "identify":
+        need["gallery"] = (gallery, "--gallery FOLDER_OR_LIST")
+        need["probe"] = (probe, "--probe FOLDER_OR_LIST")
+    out: dict[str, Path] = {}
+    for role, (value, how) in need.items():
+        if value is None:
+            raise UsageError(f"--protocol {p} needs {how.split()[0]}", f"pass {how}")
+        out[role] = Path(value)
+    if p == "lfw-view1":
+        tp = train_pairs if train_pairs is not None else out["pairs"].parent / "pairsDevTrain.txt"
+        if not Path(tp).is_file():
+            raise UsageError(
+                f"View 1 chooses its threshold on pairsDevTrain.txt, not found at {tp}",
+                "pass --train-pairs PATH/pairsDevTrain.txt",
+            )
+        out["train_pairs"] = Path(tp)
+    elif train_pairs is not None:
+        raise UsageError("--train-pairs is only used by --protocol lfw-view1", "drop it")
+    extra = {"blufr_config": blufr_config, "gallery": gallery, "probe": probe}
+    for role, value in extra.items():
+        if value is not None and role not in out:
+            raise UsageError(f"--{role.split('_')[-1]} is not used by --protocol {p}", "drop it")
+    if pairs is not None and "pairs" not in out:
+        raise UsageError(f"--pairs is not used by --protocol {p}", "drop it")
+    return out
+
+
+def run_verify(
+    embeddings: Path,
+    out: Path,
+    cfg: VerifyConfig,
+    *,
+    pairs: Path | None = None,
+    train_pairs: Path | None = None,
+    blufr_config: Path | None = None,
+    gallery: Path | None = None,
+    probe: Path | None = None,
+    force: bool = False,
+    on_trial: Callable[[int, int], None] | None = None,
+) -> tuple[Manifest, dict[str, Any], bool]:
+    """Evaluate ``embeddings`` and write the verify artifact at ``out``.
+
+    Returns (manifest, report, reused): ``reused`` is True when an identical run's output was
+    already in place. ``on_trial(done, total)`` reports BLUFR progress.
+    """
+    from facecl.verify import evaluate as E
+    from facecl.verify import protocols as P
+    from facecl.verify.embeddings import load_embeddings
+
+    cfg = cfg.validate()
+    roles = _protocol_inputs(cfg, pairs, train_pairs, blufr_config, gallery, probe)
+    inputs = [input_ref(embeddings)] + [input_ref(p) for p in roles.values()]
+    so = StageOutput(out, "verify", cfg, inputs, force=force, resume=False)
+    if so.up_to_date:
+        return so.existing, json.loads((so.path / REPORT).read_text()), True
+
+    emb = load_embeddings(embeddings)
+    if cfg.protocol in ("lfw-pairs", "lfw-view1"):
+        pl = P.read_lfw_pairs(roles["pairs"])
+        tl = P.read_lfw_pairs(roles["train_pairs"]) if "train_pairs" in roles else None
+        if cfg.protocol == "lfw-pairs" and pl.n_folds < 2:
+            raise UsageError(
+                f"{roles['pairs']} holds a single set of pairs (a View 1 file?)",
+                "use --protocol lfw-view1 for pairsDevTest.txt, or pass View 2 pairs.txt",
+            )
+        ev = E.evaluate_pairs(emb, pl, cfg, tl)
+    elif cfg.protocol == "pairs":
+        ev = E.evaluate_pairs(emb, P.read_pairs_csv(roles["pairs"], cfg.folds), cfg)
+    elif cfg.protocol == "blufr":
+        conf = P.read_blufr_config(roles["blufr_config"])
+        n = len(conf.trials)
+        ev = E.evaluate_blufr(emb, conf, cfg, (lambda t: on_trial(t + 1, n)) if on_trial else None)
+    else:
+        ev = E.evaluate_identify(emb, str(roles["gallery"]), str(roles["probe"]), cfg)
+
+    work = so.begin()
+    written = _write_outputs(work, ev, cfg)
+    report = clean_json(
+        {
+            "schema": REPORT_SCHEMA,
+            "protocol": cfg.protocol,
+            "metric": cfg.metric,
+            "pca_dim": cfg.pca_dim,
+            "config": config_dict(cfg),
+            "inputs": [
+                {**ref, "role": role}
+                for ref, role in zip(inputs, ["embeddings", *roles], strict=True)
+            ],
+            "embeddings": {
+                "path": str(emb.source),
+                "n": len(emb.keys),
+                "dim": emb.dim,
+                "n_ok": int(emb.ok.sum()),
+            },
+            **ev.report,
+            "files": sorted(written),
+        }
+    )
+    atomic_write_json(work / REPORT, report)
+    files = {rel: sha256_file(work / rel) for rel in [*written, REPORT]}
+    skipped: dict[str, int] = {}
+    for row in ev.skipped:
+        key = f"{row['kind']}: {row['reason']}"
+        skipped[key] = skipped.get(key, 0) + 1
+    counts = {
+        "processed": _processed(ev),
+        "written": len(files),
+        "skipped": skipped,
+    }
+    manifest = so.commit(
+        counts,
+        {
+            "kind": "report",
+            "protocol": cfg.protocol,
+            "summary": report["summary"],
+            "comparable": report["comparable"],
+            "files": files,
+        },
+    )
+    return manifest, report, False
+
+
+def _processed(ev: Evaluation) -> int:
+    r = ev.report["results"]
+    if "n_pairs" in r:
+        return int(r["n_pairs"])
+    if "trials" in r:
+        return int(sum(t["n_test"] for t in r["trials"]))
+    return int(r.get("n_gallery", 0) + r.get("n_genuine_probes", 0) + r.get("n_impostor_probes", 0))
+
+
+def _write_outputs(work: Path, ev: Evaluation, cfg: VerifyConfig) -> list[str]:
+    written = []
+    np.savez(work / ROC, **{k: np.asarray(v, dtype=np.float64) for k, v in ev.roc.items()})
+    written.append(ROC)
+    if ev.scores is not None:
+        np.savez(work / "scores.npz", **ev.scores)
+        written.append("scores.npz")
+    with open(work / "missing.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["item", "kind", "reason"])
+        w.writeheader()
+        w.writerows(ev.skipped)
+    written.append("missing.csv")
+    if not cfg.plots:
+        return written
+    label = cfg.protocol
+    results = ev.report["results"]
+    if cfg.protocol in ("lfw-pairs", "lfw-view1", "pairs", "blufr"):
+        ylabel = "VR (mean over trials)" if cfg.protocol == "blufr" else "TAR"
+        curve = [(label, ev.roc["far"], ev.roc["tar"])]
+        plots.plot_roc(curve, work / "roc.png", f"ROC ({label}, {cfg.metric})", ylabel)
+        plots.plot_det(curve, work / "det.png", f"DET ({label}, {cfg.metric})")
+        written += ["roc.png", "det.png"]
+    if ev.hist is not None:
+        thr = None
+        acc = results.get("accuracy")
+        if isinstance(acc, dict) and "thresholds" in acc:
+            thr = float(np.median(acc["thresholds"]))
+        elif isinstance(acc, dict):
+            thr = acc.get("threshold")
+        title = "Score distributions" + (" (trial 1)" if cfg.protocol == "blufr" else "")
+        plots.plot_histograms(
+            ev.hist["edges"],
+            ev.hist["genuine"],
+            ev.hist["impostor"],
+            work / "hist.png",
+            threshold=thr,
+            title=title,
+            xlabel=f"{cfg.metric} score",
+        )
+        written.append("hist.png")
+    if ev.veri_curve is not None:
+        c = ev.veri_curve
+        plots.plot_rate_vs_far(
+            c["far"], c["mean"], c["std"], work / "blufr_vr.png",
+            "verification rate", "BLUFR verification (mean +- std over trials)",
+            mark=cfg.blufr_veri_far,
+        )  # fmt: skip
+        written.append("blufr_vr.png")
+    if ev.dir_curve is not None:
+        c = ev.dir_curve
+        name = "blufr_dir.png" if cfg.protocol == "blufr" else "dir.png"
+        plots.plot_rate_vs_far(
+            c["far"], c["mean"], c["std"], work / name,
+            f"DIR (rank {cfg.rank})", f"Open-set identification, rank {cfg.rank}",
+            mark=cfg.osi_far,
+        )  # fmt: skip
+        written.append(name)
+    return written
+
+
+# --------------------------------------------------------------------------- compare
+
+
+def run_compare(
+    reports: list[Path], out: Path, *, force: bool = False
+) -> tuple[Manifest, dict[str, Any], bool]:
+    """Overlay several verify runs' ROC curves in one plot and one table."""
+    if not reports:
+        raise UsageError("--compare needs at least one report directory", "pass REPORT_DIR...")
+    runs = []
+    for r in reports:
+        m = read_manifest(r, stage="verify")
+        if m.extra.get("kind") == "compare":
+            raise ArtifactError(
+                f"{r} is a comparison, not a verify report", "pass 'facecl verify' outputs"
+            )
+        rep = json.loads((Path(r) / REPORT).read_text())
+        with np.load(Path(r) / ROC) as z:
+            roc = {k: z[k] for k in z.files}
+        runs.append((Path(r), rep, roc))
+    labels = _labels([p for p, _, _ in runs])
+    inputs = [input_ref(p) for p, _, _ in runs]
+    config = {"compare": True, "labels": labels}
+    so = StageOutput(out, "verify", config, inputs, force=force, resume=False)
+    if so.up_to_date:
+        return so.existing, json.loads((so.path / COMPARE).read_text()), True
+    protocols = sorted({rep["protocol"] for _, rep, _ in runs})
+    table = [
+        {
+            "label": lab,
+            "path": str(p.resolve()),
+            "protocol": rep["protocol"],
+            "metric": rep["metric"],
+            "pca_dim": rep["pca_dim"],
+            "comparable": rep["comparable"],
+            "summary": rep["summary"],
+        }
+        for lab, (p, rep, _) in zip(labels, runs, strict=True)
+    ]
+    doc = clean_json(
+        {
+            "schema": REPORT_SCHEMA,
+            "kind": "compare",
+            "protocols": protocols,
+            "same_protocol": len(protocols) == 1,
+            "runs": table,
+        }
+    )
+    work = so.begin()
+    curves = [(lab, roc["far"], roc["tar"]) for lab, (_, _, roc) in zip(labels, runs, strict=True)]
+    title = "ROC: " + ", ".join(protocols)
+    ylabel = "DIR" if protocols == ["identify"] else "TAR / VR"
+    plots.plot_roc(curves, work / "roc_compare.png", title, ylabel)
+    plots.plot_det(curves, work / "det_compare.png", "DET: " + ", ".join(protocols))
+    atomic_write_json(work / COMPARE, doc)
+    files = {
+        rel: sha256_file(work / rel) for rel in (COMPARE, "roc_compare.png", "det_compare.png")
+    }
+    manifest = so.commit(
+        {"processed": len(runs), "written": len(files), "skipped": {}},
+        {"kind": "compare", "files": files},
+    )
+    return manifest, doc, False
+
+
+def _labels(paths: list[Path]) -> list[str]:
+    names = [p.resolve().name for p in paths]
+    if len(set(names)) == len(names):
+        return names
+    return [f"{i + 1}:{n}" for i, n in enumerate(names)]
+
+
+# --------------------------------------------------------------------------- display
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4f}"
+    return "-" if v is None else str(v)
+
+
+def summary_table(report: dict[str, Any]):
+    """A rich Table of a report's headline numbers."""
+    from rich.table import Table
+
+    t = Table(title=f"facecl verify: {report['protocol']} ({report['metric']})")
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    for k, v in report["summary"].items():
+        t.add_row(k, _fmt(v))
+    miss = report.get("missing", {})
+    if miss.get("n_pairs_dropped") is not None:
+        t.add_row("pairs dropped (missing embeddings)", str(miss["n_pairs_dropped"]))
+    if miss.get("n_images_missing") is not None:
+        t.add_row("images missing", str(miss["n_images_missing"]))
+    t.caption = report["comparability"]
+    return t
+
+
+def compare_table(doc: dict[str, Any]):
+    """Metrics as rows, runs as columns."""
+    from rich.table import Table
+
+    t = Table(title="facecl verify --compare: " + ", ".join(doc["protocols"]))
+    t.add_column("metric")
+    for run in doc["runs"]:
+        t.add_column(run["label"], justify="right")
+    keys: list[str] = []
+    for run in doc["runs"]:
+        keys += [k for k in run["summary"] if k not in keys]
+    for k in keys:
+        t.add_row(k, *(_fmt(run["summary"].get(k)) for run in doc["runs"]))
+    t.add_row("protocol", *(r["protocol"] for r in doc["runs"]))
+    t.add_row("comparable", *(_fmt(r["comparable"]) for r in doc["runs"]))
+    if not doc["same_protocol"]:
+        t.caption = "runs use different protocols: their curves are not directly comparable"
+    return t

@@ -1,0 +1,64 @@
+"""Build embed-stage artifacts for verify tests without the embed code (its contract only)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from facecl.artifacts import StageOutput, sha256_file
+from facecl.verify.protocols import read_lfw_pairs
+
+
+def make_embed_artifact(
+    tmp_path: Path,
+    keys: list[str],
+    vectors: np.ndarray,
+    status: list[str] | None = None,
+    name: str = "emb",
+    paths: list[str] | None = None,
+) -> Path:
+    """An ``facecl.embed/1`` artifact: embeddings.h5 with embeddings/keys/paths/identities/status.
+
+    Rows whose status is not ``ok`` get NaN vectors, as the embed stage writes them.
+    """
+    import h5py
+
+    vectors = np.asarray(vectors, dtype=np.float32).copy()
+    status = list(status) if status is not None else ["ok"] * len(keys)
+    for i, s in enumerate(status):
+        if s != "ok":
+            vectors[i] = np.nan
+    paths = paths if paths is not None else [f"/data/lfw/{k}.jpg" for k in keys]
+    so = StageOutput(tmp_path / name, "embed", {"test": True, "n": len(keys)}, [])
+    work = so.begin()
+    s = h5py.string_dtype("utf-8")
+    with h5py.File(work / "embeddings.h5", "w") as f:
+        f["embeddings"] = vectors
+        f.create_dataset("keys", data=np.array(keys, dtype=object), dtype=s)
+        f.create_dataset("paths", data=np.array(paths, dtype=object), dtype=s)
+        ids = [k.split("/", 1)[0] for k in keys]
+        f.create_dataset("identities", data=np.array(ids, dtype=object), dtype=s)
+        f.create_dataset("status", data=np.array(status, dtype=object), dtype=s)
+    so.commit(
+        {"processed": len(keys), "written": sum(x == "ok" for x in status), "skipped": {}},
+        {"files": {"embeddings.h5": sha256_file(work / "embeddings.h5")}},
+    )
+    return tmp_path / name
+
+
+def identity_vectors(
+    keys: list[str], dim: int = 32, noise: float = 0.6, seed: int = 0
+) -> np.ndarray:
+    """Random unit identity centres plus per-image noise: same-identity pairs score higher."""
+    rng = np.random.default_rng(seed)
+    ids = sorted({k.split("/", 1)[0] for k in keys})
+    centre = {i: rng.normal(size=dim) for i in ids}
+    out = np.stack([centre[k.split("/", 1)[0]] + noise * rng.normal(size=dim) for k in keys])
+    return out.astype(np.float32)
+
+
+def pair_keys(pairs_txt: Path) -> list[str]:
+    """Every image key named by an LFW pairs file, sorted."""
+    pl = read_lfw_pairs(pairs_txt)
+    return sorted(set(pl.a) | set(pl.b))
