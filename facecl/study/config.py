@@ -1,0 +1,147 @@
+"""StudyConfig: one TOML file describes the whole reproducible study (issue #9).
+
+The file has sections ``[data]``, ``[align]``, ``[pack]``, ``[train]``, ``[embed]``,
+``[verify]`` (each a table of that stage's CLI options, ``key = value`` -> ``--key value``),
+``seeds = [...]`` and ``[[variants]]`` (``name`` plus train options that override ``[train]``).
+Relative paths in ``[data]`` are resolved against the config file's directory.
+"""
+
+from __future__ import annotations
+
+import difflib
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from facecl.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+DATA_KEYS = ("lfw_root", "train_people", "test_pairs", "train_pairs", "blufr_config")
+TOP_KEYS = (
+    "name",
+    "description",
+    "seeds",
+    "data",
+    "align",
+    "pack",
+    "train",
+    "embed",
+    "verify",
+    "variants",
+)
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    """Short name used in paths and tables (e.g. ``cl-rho5``)."""
+    train: dict[str, Any]
+    """Train options overriding ``[train]`` (e.g. ``loss = "cl"``, ``rho = 5``)."""
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    name: str
+    """Study name (report titles)."""
+    lfw_root: Path
+    """LFW originals: ``<root>/<Name>/<Name>_NNNN.jpg``."""
+    train_people: Path
+    """``peopleDevTrain.txt``: the identities packed for training."""
+    test_pairs: Path
+    """``pairsDevTest.txt``: the 1,000 View 1 test pairs (their identities are excluded)."""
+    train_pairs: Path | None = None
+    """``pairsDevTrain.txt`` (View 1 threshold selection); default: next to test_pairs."""
+    blufr_config: Path | None = None
+    """``blufr_lfw_config.mat``; BLUFR is skipped when absent."""
+    seeds: tuple[int, ...] = (0,)
+    """Seeds: every variant is trained once per seed."""
+    align: dict[str, Any] = field(default_factory=dict)
+    pack: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+    embed: dict[str, Any] = field(default_factory=dict)
+    verify: dict[str, Any] = field(default_factory=dict)
+    variants: tuple[Variant, ...] = ()
+    description: str = ""
+    source: Path | None = None
+    """The config file this was read from."""
+
+
+def load_study_config(path: str | Path) -> StudyConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"study config not found: {path}", "pass a TOML file (see experiments/)")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: invalid TOML ({e})", "fix the syntax") from None
+    for key in raw:
+        if key not in TOP_KEYS:
+            close = difflib.get_close_matches(key, TOP_KEYS, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"valid keys: {', '.join(TOP_KEYS)}"
+            raise ConfigError(f"{path}: unknown key {key!r}", hint)
+    data = raw.get("data", {})
+    for key in data:
+        if key not in DATA_KEYS:
+            close = difflib.get_close_matches(key, DATA_KEYS, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"valid keys: {', '.join(DATA_KEYS)}"
+            raise ConfigError(f"{path}: unknown [data] key {key!r}", hint)
+    for key in ("lfw_root", "train_people", "test_pairs"):
+        if key not in data:
+            raise ConfigError(f"{path}: [data] lacks {key!r}", "add it (a path)")
+
+    def resolve(p: str | None) -> Path | None:
+        if p is None:
+            return None
+        q = Path(p).expanduser()
+        return q if q.is_absolute() else (path.parent / q).resolve()
+
+    variants = []
+    seen = set()
+    for i, v in enumerate(raw.get("variants", [])):
+        if "name" not in v:
+            raise ConfigError(f"{path}: variant #{i + 1} has no name", 'add name = "..."')
+        if v["name"] in seen:
+            raise ConfigError(f"{path}: variant {v['name']!r} appears twice", "rename one")
+        seen.add(v["name"])
+        variants.append(Variant(name=v["name"], train={k: x for k, x in v.items() if k != "name"}))
+    if not variants:
+        raise ConfigError(f"{path}: no [[variants]]", "add at least one variant")
+    test_pairs = resolve(data["test_pairs"])
+    return StudyConfig(
+        name=raw.get("name", path.stem),
+        description=raw.get("description", ""),
+        lfw_root=resolve(data["lfw_root"]),
+        train_people=resolve(data["train_people"]),
+        test_pairs=test_pairs,
+        train_pairs=resolve(data.get("train_pairs")) or (test_pairs.parent / "pairsDevTrain.txt"),
+        blufr_config=resolve(data.get("blufr_config")),
+        seeds=tuple(int(s) for s in raw.get("seeds", [0])),
+        align=raw.get("align", {}),
+        pack=raw.get("pack", {}),
+        train=raw.get("train", {}),
+        embed=raw.get("embed", {}),
+        verify=raw.get("verify", {}),
+        variants=tuple(variants),
+        source=path.resolve(),
+    )
+
+
+def cli_args(options: dict[str, Any]) -> list[str]:
+    """``{"min_images": 5, "all_faces": True, "exclude": ["a", "b"]}`` -> CLI flags."""
+    args: list[str] = []
+    for key, value in options.items():
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            if value:
+                args.append(flag)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                args += [flag, str(item)]
+        else:
+            args += [flag, str(value)]
+    return args

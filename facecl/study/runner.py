@@ -1,0 +1,239 @@
+"""Run the whole chain on full LFW for every loss variant and seed (issue #9).
+
+Each step is the real ``facecl`` command run as a subprocess (its progress bar shows on
+stderr; its ``--json`` summary is read from stdout), so the study exercises exactly what a
+user runs. Stage caching comes from the manifests: a step whose output exists with the same
+config and inputs is a no-op, so changing only a loss re-uses the aligned and packed
+artifacts (the log says "reused").
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from facecl.artifacts import atomic_write_json
+from facecl.console import console
+from facecl.errors import FaceclError, InputError
+from facecl.study.config import StudyConfig, Variant, cli_args
+
+
+@dataclass
+class StepLog:
+    steps: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, name: str, seconds: float, reused: bool, out: Path) -> None:
+        self.steps.append(
+            {"step": name, "seconds": round(seconds, 2), "reused": reused, "out": str(out)}
+        )
+
+
+def run_facecl(args: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run ``facecl ARGS --json``; returns the JSON summary, raises on failure."""
+    cmd = [sys.executable, "-m", "facecl", *args, "--json"]
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env=env)
+    if proc.returncode != 0:
+        raise FaceclError(
+            f"step failed (exit {proc.returncode}): facecl {' '.join(args)}",
+            "see the error above; fix it and re-run the study (finished steps are reused)",
+        )
+    try:
+        return json.loads(proc.stdout) if proc.stdout.strip() else {}
+    except ValueError:
+        return {"stdout": proc.stdout}
+
+
+def _reused(summary: dict[str, Any]) -> bool:
+    return bool(summary.get("reused") or summary.get("up_to_date") or summary.get("noop"))
+
+
+def read_people(path: Path) -> list[str]:
+    """Names from an LFW people file (``N`` header, then ``Name count`` lines)."""
+    names = []
+    for line in path.read_text().splitlines()[1:]:
+        parts = line.split()
+        if parts:
+            names.append(parts[0])
+    return names
+
+
+def read_pair_identities(path: Path) -> list[str]:
+    """Identities of an LFW pairs file (3 fields: same person; 4 fields: two people)."""
+    names: set[str] = set()
+    for line in path.read_text().splitlines()[1:]:
+        parts = line.split()
+        if len(parts) == 3:
+            names.add(parts[0])
+        elif len(parts) == 4:
+            names.update((parts[0], parts[2]))
+    return sorted(names)
+
+
+def write_identity_lists(cfg: StudyConfig, lists: Path) -> dict[str, Any]:
+    """Exclusion lists for pack: every LFW identity outside DevTrain, and DevTest's identities.
+
+    Returns the overlap report (DevTrain identities that also appear in the DevTest pairs).
+    """
+    from facecl.pack.overlap import normalize_name
+
+    lists.mkdir(parents=True, exist_ok=True)
+    train = read_people(cfg.train_people)
+    test = read_pair_identities(cfg.test_pairs)
+    everyone = sorted(p.name for p in cfg.lfw_root.iterdir() if p.is_dir())
+    train_norm = {normalize_name(n) for n in train}
+    not_train = [n for n in everyone if normalize_name(n) not in train_norm]
+    (lists / "not_devtrain.txt").write_text("\n".join(not_train) + "\n")
+    (lists / "devtest_identities.txt").write_text("\n".join(test) + "\n")
+    overlap = sorted(n for n in test if normalize_name(n) in train_norm)
+    return {
+        "devtrain_identities": len(train),
+        "devtest_identities": len(test),
+        "overlap": overlap,
+        "overlap_count": len(overlap),
+    }
+
+
+def run_study(
+    cfg: StudyConfig,
+    out: Path,
+    *,
+    variants: list[str] | None = None,
+    seeds: list[int] | None = None,
+) -> dict[str, Any]:
+    for p, what in (
+        (cfg.lfw_root, "lfw_root"),
+        (cfg.train_people, "train_people"),
+        (cfg.test_pairs, "test_pairs"),
+    ):
+        if not p.exists():
+            raise InputError(f"study input {what} not found: {p}", "fix [data] in the config")
+    chosen = [v for v in cfg.variants if not variants or v.name in variants]
+    if variants:
+        unknown = sorted(set(variants) - {v.name for v in cfg.variants})
+        if unknown:
+            raise InputError(
+                f"unknown variant(s) {', '.join(unknown)}",
+                f"valid: {', '.join(v.name for v in cfg.variants)}",
+            )
+    run_seeds = list(seeds) if seeds else list(cfg.seeds)
+    out.mkdir(parents=True, exist_ok=True)
+    log = StepLog()
+    t_all = time.perf_counter()
+
+    def step(name: str, args: list[str], target: Path) -> dict[str, Any]:
+        console.rule(f"[bold]{name}")
+        t0 = time.perf_counter()
+        summary = run_facecl(args)
+        dt = time.perf_counter() - t0
+        reused = _reused(summary)
+        log.add(name, dt, reused, target)
+        console.print(
+            f"{name}: {'reused (same config and inputs)' if reused else 'done'} in {dt:.1f} s"
+        )
+        return summary
+
+    aligned = out / "aligned"
+    step("align", ["align", str(cfg.lfw_root), "-o", str(aligned), *cli_args(cfg.align)], aligned)
+    overlap = write_identity_lists(cfg, out / "lists")
+    console.print(
+        f"identity overlap DevTrain/DevTest: {overlap['overlap_count']} "
+        f"({', '.join(overlap['overlap'][:10]) or 'none'})"
+    )
+    packed = out / "packed"
+    step(
+        "pack",
+        [
+            "pack",
+            str(aligned),
+            "-o",
+            str(packed),
+            "--exclude",
+            str(out / "lists" / "not_devtrain.txt"),
+            "--exclude",
+            str(out / "lists" / "devtest_identities.txt"),
+            *cli_args(cfg.pack),
+        ],
+        packed,
+    )
+
+    results: list[dict[str, Any]] = []
+    for variant in chosen:
+        for seed in run_seeds:
+            results.append(run_variant(cfg, out, variant, seed, aligned, packed, step))
+
+    compare = out / "compare"
+    reports = [r["view1_report"] for r in results]
+    if reports:
+        step("compare", ["verify", "--compare", *reports, "-o", str(compare), "--force"], compare)
+    doc = {
+        "study": cfg.name,
+        "config": str(cfg.source),
+        "overlap": overlap,
+        "runs": results,
+        "steps": log.steps,
+        "total_seconds": round(time.perf_counter() - t_all, 1),
+    }
+    atomic_write_json(out / "study.json", doc)
+    return doc
+
+
+def run_variant(
+    cfg: StudyConfig, out: Path, variant: Variant, seed: int, aligned: Path, packed: Path, step
+) -> dict[str, Any]:
+    tag = f"{variant.name}-s{seed}"
+    run = out / "runs" / tag
+    train_opts = {**cfg.train, **variant.train, "seed": seed}
+    step(f"train {tag}", ["train", str(packed), "-o", str(run), *cli_args(train_opts)], run)
+    emb = out / "emb" / tag
+    step(
+        f"embed {tag}", ["embed", str(run), str(aligned), "-o", str(emb), *cli_args(cfg.embed)], emb
+    )
+    v1 = out / "verify" / f"{tag}-view1"
+    step(
+        f"verify view1 {tag}",
+        [
+            "verify",
+            str(emb),
+            "--protocol",
+            "lfw-view1",
+            "--pairs",
+            str(cfg.test_pairs),
+            "--train-pairs",
+            str(cfg.train_pairs),
+            "-o",
+            str(v1),
+            *cli_args(cfg.verify),
+        ],
+        v1,
+    )
+    result: dict[str, Any] = {
+        "variant": variant.name,
+        "seed": seed,
+        "train": train_opts,
+        "run": str(run),
+        "view1_report": str(v1),
+    }
+    if cfg.blufr_config and cfg.blufr_config.exists():
+        bl = out / "verify" / f"{tag}-blufr"
+        step(
+            f"verify blufr {tag}",
+            [
+                "verify",
+                str(emb),
+                "--protocol",
+                "blufr",
+                "--config",
+                str(cfg.blufr_config),
+                "-o",
+                str(bl),
+                *cli_args(cfg.verify),
+            ],
+            bl,
+        )
+        result["blufr_report"] = str(bl)
+    return result
