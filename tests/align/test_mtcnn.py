@@ -1,0 +1,156 @@
+"""Our MTCNN: the building blocks against hand computations, the whole on lfw_mini."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from facecl.align.mtcnn import (
+    MTCNN,
+    Detections,
+    calibrate,
+    generate_boxes,
+    load_nets,
+    nms_min,
+    pyramid_scales,
+    square,
+    weights_dir,
+    whc_to_chw_dense,
+)
+from facecl.align.select import select_face
+
+
+def test_weights_ship_in_the_package_and_load_safely():
+    d = weights_dir()
+    for name in ("pnet", "rnet", "onet"):
+        assert (d / f"{name}.pt").is_file()
+    assert (d / "LICENSE-facenet-pytorch.md").is_file()
+    pnet, rnet, onet = load_nets()
+    assert rnet.dense4.weight.shape == (128, 576) and onet.dense5.weight.shape == (256, 1152)
+
+
+def test_dense_reorder_equals_caffe_whc_flatten():
+    torch.manual_seed(0)
+    feats = torch.randn(4, 64, 3, 3)  # (N, C, H, W)
+    lin = torch.nn.Linear(576, 8)
+    ref = lin(feats.permute(0, 3, 2, 1).reshape(4, -1))  # converted-Caffe order (W, H, C)
+    lin.weight.data = whc_to_chw_dense(lin.weight.data, 64, 3, 3)
+    torch.testing.assert_close(lin(feats.flatten(1)), ref)
+
+
+def test_pyramid_scales_cover_min_face_to_image():
+    scales = pyramid_scales(150, 200, min_face=20, factor=0.709)
+    assert scales[0] == pytest.approx(12 / 20)
+    np.testing.assert_allclose(np.diff(np.log(scales)), np.log(0.709))
+    assert 150 * scales[-1] >= 12 > 150 * scales[-1] * 0.709
+    assert pyramid_scales(19, 300, min_face=20, factor=0.709) == []
+
+
+def test_generate_boxes_maps_cells_back_to_the_image():
+    prob = torch.zeros(1, 5, 6)
+    prob[0, 2, 3] = 0.9  # row 2, col 3
+    reg = torch.zeros(1, 4, 5, 6)
+    reg[0, :, 2, 3] = torch.tensor([0.1, 0.2, 0.3, 0.4])
+    boxes, img = generate_boxes(reg, prob, scale=0.5, threshold=0.6)
+    assert img.tolist() == [0]
+    # cell (x=3, y=2), stride 2, 12 px window, scale 0.5 -> floor((2*3+1)/0.5) = 14 ...
+    assert boxes[0, :4].tolist() == [14.0, 10.0, 36.0, 32.0]
+    assert boxes[0, 4].item() == pytest.approx(0.9)
+    assert boxes[0, 5:].tolist() == pytest.approx([0.1, 0.2, 0.3, 0.4])
+
+
+def test_calibrate_and_square():
+    b = torch.tensor([[10.0, 20.0, 29.0, 59.0, 0.8]])
+    c = calibrate(b, torch.tensor([[0.1, -0.1, 0.0, 0.05]]))  # w = 20, h = 40 (inclusive)
+    assert c[0].tolist() == pytest.approx([12.0, 16.0, 29.0, 61.0, 0.8])
+    s = square(b)
+    assert (s[0, 2] - s[0, 0]).item() == pytest.approx((s[0, 3] - s[0, 1]).item())
+    assert ((s[0, 0] + s[0, 2]) / 2).item() == pytest.approx(19.5)
+    assert s[0, 4].item() == pytest.approx(0.8)
+
+
+def test_nms_min_removes_contained_boxes_per_image():
+    boxes = np.array(
+        [[0, 0, 99, 99], [10, 10, 40, 40], [200, 200, 210, 210], [0, 0, 99, 99]], float
+    )
+    scores = np.array([0.9, 0.95, 0.5, 0.7])
+    groups = np.array([0, 0, 0, 1])
+    keep = nms_min(boxes, scores, groups, 0.7)
+    # box 1 lies inside box 0: min-overlap 1.0 suppresses the lower-scored box 0
+    assert sorted(keep.tolist()) == [1, 2, 3]
+
+
+def test_finds_a_face_in_every_lfw_mini_image(mini_images, mini_detections):
+    assert len(mini_detections) == len(mini_images)
+    for im, det in zip(mini_images, mini_detections, strict=True):
+        assert len(det) >= 1
+        i = select_face(det.boxes, im.shape[0], im.shape[1])
+        lm, box = det.landmarks[i], det.boxes[i]
+        assert det.scores[i] > 0.9
+        # anatomy: eyes above the nose above the mouth, left left of right, all in the box
+        assert max(lm[0, 1], lm[1, 1]) < lm[2, 1] < min(lm[3, 1], lm[4, 1])
+        assert lm[0, 0] < lm[1, 0] and lm[3, 0] < lm[4, 0]
+        assert (lm[:, 0] > box[0]).all() and (lm[:, 0] < box[2]).all()
+        # LFW faces are centred in the photo
+        assert abs(lm[2, 0] - im.shape[1] / 2) < 25 and abs(lm[2, 1] - im.shape[0] / 2) < 25
+
+
+def test_flip_consistency(detector, mini_images):
+    """Landmarks of a mirrored image, mapped back, match: no left-right pixel bias."""
+    imgs = mini_images[:24]
+    a = detector.detect(imgs)
+    b = detector.detect([np.ascontiguousarray(im[:, ::-1]) for im in imgs])
+    bias = []
+    for im, da, db in zip(imgs, a, b, strict=True):
+        w = im.shape[1]
+        la = da.landmarks[select_face(da.boxes, *im.shape[:2])]
+        lb = db.landmarks[select_face(db.boxes, *im.shape[:2])][[1, 0, 2, 4, 3]]
+        bias.append((la[:, 0] - (w - 1 - lb[:, 0])).mean() / 2)
+    assert abs(np.mean(bias)) < 0.3
+
+
+def test_batching_mixed_sizes_equals_one_by_one(detector, mini_images):
+    rng = np.random.default_rng(0)
+    imgs = [mini_images[0], mini_images[1][:140], mini_images[2], mini_images[3][:, :130]]
+    imgs.append(rng.integers(0, 255, (60, 80, 3), dtype=np.uint8))
+    together = detector.detect(imgs)
+    for im, det in zip(imgs, together, strict=True):
+        alone = detector.detect([im])[0]
+        assert len(alone) == len(det)
+        np.testing.assert_allclose(alone.landmarks, det.landmarks, atol=1e-3)
+
+
+def test_edge_inputs(detector):
+    assert detector.detect([]) == []
+    tiny = np.zeros((10, 10, 3), np.uint8)
+    flat = np.full((100, 120, 3), 128, np.uint8)
+    out = detector.detect([tiny, flat])
+    assert [len(d) for d in out] == [0, 0]
+    with pytest.raises(ValueError, match="uint8"):
+        detector.detect([np.zeros((50, 50), np.uint8)])
+
+
+def test_huge_image_is_detected_at_reduced_size_and_mapped_back(mini_images):
+    import cv2
+
+    det = MTCNN(max_side=400)
+    im = mini_images[5]
+    big = cv2.resize(im, (1500, 1500), interpolation=cv2.INTER_CUBIC)  # 10x
+    small = det.detect([im])[0]
+    large = det.detect([big])[0]
+    i = select_face(small.boxes, 150, 150)
+    j = select_face(large.boxes, 1500, 1500)
+    expect = (small.landmarks[i] + 0.5) * 10 - 0.5
+    assert np.abs(large.landmarks[j] - expect).max() < 15  # 1.5 px at the original scale
+
+
+def test_detections_scaled_round_trip():
+    d = Detections(
+        np.array([[10, 20, 30, 40]], np.float32),
+        np.array([0.9], np.float32),
+        np.arange(10, dtype=np.float32).reshape(1, 5, 2),
+    )
+    s = d.scaled(2.0, 3.0)
+    assert s.boxes[0].tolist() == [20.5, 61.0, 60.5, 121.0]
+    assert s.landmarks[0, 1].tolist() == [4.5, 10.0]  # (2, 3) -> (2.5*2-.5, 3.5*3-.5)
