@@ -56,9 +56,12 @@ def pair_scores(a: np.ndarray, b: np.ndarray, metric: str = "cosine") -> np.ndar
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     if metric == "cosine":
-        return np.einsum("nd,nd->n", l2_normalize(a), l2_normalize(b))
+        ab = np.einsum("nd,nd->n", a, b)
+        norms = np.sqrt(np.einsum("nd,nd->n", a, a) * np.einsum("nd,nd->n", b, b))
+        return ab / np.maximum(norms, 1e-24)
     if metric == "euclidean":
-        return -np.linalg.norm(a - b, axis=1)
+        d = a - b
+        return -np.sqrt(np.einsum("nd,nd->n", d, d))
     raise ValueError(f"unknown metric {metric!r}; expected one of {METRICS}")
 
 
@@ -295,9 +298,10 @@ def best_threshold(
     n = len(scores)
     if n == 0:
         raise ValueError("no pairs to choose a threshold on")
-    gen = np.sort(scores[labels])
-    imp = np.sort(scores[~labels])
+    n_gen = int(labels.sum())
     if grid is not None:
+        gen = np.sort(scores[labels])
+        imp = np.sort(scores[~labels])
         grid = np.asarray(grid, dtype=np.float64).ravel()
         same_gen = len(gen) - np.searchsorted(gen, grid, side="left")  # genuine >= t
         diff_imp = np.searchsorted(imp, grid, side="left")  # impostor < t
@@ -310,7 +314,7 @@ def best_threshold(
     # Cut c (0..n): positions [0, c) predicted "different", [c, n) "same".
     imp_below = np.r_[0, np.cumsum(~y)]  # (n + 1,)
     gen_below = np.r_[0, np.cumsum(y)]
-    correct = imp_below + (len(gen) - gen_below)
+    correct = imp_below + (n_gen - gen_below)
     valid = np.r_[True, s[1:] > s[:-1], True]  # a cut must separate distinct scores
     correct = np.where(valid, correct, -1)
     c = int(np.argmax(correct))  # first maximum = lowest threshold
@@ -363,16 +367,76 @@ def kfold_accuracy(
     labels = np.asarray(labels).astype(bool)
     folds = np.asarray(folds)
     ids = np.unique(folds)
-    per_fold = not isinstance(scores, np.ndarray) or np.ndim(scores) == 2
+    if isinstance(scores, np.ndarray) and scores.ndim == 1:
+        return _kfold_shared_scores(scores, labels, folds, ids, grid)
     acc, thr, tr_acc = [], [], []
-    for j, k in enumerate(ids):
-        s = np.asarray(scores[j] if per_fold else scores, dtype=np.float64)
+    for j, k in enumerate(ids):  # scores that differ per fold: one sort per fold
+        s = np.asarray(scores[j], dtype=np.float64)
         test = folds == k
         t = best_threshold(s[~test], labels[~test], grid)
         acc.append(accuracy_at(s[test], labels[test], t.threshold))
         thr.append(t.threshold)
         tr_acc.append(t.accuracy)
     return KFold(np.array(acc), np.array(thr), np.array(tr_acc))
+
+
+def _kfold_shared_scores(
+    scores: np.ndarray,
+    labels: np.ndarray,
+    folds: np.ndarray,
+    ids: np.ndarray,
+    grid: np.ndarray | None,
+) -> KFold:
+    """All folds at once from one sort: (K, N) cumulative training counts per fold.
+
+    Same candidates and tie rule as ``best_threshold`` applied to each fold's training pairs.
+    """
+    scores, labels = _check_labels(scores, labels)
+    order = np.argsort(scores, kind="stable")
+    s, y, f = scores[order], labels[order], folds[order]  # (N,) ascending
+    n, k = len(s), len(ids)
+    train = f[None, :] != ids[:, None]  # (K, N)
+    gen_below = np.zeros((k, n + 1), dtype=np.int64)  # training genuine in [0, c)
+    imp_below = np.zeros((k, n + 1), dtype=np.int64)
+    np.cumsum(train & y, axis=1, out=gen_below[:, 1:])
+    np.cumsum(train & ~y, axis=1, out=imp_below[:, 1:])
+    n_train = train.sum(1)  # (K,)
+    n_gen = gen_below[:, -1]
+    rows = np.arange(k)
+    if grid is not None:
+        g = np.asarray(grid, dtype=np.float64).ravel()
+        pos = np.searchsorted(s, g, side="left")  # (T,): scores below each grid value
+        correct = imp_below[:, pos] + (n_gen[:, None] - gen_below[:, pos])  # (K, T)
+        best = correct.argmax(1)  # first in grid order
+        thr = g[best]
+        train_acc = correct[rows, best] / n_train
+    else:
+        # Cut c (0..N) sits just before element c; a candidate cut must sit just before a
+        # training element (or at the end) whose score differs from the previous training one.
+        pos = np.arange(n)
+        last = np.maximum.accumulate(np.where(train, pos, -1), axis=1)  # (K, N)
+        prev = np.full((k, n + 1), -1, dtype=np.int64)  # last training index < c
+        prev[:, 1:] = last
+        starts = np.ones((k, n + 1), dtype=bool)
+        starts[:, :n] = train
+        s_next = np.r_[s, np.inf]  # (N + 1,)
+        valid = starts & ((prev < 0) | (s[np.maximum(prev, 0)] < s_next[None, :]))
+        correct = np.where(valid, imp_below + (n_gen[:, None] - gen_below), -1)  # (K, N + 1)
+        best = correct.argmax(1)  # first maximum = lowest threshold
+        train_acc = correct[rows, best] / n_train
+        thr = np.empty(k)
+        for j, (c, p) in enumerate(zip(best, prev[rows, best], strict=True)):  # K scalars
+            if c == n:
+                thr[j] = np.nextafter(s[p], np.inf)
+            elif p < 0:
+                thr[j] = s[c]
+            else:
+                mid = (s[p] + s[c]) / 2
+                thr[j] = mid if s[p] < mid <= s[c] else s[c]
+    test = ~train
+    hit = (s[None, :] >= thr[:, None]) == y[None, :]  # (K, N)
+    acc = (hit & test).sum(1) / test.sum(1)
+    return KFold(acc, thr, train_acc)
 
 
 def pca_fold_scores(

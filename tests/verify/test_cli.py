@@ -320,3 +320,27 @@ def test_usage_errors_are_one_line(tmp_path, mini_emb, args, code, msg, monkeypa
 def test_two_inputs_without_compare_is_a_usage_error(tmp_path, mini_emb):
     r = invoke(mini_emb, mini_emb, "-o", tmp_path / "o")
     assert r.exit_code == 2 and "--compare" in r.output
+
+
+@pytest.mark.slow
+def test_blufr_on_the_real_config_with_synthetic_embeddings(tmp_path, shared_data):
+    from facecl.verify.protocols import read_blufr_config
+
+    mat = shared_data / "blufr" / "blufr_lfw_config.mat"
+    conf = read_blufr_config(mat)
+    keys = conf.keys[1:]  # drop one image: the result must say it is not comparable
+    emb = make_embed_artifact(tmp_path, keys, identity_vectors(keys, dim=64, noise=1.0))
+    out = tmp_path / "blufr"
+    r = invoke(emb, "-p", "blufr", "--config", mat, "-o", out, "--json", "--no-plots")
+    assert r.exit_code == 0, r.output
+    rep = json.loads((out / "report.json").read_text())
+    trials = rep["results"]["trials"]
+    assert len(trials) == 10
+    dropped = conf.keys[0]
+    for t, trial in zip(trials, conf.trials, strict=True):
+        assert t["n_test"] + t["n_test_missing"] == len(trial.test)
+        assert t["n_test_missing"] == int(0 in trial.test)
+        assert t["n_gallery"] == 1000 - int(0 in trial.gallery)
+    assert rep["missing"]["images"] == {dropped: "not in embeddings"}
+    assert rep["comparable"] is (not any(0 in tr.test for tr in conf.trials))
+    assert 0 < rep["summary"]["vr@far=0.001 mean"] <= 1

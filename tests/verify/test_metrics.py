@@ -53,9 +53,12 @@ def lfw_folds(n_folds=10, per_fold=60):
 
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("decimals", [None, 1, 2])
-def test_kfold_accuracy_equals_brute_force(seed, decimals):
+@pytest.mark.parametrize("shuffled", [False, True])
+def test_kfold_accuracy_equals_brute_force(seed, decimals, shuffled):
     rng = np.random.default_rng(seed)
     folds = lfw_folds()
+    if shuffled:  # folds interleaved in the score order, not contiguous blocks
+        folds = rng.permutation(folds)
     labels = rng.random(len(folds)) < 0.5
     scores = rng.normal(labels * 0.8, 1.0)
     if decimals is not None:  # many ties
