@@ -194,7 +194,8 @@ def main() -> None:
     ap.add_argument("--skip-blufr", action="store_true")
     args = ap.parse_args()
     if not (args.shared / "lfw" / "pairs.txt").is_file():
-        raise SystemExit(f"needs LFW pairs.txt and the BLUFR config under {args.shared}")
+        print(f"bench_verify: skipped, needs LFW pairs.txt and the BLUFR config in {args.shared}")
+        return
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, numpy {np.__version__}\n")
     print("\n".join(bench_lfw(args.shared, args.repeats)))
     if not args.skip_blufr:
