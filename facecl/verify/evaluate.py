@@ -158,7 +158,7 @@ def evaluate_pairs(
         acc = M.accuracy_at(score, same, t.threshold)
         results["accuracy"] = {
             "mean": acc,
-            "std": 0.0,
+            "std": None,  # one split: no spread to report
             "threshold": t.threshold,
             "train_accuracy": t.accuracy,
             "n_train_pairs": int(tk.sum()),
@@ -231,7 +231,8 @@ def _pair_summary(results: dict[str, Any], cfg: VerifyConfig) -> dict[str, float
     s: dict[str, float] = {}
     if results.get("accuracy"):
         s["accuracy"] = results["accuracy"]["mean"]
-        s["accuracy_std"] = results["accuracy"]["std"]
+        if results["accuracy"]["std"] is not None:
+            s["accuracy_std"] = results["accuracy"]["std"]
     s["best_threshold_accuracy"] = results["best_threshold_accuracy"]["accuracy"]
     s["auc"] = results["auc"]
     s["eer"] = results["eer"]

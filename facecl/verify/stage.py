@@ -354,7 +354,8 @@ def summary_table(report: dict[str, Any]):
     """A rich Table of a report's headline numbers."""
     from rich.table import Table
 
-    t = Table(title=f"facecl verify: {report['protocol']} ({report['metric']})")
+    pca = f", PCA {report['pca_dim']}" if report.get("pca_dim") else ""
+    t = Table(title=f"facecl verify: {report['protocol']} ({report['metric']}{pca})")
     t.add_column("metric")
     t.add_column("value", justify="right")
     for k, v in report["summary"].items():
