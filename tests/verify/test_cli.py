@@ -162,11 +162,9 @@ def test_plain_npz_input(tmp_path, lfw_mini):
 
 
 def test_identify_closed_and_open_set(tmp_path):
-    rng = np.random.default_rng(0)
     ids = [f"P{i:02d}" for i in range(12)]
     keys = [f"{p}/{p}_{n:04d}" for p in ids for n in range(1, 4)]
-    vecs = identity_vectors(keys, dim=16, noise=0.3, seed=1)
-    emb = make_embed_artifact(tmp_path, keys, vecs + 0 * rng.normal(size=vecs.shape))
+    emb = make_embed_artifact(tmp_path, keys, identity_vectors(keys, dim=16, noise=0.3, seed=1))
     gallery = tmp_path / "gallery.txt"
     probe = tmp_path / "probe.txt"
     gallery.write_text("\n".join(f"{p}/{p}_0001" for p in ids[:8]) + "\n")
@@ -214,7 +212,8 @@ def _mini_blufr(tmp_path, n_ids=30, per_id=4, trials=2, seed=0):
         gal_ids = test_ids[:12]
         gal = np.array([np.flatnonzero(labels - 1 == g)[0] for g in gal_ids])
         probe = np.setdiff1d(test, gal)
-        tr.append(train), te.append(test), ga.append(gal), pr.append(probe)
+        for lst, arr in ((tr, train), (te, test), (ga, gal), (pr, probe)):
+            lst.append(arr)
     image_list = np.empty((len(files), 1), dtype=object)
     for i, f in enumerate(files):
         image_list[i, 0] = np.array([f])
