@@ -1,0 +1,356 @@
+"""The center-loss family: one base class, one small override per variant.
+
+References (equation numbers as in the papers, see docs/losses.md):
+  ECCV  Wen et al. 2016, "A Discriminative Feature Learning Approach for Deep Face Recognition"
+  IJCV  Wen et al. 2019, "A Comprehensive Study on Center Loss for Deep Face Recognition"
+  Wu    Wu et al. 2018, "Deep face recognition with center invariant loss"
+
+Every variant computes the same center term (IJCV Eq. 2 / 6 / 8 with the generalized center
+of Eq. 9)::
+
+    L_C = 1/(2m) * sum_i ||x_i - c'_{y_i}||^2,   c'_{y_i} = c_{y_i} + kappa_i (x_i - c_{y_i}),
+    kappa_i = min(rho / d_i, 1),                  d_i = ||x_i - c_{y_i}||
+
+and differs only in where the center c_{y_i} comes from (``centers_for``) and how its
+state is updated (``_apply_update``): CL keeps a (C, D) buffer of centers, ACL a (C,) buffer of
+scales gamma_j with c_j = gamma_j w_j (w = the head's weight), ACL-gamma one shared scale.
+CIL adds Wu's center invariant term (``extra_terms``). Centers are buffers, never optimiser
+parameters: ``update_centers`` applies the papers' moving-average rules under ``no_grad``.
+
+Gradients: dL_C/dx_i = (x_i - c'_{y_i}) / m = (1 - kappa_i)(x_i - c_{y_i}) / m (IJCV Eq. 3 with
+the generalized center), computed by treating c' as a constant, which is exact because c' is
+the nearest point of the ball to x_i. Nothing flows into the centers, gammas or w from L_C.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from facecl.errors import ConfigError
+from facecl.losses.config import CenterLossConfig
+from facecl.losses.distributed import gather_batch
+
+
+def dynamic_center(x: torch.Tensor, c: torch.Tensor, rho: float) -> torch.Tensor:
+    """The generalized center (IJCV Eq. 9): the point of the ball B(c, rho) nearest to x.
+
+    x, c: (B, D). Returns c + kappa (x - c) with kappa = min(rho / ||x - c||, 1): on the sphere
+    towards x when x is outside, x itself when inside. (The text after Eq. 9 prints
+    ``c - rho (x - c)/||x - c||``, the far side of the sphere; Eq. 9 itself is right.)
+    rho = 0 gives kappa = 0 and returns c exactly (``c + 0 * (x - c)``).
+    """
+    diff = x - c  # (B, D)
+    d = diff.norm(dim=1, keepdim=True)  # (B, 1)
+    kappa = (rho / d.clamp_min(torch.finfo(d.dtype).tiny)).clamp(max=1.0)  # (B, 1)
+    return c + kappa * diff
+
+
+def upcast(t: torch.Tensor) -> torch.Tensor:
+    """float16/bfloat16 -> float32; float32 and float64 unchanged (losses never run in half)."""
+    return t if t.dtype in (torch.float32, torch.float64) else t.float()
+
+
+def _head_weight(head: nn.Module | None, who: str, num_classes: int) -> torch.Tensor:
+    """The head's (C, D) weight, detached: the center term sends no gradient into w."""
+    weight = getattr(head, "weight", None)
+    if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
+        raise ConfigError(
+            f"center loss {who!r} shares the head's weights (c_j = gamma_j w_j)",
+            "pass the classification head (with a (C, D) .weight) to forward/update_centers",
+        )
+    if weight.shape[0] != num_classes:
+        raise ConfigError(
+            f"head weight has {weight.shape[0]} classes, center loss {who!r} {num_classes}",
+            "build the head and the center loss with the same num_classes",
+        )
+    return upcast(weight.detach())
+
+
+class CenterLossBase(nn.Module):
+    """Base of every center loss. Subclasses override the small hooks below, nothing else.
+
+    ``forward(x (B,D), y (B,), head) -> scalar``: the center term L_C (the train loop
+    multiplies it by lambda). ``terms`` / ``objective`` also return any extra term that has
+    its own absolute weight (CIL's gamma L_I). ``update_centers(x, y, head)``: the paper's
+    update of the center state, after the optimiser step (all-gathers the batch under DDP).
+    """
+
+    name: ClassVar[str] = "base"
+    uses_head: ClassVar[bool] = False  # True when centers are built from head.weight
+
+    def __init__(self, num_classes: int, feature_dim: int, config: CenterLossConfig | None = None):
+        super().__init__()
+        if num_classes < 1 or feature_dim < 1:
+            raise ValueError(f"need num_classes, feature_dim >= 1: {num_classes}, {feature_dim}")
+        self.num_classes = int(num_classes)
+        self.feature_dim = int(feature_dim)
+        self.config = config if config is not None else CenterLossConfig()
+        self._init_state()
+
+    # ---- hooks -------------------------------------------------------------------------------
+    def _init_state(self) -> None:
+        """Register the buffers of this variant."""
+
+    def centers_for(self, y: torch.Tensor, head: nn.Module | None) -> torch.Tensor:
+        """c_{y_i} for each sample: (B,) -> (B, D), no grad."""
+        raise NotImplementedError
+
+    def all_centers(self, head: nn.Module | None) -> torch.Tensor:
+        """All centers (C, D), no grad (for statistics)."""
+        raise NotImplementedError
+
+    def _apply_update(self, x: torch.Tensor, y: torch.Tensor, head: nn.Module | None) -> None:
+        """Update the state from the (global) batch x (N, D), y (N,). Runs under no_grad."""
+        raise NotImplementedError
+
+    def extra_terms(
+        self, x: torch.Tensor, y: torch.Tensor, head: nn.Module | None
+    ) -> dict[str, torch.Tensor]:
+        """Terms with their own absolute weight, added to the objective as they are."""
+        return {}
+
+    # ---- shared behaviour --------------------------------------------------------------------
+    def forward(
+        self, x: torch.Tensor, y: torch.Tensor, head: nn.Module | None = None
+    ) -> torch.Tensor:
+        x32 = upcast(x)  # (B, D); the center term is computed in float32 (float64 stays)
+        m = x32.shape[0]
+        if m == 0:
+            return x32.sum() * 0.0
+        with torch.no_grad():
+            c = self.centers_for(y, head).to(device=x32.device, dtype=x32.dtype)  # (B, D)
+            c = dynamic_center(x32.detach(), c, self.config.rho)  # (B, D), = c when rho = 0
+        # 1/(2m) sum ||x - c'||^2 (IJCV Eq. 2/6/8/10); gradient (x - c')/m.
+        return 0.5 * (x32 - c).pow(2).sum() / m
+
+    def terms(
+        self, x: torch.Tensor, y: torch.Tensor, head: nn.Module | None = None
+    ) -> dict[str, torch.Tensor]:
+        """``{"center": L_C, **extra}``: L_C is to be weighted by lambda, the others as they are."""
+        return {"center": self(x, y, head), **self.extra_terms(x, y, head)}
+
+    def objective(
+        self, x: torch.Tensor, y: torch.Tensor, head: nn.Module | None, lam: float
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """lambda * L_C + extra terms (the part of the loss this module owns) and their values."""
+        parts = self.terms(x, y, head)
+        total = lam * parts["center"]
+        for key, value in parts.items():
+            if key != "center":
+                total = total + value
+        return total, {k: float(v.detach()) for k, v in parts.items()}
+
+    @torch.no_grad()
+    def update_centers(
+        self, x: torch.Tensor, y: torch.Tensor, head: nn.Module | None = None
+    ) -> None:
+        """Apply the paper's update rule with the batch (global batch under torch.distributed)."""
+        x, y = gather_batch(upcast(x.detach()), y.detach())
+        if x.shape[0]:
+            self._apply_update(x, y, head)
+
+    @torch.no_grad()
+    def stats(
+        self, x: torch.Tensor, y: torch.Tensor, head: nn.Module | None = None
+    ) -> dict[str, float]:
+        """Mean / percentiles of the feature-to-center distance d_i, and center norms."""
+        x32 = upcast(x.detach())
+        if x32.shape[0] == 0:
+            return {}
+        c = self.centers_for(y, head).to(x32)
+        d = (x32 - c).norm(dim=1)  # (B,)
+        q = torch.quantile(d, torch.tensor([0.5, 0.9, 0.99], dtype=d.dtype, device=d.device))
+        norms = self.all_centers(head).norm(dim=1)  # (C,)
+        out = {
+            "center_dist_mean": float(d.mean()),
+            "center_dist_p50": float(q[0]),
+            "center_dist_p90": float(q[1]),
+            "center_dist_p99": float(q[2]),
+            "center_norm_mean": float(norms.mean()),
+            "center_norm_std": float(norms.std()) if norms.numel() > 1 else 0.0,
+        }
+        if self.config.rho > 0:
+            out["within_rho_frac"] = float((d <= self.config.rho).float().mean())
+        return out
+
+    def extra_repr(self) -> str:
+        return f"num_classes={self.num_classes}, feature_dim={self.feature_dim}, {self.config}"
+
+
+def _class_sums(
+    values: torch.Tensor, y: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-class sums over the batch, touching only the classes present (O(B D), not O(C D)).
+
+    values (N, ...) -> (classes (K,), sums (K, ...), counts (K,)) in ascending class order.
+    """
+    classes, inverse = torch.unique(y, return_inverse=True)  # (K,), (N,)
+    sums = values.new_zeros((classes.shape[0], *values.shape[1:]))
+    sums.index_add_(0, inverse, values)
+    counts = torch.bincount(inverse, minlength=classes.shape[0]).to(values.dtype)  # (K,)
+    return classes, sums, counts
+
+
+class NoCenterLoss(CenterLossBase):
+    """``none``: softmax / margin head only. The term is 0 and there is no state."""
+
+    name = "none"
+
+    def forward(self, x, y, head=None):
+        x32 = upcast(x)
+        return x32.new_zeros(()) + x32.sum() * 0.0  # +0.0, still attached to the graph
+
+    def centers_for(self, y, head):
+        raise NotImplementedError("the 'none' center loss has no centers")
+
+    def all_centers(self, head):
+        raise NotImplementedError("the 'none' center loss has no centers")
+
+    def _apply_update(self, x, y, head) -> None:
+        return None
+
+    @torch.no_grad()
+    def update_centers(self, x, y, head=None) -> None:
+        return None
+
+    def stats(self, x, y, head=None) -> dict[str, float]:
+        return {}
+
+
+class CenterLoss(CenterLossBase):
+    """``cl``: ECCV Eq. 2-4 / IJCV Eq. 2-4; centers are a (C, D) buffer."""
+
+    name = "cl"
+    centers: torch.Tensor
+
+    def _init_state(self) -> None:
+        c = torch.empty(self.num_classes, self.feature_dim)
+        kind = self.config.center_init
+        if kind == "xavier":  # caffe's xavier filler: U(-a, a), a = sqrt(3 / fan_in), fan_in = D
+            bound = (3.0 / self.feature_dim) ** 0.5
+            nn.init.uniform_(c, -bound, bound)
+        elif kind == "gaussian":
+            nn.init.normal_(c, 0.0, 0.01)
+        else:
+            c.zero_()
+        self.register_buffer("centers", c)  # (C, D)
+
+    def centers_for(self, y, head):
+        return self.centers[y]
+
+    def all_centers(self, head):
+        return self.centers
+
+    def _apply_update(self, x, y, head) -> None:
+        # ECCV Eq. 4: Delta c_j = sum_{i: y_i = j} (c_j - x_i) / (1 + n_j); c_j -= alpha Delta c_j
+        c = self.centers
+        classes, sums, counts = _class_sums(c[y] - x, y)  # (K,), (K, D), (K,)
+        delta = sums / (self.config.count_offset + counts).unsqueeze(1)  # (K, D)
+        c.index_add_(0, classes, delta.to(c.dtype), alpha=-self.config.alpha)
+
+
+class AdvancedCenterLoss(CenterLossBase):
+    """``acl``: IJCV Eq. 6-7, c_j = gamma_j w_j with a (C,) buffer of gammas."""
+
+    name = "acl"
+    uses_head = True
+    gammas: torch.Tensor
+
+    def _init_state(self) -> None:
+        self.register_buffer("gammas", torch.full((self.num_classes,), self.config.gamma_init))
+
+    def centers_for(self, y, head):
+        w = _head_weight(head, self.name, self.num_classes)  # (C, D)
+        return self.gammas[y].to(w).unsqueeze(1) * w[y]  # (B, D)
+
+    def all_centers(self, head):
+        w = _head_weight(head, self.name, self.num_classes)
+        return self.gammas.to(w).unsqueeze(1) * w
+
+    def _apply_update(self, x, y, head) -> None:
+        # IJCV Eq. 7: Delta gamma_j = sum_{i: y_i = j} (gamma_j - x_i.w_j / w_j.w_j) / (eps + n_j)
+        w = _head_weight(head, self.name, self.num_classes)[y].to(x)  # (N, D)
+        proj = (x * w).sum(1) / (w * w).sum(1).clamp_min(torch.finfo(x.dtype).tiny)  # (N,)
+        g = self.gammas
+        classes, sums, counts = _class_sums(g[y].to(x) - proj, y)  # (K,), (K,), (K,)
+        delta = sums / (self.config.count_offset + counts)
+        g.index_add_(0, classes, delta.to(g.dtype), alpha=-self.config.alpha)
+
+
+class SharedGammaCenterLoss(CenterLossBase):
+    """``acl-gamma``: IJCV Eq. 8, c_j = gamma w_j with one shared scalar gamma."""
+
+    name = "acl-gamma"
+    uses_head = True
+    gamma: torch.Tensor
+
+    def _init_state(self) -> None:
+        self.register_buffer("gamma", torch.tensor(float(self.config.gamma_init)))
+
+    def centers_for(self, y, head):
+        w = _head_weight(head, self.name, self.num_classes)
+        return self.gamma.to(w) * w[y]
+
+    def all_centers(self, head):
+        w = _head_weight(head, self.name, self.num_classes)
+        return self.gamma.to(w) * w
+
+    def _apply_update(self, x, y, head) -> None:
+        # IJCV Eq. 8: Delta gamma = gamma - sum_i x_i.w_{y_i} / (eps + sum_i w_{y_i}.w_{y_i})
+        w = _head_weight(head, self.name, self.num_classes)[y].to(x)  # (N, D)
+        target = (x * w).sum() / (self.config.gamma_eps + (w * w).sum())
+        delta = self.gamma.to(x) - target
+        self.gamma.sub_((self.config.alpha * delta).to(self.gamma.dtype))
+
+
+class CenterInvariantLoss(CenterLoss):
+    """``cil``: CL plus Wu 2018's center invariant term gamma/4 (||c_y||^2 - tau)^2 (Eq. 3, 9).
+
+    tau = mean_k ||c_k||^2 over all C centers (Eq. 15). The term is averaged over the batch
+    (1/m sum_i, like L_C) and weighted by ``config.gamma`` (absolute, not times lambda). Its
+    gradient w.r.t. x_i is Wu Eq. 20 divided by m: gamma/m (1/n_y)(1 - 1/C)(||c_y||^2 - tau) c_y,
+    with n_y the number of samples of class y in the batch (the centers are estimated from
+    the batch, Eq. 2/19). Centers are updated by the CL rule (ECCV Eq. 4).
+    """
+
+    name = "cil"
+
+    def extra_terms(self, x, y, head):
+        x32 = upcast(x)
+        m = x32.shape[0]
+        if m == 0:
+            return {"invariant": x32.sum() * 0.0}
+        with torch.no_grad():
+            c = self.centers.to(x32)  # (C, D)
+            norms2 = c.pow(2).sum(1)  # (C,)
+            excess = norms2[y] - norms2.mean()  # (B,) ||c_y||^2 - tau
+            value = self.config.gamma / (4 * m) * excess.pow(2).sum()
+            n_y = torch.bincount(y, minlength=self.num_classes)[y].to(x32)  # (B,)
+            coef = self.config.gamma / m * (1 - 1 / self.num_classes) * excess / n_y  # (B,)
+            grad = coef.unsqueeze(1) * c[y]  # (B, D) Wu Eq. 20
+        # value exactly `value`, gradient w.r.t. x exactly `grad`
+        surrogate = (x32 * grad).sum()
+        return {"invariant": value + (surrogate - surrogate.detach())}
+
+
+CENTER_LOSS_CLASSES: tuple[type[CenterLossBase], ...] = (
+    NoCenterLoss,
+    CenterLoss,
+    AdvancedCenterLoss,
+    SharedGammaCenterLoss,
+    CenterInvariantLoss,
+)
+
+__all__ = [
+    "CENTER_LOSS_CLASSES",
+    "AdvancedCenterLoss",
+    "CenterInvariantLoss",
+    "CenterLoss",
+    "CenterLossBase",
+    "NoCenterLoss",
+    "SharedGammaCenterLoss",
+    "dynamic_center",
+]

@@ -1,0 +1,326 @@
+"""Center losses against hand-written float64 oracles of the papers' equations.
+
+ECCV = Wen 2016, IJCV = Wen 2019, Wu = Wu 2018 (see docs/losses.md). Every oracle below is a
+plain Python loop over samples, written from the printed equation, not from our code.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from facecl.errors import ConfigError, UnknownNameError
+from facecl.losses import (
+    CenterLossConfig,
+    create_center_loss,
+    create_head,
+    dynamic_center,
+    list_center_losses,
+    list_heads,
+)
+
+torch.set_num_threads(1)
+TOL = dict(rtol=1e-12, atol=1e-14)
+
+
+def _batch(seed: int, m: int = 12, d: int = 6, c: int = 4):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(m, d, generator=g, dtype=torch.float64) * 3
+    y = torch.randint(0, c, (m,), generator=g)
+    return x, y
+
+
+def _oracle_center_term(x, y, centers, rho):
+    """IJCV Eq. 2 with the generalized center of Eq. 9-10: 1/(2m) sum max(d_i - rho, 0)^2 and
+    its gradient (1 - kappa_i)(x_i - c_{y_i}) / m, kappa_i = min(rho / d_i, 1)."""
+    m = x.shape[0]
+    value = 0.0
+    grad = torch.zeros_like(x)
+    for i in range(m):
+        diff = [float(a) - float(b) for a, b in zip(x[i], centers[int(y[i])], strict=True)]
+        d = math.sqrt(sum(v * v for v in diff))
+        kappa = min(rho / d, 1.0) if d > 0 else (0.0 if rho == 0 else 1.0)
+        value += 0.5 * ((1 - kappa) * d) ** 2 / m
+        for k, v in enumerate(diff):
+            grad[i, k] = (1 - kappa) * v / m
+    return value, grad
+
+
+def _value_and_grad(loss, x, y, head=None, key="center"):
+    x = x.clone().requires_grad_(True)
+    out = loss.terms(x, y, head)[key]
+    out.backward()
+    return float(out.detach()), x.grad
+
+
+# ---- every registered loss x head -------------------------------------------------------------
+@pytest.mark.parametrize("head_name", list_heads())
+@pytest.mark.parametrize("loss_name", list_center_losses())
+def test_every_loss_and_head_forward_backward_update_no_nan(loss_name, head_name):
+    torch.manual_seed(0)
+    head = create_head(head_name, 8, 5)
+    loss = create_center_loss(loss_name, 5, 8, rho=0.5)
+    x = torch.randn(16, 8, requires_grad=True)
+    y = torch.randint(0, 5, (16,))
+    head.set_step(10)
+    extra, parts = loss.objective(x, y, head, 0.01)
+    total = F.cross_entropy(head(x, y), y) + extra
+    total.backward()
+    assert torch.isfinite(total) and all(math.isfinite(v) for v in parts.values())
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    assert all(torch.isfinite(p.grad).all() for p in head.parameters())
+    before = {k: v.clone() for k, v in loss.state_dict().items()}
+    loss.update_centers(x.detach(), y, head)
+    for k, v in loss.state_dict().items():
+        assert torch.isfinite(v).all() and not torch.equal(v, before[k])
+    assert list(loss.parameters()) == []  # centers are buffers, never optimiser parameters
+    assert all(math.isfinite(v) for v in loss.stats(x, y, head).values())
+
+
+@pytest.mark.parametrize("loss_name", list_center_losses())
+def test_half_precision_input_and_empty_batch(loss_name):
+    head = create_head("softmax", 4, 3)
+    loss = create_center_loss(loss_name, 3, 4)
+    x = torch.randn(6, 4).half()
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    assert loss(x, y, head).dtype == torch.float32
+    empty = torch.zeros(0, 4, requires_grad=True)
+    out, _ = loss.objective(empty, torch.zeros(0, dtype=torch.long), head, 0.1)
+    assert float(out.detach()) == 0.0
+    out.backward()
+    loss.update_centers(empty.detach(), torch.zeros(0, dtype=torch.long), head)
+
+
+# ---- CL: ECCV Eq. 2-4 / IJCV Eq. 2-3 --------------------------------------------------------
+@pytest.mark.parametrize("rho", [0.0, 1.5, 4.0])
+def test_cl_value_and_gradient_match_oracle(rho):
+    x, y = _batch(1)
+    loss = create_center_loss("cl", 4, 6, rho=rho).double()
+    value, grad = _value_and_grad(loss, x, y)
+    want_value, want_grad = _oracle_center_term(x, y, loss.centers, rho)
+    assert value == pytest.approx(want_value, rel=1e-12)
+    torch.testing.assert_close(grad, want_grad, **TOL)
+    if rho == 4.0:  # some features inside the ball: no penalty, no gradient
+        inside = (x - loss.centers[y]).norm(dim=1) <= rho
+        assert inside.any() and (grad[inside] == 0).all()
+
+
+def test_cl_plain_gradient_is_paper_eq3():
+    # IJCV Eq. 3: dL_C/dx_i = (x_i - c_{y_i}) / m (ECCV Eq. 3 without the 1/m).
+    x, y = _batch(2)
+    loss = create_center_loss("cl", 4, 6).double()
+    _, grad = _value_and_grad(loss, x, y)
+    torch.testing.assert_close(grad, (x - loss.centers[y]) / x.shape[0], **TOL)
+
+
+@pytest.mark.parametrize("name", ["cl", "acl", "acl-gamma", "cil"])
+def test_rho_zero_is_exactly_the_plain_loss(name):
+    x, y = _batch(3)
+    head = create_head("softmax", 6, 4).double()
+    plain = create_center_loss(name, 4, 6).double()
+    general = create_center_loss(name, 4, 6, rho=0.0).double()
+    general.load_state_dict(plain.state_dict())
+    # the plain point-center formula, written without the generalized center
+    c = plain.centers_for(y, head)
+    xa = x.clone().requires_grad_(True)
+    direct = 0.5 * (xa - c).pow(2).sum() / x.shape[0]
+    direct.backward()
+    xb = x.clone().requires_grad_(True)
+    ours = general(xb, y, head)
+    ours.backward()
+    assert torch.equal(ours.detach(), direct.detach())
+    assert torch.equal(xb.grad, xa.grad)
+
+
+def test_dynamic_center_is_nearest_point_of_the_sphere():
+    g = torch.Generator().manual_seed(4)
+    c = torch.randn(5, 3, generator=g, dtype=torch.float64)
+    x = c + 10 * F.normalize(torch.randn(5, 3, generator=g, dtype=torch.float64), dim=1)
+    rho = 2.5  # all x are at distance 10 > rho
+    cp = dynamic_center(x, c, rho)
+    d = (x - c).norm(dim=1)
+    torch.testing.assert_close((cp - c).norm(dim=1), torch.full((5,), rho, dtype=c.dtype))
+    torch.testing.assert_close((x - cp).norm(dim=1), d - rho)  # the nearest distance
+    # no point of the sphere is nearer (dense random sample of the sphere)
+    dirs = F.normalize(torch.randn(4000, 3, generator=g, dtype=torch.float64), dim=1)
+    for i in range(5):
+        others = c[i] + rho * dirs
+        assert (x[i] - others).norm(dim=1).min() >= (x[i] - cp[i]).norm() - 1e-12
+    # the formula printed after IJCV Eq. 9, c - rho (x - c)/d, is the FAR point: d + rho
+    printed = c - rho * (x - c) / d.unsqueeze(1)
+    torch.testing.assert_close((x - printed).norm(dim=1), d + rho)
+    # inside the ball the dynamic center is x itself
+    near = c + 0.5 * (x - c) / d.unsqueeze(1)
+    torch.testing.assert_close(dynamic_center(near, c, rho), near)
+
+
+# ---- the center update rule, step by step by hand (ECCV Eq. 4, Alg. 1 line 6) ----------------
+def test_cl_center_update_three_classes_by_hand():
+    loss = create_center_loss("cl", 3, 2, alpha=0.5).double()
+    loss.centers.copy_(torch.tensor([[0.0, 0.0], [1.0, 1.0], [5.0, 5.0]]))
+    # step 1: classes 0, 0, 1 (class 2 absent: unchanged)
+    x = torch.tensor([[2.0, 0.0], [0.0, 4.0], [3.0, 1.0]], dtype=torch.float64)
+    loss.update_centers(x, torch.tensor([0, 0, 1]))
+    # Delta c0 = ((0-2, 0-0) + (0-0, 0-4)) / (1 + 2) = (-2/3, -4/3); c0 = 0 - 0.5 Delta
+    # Delta c1 = (1-3, 1-1) / (1 + 1) = (-1, 0);                    c1 = (1, 1) - 0.5 Delta
+    want = torch.tensor([[1 / 3, 2 / 3], [1.5, 1.0], [5.0, 5.0]], dtype=torch.float64)
+    torch.testing.assert_close(loss.centers, want, **TOL)
+    # step 2: classes 2, 2, 1
+    x = torch.tensor([[4.0, 1.0], [0.0, 0.0], [1.5, 3.0]], dtype=torch.float64)
+    loss.update_centers(x, torch.tensor([2, 2, 1]))
+    # Delta c2 = ((5-4, 5-1) + (5-0, 5-0)) / 3 = (2, 3);  c2 = (5, 5) - 0.5 (2, 3) = (4, 3.5)
+    # Delta c1 = (1.5-1.5, 1-3) / 2 = (0, -1);            c1 = (1.5, 1) - 0.5 (0, -1)
+    want = torch.tensor([[1 / 3, 2 / 3], [1.5, 1.5], [4.0, 3.5]], dtype=torch.float64)
+    torch.testing.assert_close(loss.centers, want, **TOL)
+
+
+def test_center_update_does_not_depend_on_the_loss_value_or_gradients():
+    # Centers move by the moving-average rule only: no optimiser, no gradient into them.
+    loss = create_center_loss("cl", 3, 2)
+    x = torch.randn(5, 2, requires_grad=True)
+    loss(x, torch.tensor([0, 1, 2, 0, 1])).backward()
+    assert loss.centers.grad is None and not loss.centers.requires_grad
+
+
+# ---- ACL / ACL-gamma (IJCV Eq. 6-8) ----------------------------------------------------------
+def _head_with_weight(w):
+    head = create_head("softmax", w.shape[1], w.shape[0]).double()
+    with torch.no_grad():
+        head.weight.copy_(w)
+    return head
+
+
+@pytest.mark.parametrize("rho", [0.0, 1.0])
+def test_acl_value_gradient_and_no_gradient_into_w(rho):
+    x, y = _batch(5)
+    head = _head_with_weight(torch.randn(4, 6, dtype=torch.float64))
+    loss = create_center_loss("acl", 4, 6, rho=rho).double()
+    loss.gammas.copy_(torch.tensor([0.5, 2.0, -1.0, 3.0]))
+    centers = [loss.gammas[j] * head.weight[j].detach() for j in range(4)]  # c_j = gamma_j w_j
+    value, grad = _value_and_grad(loss, x, y, head)
+    want_value, want_grad = _oracle_center_term(x, y, centers, rho)
+    assert value == pytest.approx(want_value, rel=1e-12)
+    torch.testing.assert_close(grad, want_grad, **TOL)
+    assert head.weight.grad is None  # IJCV Alg. 1 line 5: w is updated by L_S only
+
+
+def test_acl_gamma_value_and_gradient():
+    x, y = _batch(6)
+    head = _head_with_weight(torch.randn(4, 6, dtype=torch.float64))
+    loss = create_center_loss("acl-gamma", 4, 6).double()
+    loss.gamma.fill_(1.7)
+    centers = [1.7 * head.weight[j].detach() for j in range(4)]
+    value, grad = _value_and_grad(loss, x, y, head)
+    want_value, want_grad = _oracle_center_term(x, y, centers, 0.0)
+    assert value == pytest.approx(want_value, rel=1e-12)
+    torch.testing.assert_close(grad, want_grad, **TOL)
+
+
+def test_acl_gamma_updates_by_hand():
+    w = torch.tensor([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]], dtype=torch.float64)
+    head = _head_with_weight(w)
+    x = torch.tensor([[3.0, 1.0], [1.0, 1.0], [0.0, 1.0]], dtype=torch.float64)
+    y = torch.tensor([0, 0, 1])
+    acl = create_center_loss("acl", 3, 2, alpha=0.5).double()  # gammas start at 1
+    acl.update_centers(x, y, head)
+    # projections x.w_y / w_y.w_y: 3, 1, 2/4
+    # Delta gamma0 = ((1-3) + (1-1)) / (1+2) = -2/3 -> 1 + 1/3; Delta gamma1 = (1-0.5)/2 = 1/4
+    torch.testing.assert_close(
+        acl.gammas, torch.tensor([4 / 3, 1 - 0.125, 1.0], dtype=torch.float64), **TOL
+    )
+    shared = create_center_loss("acl-gamma", 3, 2, alpha=0.5, gamma_init=2.0).double()
+    shared.update_centers(x, y, head)
+    # Eq. 8: sum x.w_y = 3 + 1 + 2 = 6, sum w_y.w_y = 1 + 1 + 4 = 6
+    # Delta gamma = 2 - 6 / (1e-5 + 6); gamma = 2 - 0.5 Delta
+    want = 2 - 0.5 * (2 - 6 / (1e-5 + 6))
+    assert float(shared.gamma) == pytest.approx(want, rel=1e-14)
+
+
+def test_acl_needs_the_head():
+    loss = create_center_loss("acl", 3, 2)
+    with pytest.raises(ConfigError, match="shares the head"):
+        loss(torch.randn(2, 2), torch.tensor([0, 1]), None)
+    with pytest.raises(ConfigError, match="classes"):
+        loss(torch.randn(2, 2), torch.tensor([0, 1]), create_head("softmax", 2, 5))
+
+
+# ---- CIL (Wu 2018 Eq. 3, 9, 15-20) -----------------------------------------------------------
+def test_cil_invariant_term_and_gradient_by_hand():
+    loss = create_center_loss("cil", 3, 2, gamma=1.0).double()
+    loss.centers.copy_(torch.tensor([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]]))
+    x = torch.tensor([[0.3, 0.1], [2.0, -1.0], [0.5, 0.5]], dtype=torch.float64)
+    y = torch.tensor([0, 0, 1])
+    value, grad = _value_and_grad(loss, x, y, key="invariant")
+    # ||c||^2 = 1, 4, 2; tau = 7/3; excess: -4/3, -4/3, 5/3
+    # value = gamma / (4m) sum excess^2 = 1/12 (16/9 + 16/9 + 25/9)
+    assert value == pytest.approx((16 + 16 + 25) / 9 / 12, rel=1e-14)
+    # Eq. 20 / m: gamma/m (1/n_y)(1 - 1/C)(||c_y||^2 - tau) c_y
+    # class 0 (n=2): 1/3 * 1/2 * 2/3 * (-4/3) * (1, 0) = (-4/27, 0)
+    # class 1 (n=1): 1/3 * 1   * 2/3 * ( 5/3) * (0, 2) = (0, 20/27)
+    want = torch.tensor([[-4 / 27, 0.0], [-4 / 27, 0.0], [0.0, 20 / 27]], dtype=torch.float64)
+    torch.testing.assert_close(grad, want, **TOL)
+    # the CL part of CIL is the plain center term
+    value_c, grad_c = _value_and_grad(loss, x, y)
+    want_value, want_grad = _oracle_center_term(x, y, loss.centers, 0.0)
+    assert value_c == pytest.approx(want_value, rel=1e-12)
+    torch.testing.assert_close(grad_c, want_grad, **TOL)
+
+
+def test_cil_objective_weights_invariant_term_absolutely():
+    loss = create_center_loss("cil", 3, 2, gamma=0.5).double()
+    x, y = torch.randn(4, 2, dtype=torch.float64), torch.tensor([0, 1, 2, 1])
+    total, parts = loss.objective(x, y, None, lam=0.25)
+    assert float(total) == pytest.approx(0.25 * parts["center"] + parts["invariant"], rel=1e-12)
+    # lambda = 0 keeps the invariant term (Wu Eq. 5 / 13: softmax or A-softmax + gamma L_I)
+    total0, _ = loss.objective(x, y, None, lam=0.0)
+    assert float(total0) == pytest.approx(parts["invariant"], rel=1e-12)
+
+
+def test_cil_updates_centers_with_the_cl_rule():
+    cl = create_center_loss("cl", 3, 2).double()
+    cil = create_center_loss("cil", 3, 2).double()
+    cil.load_state_dict(cl.state_dict())
+    x, y = torch.randn(6, 2, dtype=torch.float64), torch.tensor([0, 1, 2, 0, 0, 1])
+    cl.update_centers(x, y)
+    cil.update_centers(x, y)
+    assert torch.equal(cl.centers, cil.centers)
+
+
+# ---- statistics, registry, options -----------------------------------------------------------
+def test_stats_match_direct_computation():
+    loss = create_center_loss("cl", 3, 2, rho=1.0).double()
+    x, y = torch.randn(50, 2, dtype=torch.float64) * 2, torch.randint(0, 3, (50,))
+    s = loss.stats(x, y)
+    d = (x - loss.centers[y]).norm(dim=1)
+    assert s["center_dist_mean"] == pytest.approx(float(d.mean()))
+    assert s["center_dist_p50"] == pytest.approx(float(d.median()), abs=float(d.std()))
+    assert s["center_dist_p50"] <= s["center_dist_p90"] <= s["center_dist_p99"] <= float(d.max())
+    assert s["center_norm_mean"] == pytest.approx(float(loss.centers.norm(dim=1).mean()))
+    assert s["within_rho_frac"] == pytest.approx(float((d <= 1.0).double().mean()))
+    assert create_center_loss("none", 3, 2).stats(x, y) == {}
+
+
+def test_unknown_names_and_options_list_the_valid_ones():
+    with pytest.raises(UnknownNameError) as e:
+        create_center_loss("acl-gama", 3, 2)
+    msg = str(e.value)
+    assert "did you mean 'acl-gamma'" in msg
+    assert all(n in msg for n in ["none", "cl", "acl", "acl-gamma", "cil"])
+    with pytest.raises(UnknownNameError) as e:
+        create_head("arcfce", 2, 3)
+    assert "did you mean 'arcface'" in str(e.value) and "sphereface" in str(e.value)
+    with pytest.raises(ConfigError, match="did you mean 'alpha'"):
+        create_center_loss("cl", 3, 2, alpah=0.5)
+    with pytest.raises(ConfigError, match=r"alpha must be in \[0, 1\]"):
+        create_center_loss("cl", 3, 2, alpha=2.0)
+    with pytest.raises(ConfigError, match="did you mean 'm2'"):
+        create_head("arcface", 2, 3, m22=0.1)
+
+
+def test_registries_hold_the_documented_names():
+    assert set(list_center_losses()) == {"none", "cl", "acl", "acl-gamma", "cil"}
+    assert set(list_heads()) == {"softmax", "sphereface", "cosface", "arcface"}
+    assert CenterLossConfig().alpha == 0.5
