@@ -1,16 +1,110 @@
-"""CLI for `facecl pack` (placeholder until issue #5 lands)."""
+"""``facecl pack ALIGNED... -o SHARDS``: aligned crops -> identity-filtered HDF5 shards."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
-from facecl.stub import register_stub
+from facecl.pack.config import PackConfig
+
+_D = PackConfig()
 
 
 def register(app: typer.Typer) -> None:
-    register_stub(
-        app,
-        "pack",
-        "Pack aligned faces into HDF5 shards, filtering identities that overlap evaluation sets.",
-        5,
-    )
+    @app.command("pack")
+    def pack(
+        aligned: Annotated[
+            list[Path], typer.Argument(help="One or more 'facecl align' output directories.")
+        ],
+        out: Annotated[Path, typer.Option("--out", "-o", help="Output directory (the pack).")],
+        shard_size: Annotated[
+            int, typer.Option(help="Images per HDF5 shard file.", min=1)
+        ] = _D.shard_size,
+        compression: Annotated[
+            str, typer.Option(help="Lossless per-image filter: none, lzf or gzip.")
+        ] = _D.compression,
+        exclude: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--exclude",
+                help="Remove identities on a list: 'lfw' (built in) or a file of names "
+                "(one per line; LFW people/pairs formats work). Repeatable.",
+            ),
+        ] = None,
+        min_images: Annotated[
+            int, typer.Option(help="Drop identities with fewer images.", min=1)
+        ] = _D.min_images,
+        val_fraction: Annotated[
+            float, typer.Option(help="Per-identity share of images held out for validation.")
+        ] = _D.val_fraction,
+        seed: Annotated[int, typer.Option(help="Seed of the validation split.")] = _D.seed,
+        force: Annotated[bool, typer.Option("--force", help="Rebuild an existing pack.")] = False,
+        json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
+    ) -> None:
+        """Pack aligned faces into HDF5 shards, dropping identities that overlap eval sets."""
+        from facecl.console import console, emit_json, progress
+        from facecl.pack.stage import run_pack
+
+        config = PackConfig(
+            shard_size=shard_size,
+            compression=compression,
+            exclude=tuple(exclude or ()),
+            min_images=min_images,
+            val_fraction=val_fraction,
+            seed=seed,
+        )
+        with progress() as bar:
+            task = bar.add_task("pack", total=None, unit="img")
+
+            def on_plan(plan, n_todo: int) -> None:
+                total = sum(len(v) for v in plan.items.values())
+                bar.update(task, total=total)
+                for e in plan.exclusions:
+                    names = e["removed"]
+                    shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+                    console.print(
+                        f"excluded {e['identities_removed']} identities "
+                        f"({e['images_removed']} images) on list [bold]{e['list']}[/]"
+                        + (f": {shown}" if names else ""),
+                        highlight=False,
+                    )
+                mi = plan.min_images
+                if mi["identities_removed"]:
+                    console.print(
+                        f"dropped {mi['identities_removed']} identities ({mi['images_removed']} "
+                        f"images) with fewer than {mi['k']} images"
+                    )
+                if plan.collisions:
+                    console.print(
+                        f"[yellow]warning:[/] {len(plan.collisions)} group(s) of identity names "
+                        "fold to the same name and stay separate classes, e.g. "
+                        f"{next(iter(plan.collisions.values()))}"
+                    )
+
+            result = run_pack(
+                aligned,
+                out,
+                config,
+                force=force,
+                on_plan=on_plan,
+                on_image=lambda n: bar.advance(task, n),
+            )
+        if result.up_to_date:
+            console.print(f"[green]up to date[/]: {result.path} (use --force to rebuild)")
+            summary = {"output": str(result.path), "up_to_date": True, **result.manifest.counts}
+        else:
+            s = result.summary
+            st = s["class_stats"]
+            resumed = f", resumed {s['resumed_shards']}" if s["resumed_shards"] else ""
+            console.print(
+                f"[green]packed[/] {s['images']} images of {s['classes']} identities "
+                f"(train {s['train']}, val {s['val']}) into {s['shards']} shard(s){resumed} "
+                f"-> {result.path}\nimages per identity: min {st['min']}, median "
+                f"{st['median']:g}, max {st['max']}",
+                highlight=False,
+            )
+            summary = {**s, "up_to_date": False}
+        if json_out:
+            emit_json(summary)

@@ -1,0 +1,243 @@
+"""Reading a pack: the training ``ShardDataset``, a class-balanced sampler, and a plain
+sequential iterator for the embed stage.
+
+``ShardDataset`` opens one read-only HDF5 handle per shard per process, lazily, on first
+access: a handle is never shared across ``fork`` (a DataLoader worker that inherits the
+dataset sees a different pid and opens its own). Randomness (flip, albumentations) is drawn
+from torch's RNG, which DataLoader seeds differently in each worker.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, WeightedRandomSampler
+
+from facecl.artifacts import read_manifest
+from facecl.errors import ConfigError, IntegrityError, UnknownNameError
+from facecl.pack.shards import open_shard
+
+SPLIT_CHOICES = ("train", "val", "all")
+
+# A transform spec: an albumentations name, {"name": ..., **kwargs}, or (name, kwargs).
+TransformSpec = str | Mapping[str, Any] | tuple[str, Mapping[str, Any]]
+
+
+def _shards(root: Path, split: str) -> tuple[Any, list[dict[str, Any]]]:
+    if split not in SPLIT_CHOICES:
+        raise ConfigError(f"unknown split {split!r}", f"use one of {', '.join(SPLIT_CHOICES)}")
+    m = read_manifest(root, stage="pack")
+    shards = [s for s in m.extra["shards"] if split == "all" or s["split"] == split]
+    return m, shards
+
+
+def build_augment(spec: TransformSpec | Sequence[TransformSpec]) -> Any:
+    """An ``albumentations.Compose`` from names and keyword arguments, e.g.
+    ``["RandomBrightnessContrast", {"name": "GaussNoise", "p": 0.2}]``.
+
+    The pipeline sees uint8 (H, W, 3) RGB and must return the same kind of image; the
+    dataset normalises afterwards.
+    """
+    import albumentations as A
+
+    items = [spec] if isinstance(spec, (str, Mapping, tuple)) else list(spec)
+    transforms = []
+    valid = sorted(
+        n
+        for n in dir(A)
+        if isinstance(getattr(A, n), type) and issubclass(getattr(A, n), A.BasicTransform)
+    )
+    for item in items:
+        if isinstance(item, str):
+            name, kwargs = item, {}
+        elif isinstance(item, Mapping):
+            kwargs = dict(item)
+            name = kwargs.pop("name", None)
+        else:
+            name, kwargs = item[0], dict(item[1])
+        if name not in valid:
+            close = difflib.get_close_matches(str(name), valid, n=1)
+            raise UnknownNameError(
+                f"unknown albumentations transform {name!r}",
+                (f"did you mean {close[0]!r}? " if close else "")
+                + "see https://albumentations.ai/docs for the transform names",
+            )
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                transforms.append(getattr(A, name)(**kwargs))
+            for w in caught:  # albumentations only warns about unknown arguments
+                if "not valid" in str(w.message):
+                    raise ValueError(str(w.message))
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(
+                f"bad arguments for {name}: {e}", "check the transform's docs"
+            ) from None
+    return A.Compose(transforms)
+
+
+class _Augment:
+    """Adapts a transform (albumentations or a plain ``fn(image) -> image``) to uint8 HWC."""
+
+    def __init__(self, transform: Any):
+        import albumentations as A
+
+        if isinstance(transform, (str, Mapping, tuple, list)):
+            transform = build_augment(transform)
+        self.transform = transform
+        self.is_album = isinstance(transform, (A.BaseCompose, A.BasicTransform))
+        self._seeded_pid: int | None = None
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        if not self.is_album:
+            return np.asarray(self.transform(image))
+        if self._seeded_pid != os.getpid() and hasattr(self.transform, "set_random_seed"):
+            # albumentations keeps its own RNG: derive it from torch's per-worker seed.
+            self.transform.set_random_seed(torch.initial_seed() % 2**32)
+            self._seeded_pid = os.getpid()
+        return self.transform(image=image)["image"]
+
+
+def to_tensor(image: np.ndarray) -> torch.Tensor:
+    """uint8 (H, W, 3) RGB -> float32 (3, H, W), (x - 127.5) / 128."""
+    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+    x = x.to(torch.float32, memory_format=torch.contiguous_format)
+    return x.sub_(127.5).div_(128.0)
+
+
+class ShardDataset(Dataset):
+    """A pack artifact as a torch Dataset of ``(image (3, H, W) float32, label int)``.
+
+    ``split``: ``train``, ``val`` or ``all``. ``flip``: random horizontal flip, p = 0.5.
+    ``transform``: optional augmentation before normalisation: an albumentations transform,
+    a spec for :func:`build_augment`, or any ``fn(uint8 HWC) -> uint8 HWC``.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        split: str = "train",
+        flip: bool = False,
+        transform: Any = None,
+    ):
+        self.root = Path(path)
+        self.split = split
+        self.flip = flip
+        manifest, shards = _shards(self.root, split)
+        classes = json.loads((self.root / "classes.json").read_text())["classes"]
+        self.class_names: list[str] = [
+            n for n, _ in sorted(classes.items(), key=lambda kv: kv[1]["label"])
+        ]
+        self.num_classes = len(self.class_names)
+        h, w = manifest.extra["image_size"]
+        self.image_size: tuple[int, int] = (int(h), int(w))
+        self._files = [self.root / s["path"] for s in shards]
+        labels = []
+        for s, f in zip(shards, self._files, strict=True):
+            with open_shard(f) as h5:
+                n = h5["images"].shape[0]
+                if n != s["images"]:
+                    raise IntegrityError(
+                        f"{f} holds {n} images, the manifest says {s['images']}",
+                        "rebuild the pack with --force",
+                    )
+                labels.append(h5["labels"][:].astype(np.int64))
+        self.labels: np.ndarray = np.concatenate(labels) if labels else np.zeros(0, np.int64)
+        self._offsets = np.cumsum([0] + [s["images"] for s in shards])
+        self.transform = _Augment(transform) if transform is not None else None
+        self._pid: int | None = None
+        self._handles: dict[int, Any] = {}
+
+    def __len__(self) -> int:
+        return int(self._offsets[-1])
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_handles"], state["_pid"] = {}, None
+        return state
+
+    def _locate(self, index: int) -> tuple[int, int]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} images")
+        shard = int(np.searchsorted(self._offsets, index, side="right")) - 1
+        return shard, index - int(self._offsets[shard])
+
+    def _images(self, shard: int) -> Any:
+        pid = os.getpid()
+        if self._pid != pid:  # new process (forked worker): never reuse the parent's handles
+            self._handles, self._pid = {}, pid
+        ds = self._handles.get(shard)
+        if ds is None:
+            ds = self._handles[shard] = open_shard(self._files[shard])["images"]
+        return ds
+
+    def image(self, index: int) -> np.ndarray:
+        """The stored crop, uint8 (H, W, 3) RGB, without augmentation."""
+        shard, row = self._locate(index)
+        return self._images(shard)[row]
+
+    def key(self, index: int) -> str:
+        """The image's key, "identity/stem"."""
+        shard, row = self._locate(index)
+        return self._images(shard).file["paths"].asstr()[row]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        img = self.image(index)  # (H, W, 3) uint8
+        if self.transform is not None:
+            img = self.transform(img)
+        if self.flip and torch.rand(()) < 0.5:
+            img = img[:, ::-1]
+        return to_tensor(img), int(self.labels[index])  # (3, H, W) float32
+
+    def close(self) -> None:
+        for ds in self._handles.values():
+            ds.file.close()
+        self._handles = {}
+
+
+def class_balanced_sampler(
+    dataset: ShardDataset,
+    num_samples: int | None = None,
+    generator: torch.Generator | None = None,
+) -> WeightedRandomSampler:
+    """Draws every class equally often in expectation (weight 1 / class size per image),
+    with replacement; ``num_samples`` defaults to the dataset size (one "epoch")."""
+    labels = np.asarray(dataset.labels)
+    counts = np.bincount(labels, minlength=getattr(dataset, "num_classes", 0))
+    weights = 1.0 / counts[labels]
+    return WeightedRandomSampler(
+        torch.as_tensor(weights, dtype=torch.double),
+        num_samples=num_samples or len(labels),
+        replacement=True,
+        generator=generator,
+    )
+
+
+def iter_pack_images(
+    path: str | os.PathLike, split: str = "all", batch: int = 256
+) -> Iterator[tuple[str, np.ndarray, int]]:
+    """Every packed image in shard order as ``(key, uint8 (H, W, 3) RGB, label)``."""
+    root = Path(path)
+    _, shards = _shards(root, split)
+    for s in shards:
+        with open_shard(root / s["path"]) as h5:
+            images, labels, keys = h5["images"], h5["labels"], h5["paths"].asstr()
+            for start in range(0, images.shape[0], batch):
+                stop = min(start + batch, images.shape[0])
+                imgs, labs, ks = images[start:stop], labels[start:stop], keys[start:stop]
+                for k, img, lab in zip(ks, imgs, labs, strict=True):
+                    yield k, img, int(lab)
+
+
+def make_transform(spec: Any) -> Callable[[np.ndarray], np.ndarray] | None:
+    """The augmentation callable a ``ShardDataset`` would use for ``spec`` (None: none)."""
+    return _Augment(spec) if spec is not None else None

@@ -1,0 +1,135 @@
+"""HDF5 shard files: one writer that publishes a shard atomically, and small readers.
+
+A shard ``shard-NNNNN.h5`` holds N images of one split::
+
+    images   uint8  (N, H, W, 3)  RGB, chunked one image per chunk, lossless filter optional
+    labels   int64  (N,)          class label (see classes.json)
+    paths    utf-8  (N,)          "<identity>/<stem>", the image's key
+    sources  utf-8  (N,)          the align stage's ``source`` of the image
+    attrs    schema="facecl.pack.shard/1", split, index, count
+
+The writer fills ``<name>.tmp`` and renames it into place after the last image, so a shard
+file under its final name is always complete. Timestamps are off: the same input gives a
+byte-identical shard (and sha256).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from facecl.errors import IntegrityError
+
+SHARD_SCHEMA = "facecl.pack.shard/1"
+
+
+def shard_name(index: int) -> str:
+    return f"shard-{index:05d}.h5"
+
+
+class ShardWriter:
+    """Writes exactly ``count`` images into ``path`` (via ``path.tmp``)."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        count: int,
+        image_size: tuple[int, int],
+        *,
+        split: str,
+        index: int,
+        compression: str = "none",
+        gzip_level: int = 4,
+    ):
+        self.path = Path(path)
+        self.tmp = self.path.with_name(self.path.name + ".tmp")
+        self.count = count
+        self.n = 0
+        self._labels = np.zeros(count, np.int64)
+        self._paths: list[str] = []
+        self._sources: list[str] = []
+        h, w = image_size
+        filt: dict[str, Any] = {}
+        if compression == "lzf":
+            filt = {"compression": "lzf"}
+        elif compression == "gzip":
+            filt = {"compression": "gzip", "compression_opts": gzip_level}
+        self.tmp.unlink(missing_ok=True)
+        self._f = h5py.File(self.tmp, "w", track_order=False)
+        self._images = self._f.create_dataset(
+            "images", (count, h, w, 3), np.uint8, chunks=(1, h, w, 3), track_times=False, **filt
+        )
+        self._f.attrs.update({"schema": SHARD_SCHEMA, "split": split, "index": index})
+
+    def add(self, image: np.ndarray, label: int, key: str, source: str) -> None:
+        """``image``: uint8 (H, W, 3) RGB."""
+        self._images[self.n] = image
+        self._labels[self.n] = label
+        self._paths.append(key)
+        self._sources.append(source)
+        self.n += 1
+
+    def close(self) -> Path:
+        """Write labels and keys, close, and move the shard into place."""
+        if self.n != self.count:
+            self.abort()
+            raise RuntimeError(
+                f"shard {self.path.name}: {self.n} images written, {self.count} planned"
+            )
+        text = h5py.string_dtype("utf-8")
+        self._f.create_dataset("labels", data=self._labels, track_times=False)
+        self._f.create_dataset("paths", data=self._paths, dtype=text, track_times=False)
+        self._f.create_dataset("sources", data=self._sources, dtype=text, track_times=False)
+        self._f.attrs["count"] = self.count
+        self._f.close()
+        with open(self.tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(self.tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        try:
+            self._f.close()
+        finally:
+            self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, exc_type, *_: Any) -> None:
+        if exc_type is not None:
+            self.abort()
+
+
+def open_shard(path: str | os.PathLike) -> h5py.File:
+    """Open a shard read-only, failing clearly on a truncated or foreign file."""
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise IntegrityError(
+            f"cannot open shard {path}: {e}",
+            "the file is truncated or not HDF5; check with 'facecl inspect --verify', "
+            "rebuild with 'facecl pack --force'",
+        ) from None
+    if f.attrs.get("schema") != SHARD_SCHEMA or "images" not in f:
+        f.close()
+        raise IntegrityError(f"{path} is not a facecl pack shard", "pass a 'facecl pack' output")
+    return f
+
+
+def read_labels(path: str | os.PathLike) -> np.ndarray:
+    """The labels of one shard, int64 (N,)."""
+    with open_shard(path) as f:
+        return f["labels"][:].astype(np.int64)
+
+
+def read_keys(path: str | os.PathLike, rows: Sequence[int] | None = None) -> list[str]:
+    """Image keys ("identity/stem") of one shard, all or at ``rows``."""
+    with open_shard(path) as f:
+        ds = f["paths"].asstr()
+        return list(ds[:]) if rows is None else [ds[int(r)] for r in rows]
