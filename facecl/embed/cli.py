@@ -1,12 +1,147 @@
-"""CLI for `facecl embed` and `facecl export` (placeholders until issue #7 lands)."""
+"""CLI for ``facecl embed`` and ``facecl export`` (thin: parsing, then the library)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
-from facecl.stub import register_stub
+from facecl.embed.config import EmbedConfig, ExportConfig
 
 
 def register(app: typer.Typer) -> None:
-    register_stub(app, "embed", "Compute face embeddings (FC1 of image + flip).", 7)
-    register_stub(app, "export", "Export a trained backbone to ONNX.", 7)
+    @app.command("embed")
+    def embed(
+        model: Annotated[
+            Path,
+            typer.Argument(
+                metavar="RUN_OR_CHECKPOINT",
+                help="A train run directory, a .pt checkpoint or an .onnx file from "
+                "'facecl export' (with --onnx, leave it out and give only INPUT).",
+            ),
+        ],
+        input_path: Annotated[
+            Path | None,
+            typer.Argument(
+                metavar="INPUT",
+                help="An align artifact, a pack artifact, or photos: a folder (identity = "
+                "folder name), a list file (.txt, one path a line) or one image.",
+            ),
+        ] = None,
+        out: Annotated[Path, typer.Option("--out", "-o", help="Output artifact directory.")] = (
+            Path("embeddings")
+        ),
+        onnx: Annotated[
+            Path | None,
+            typer.Option("--onnx", help="Run this ONNX model on onnxruntime instead of torch."),
+        ] = None,
+        fusion: Annotated[
+            str, typer.Option(help="Flip fusion: concat (papers), sum, mean, none.")
+        ] = EmbedConfig.fusion,
+        l2: Annotated[
+            bool, typer.Option("--l2/--no-l2", help="L2-normalise the vectors.")
+        ] = EmbedConfig.l2,
+        batch_size: Annotated[int, typer.Option(help="Images per batch.")] = EmbedConfig.batch_size,
+        device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = EmbedConfig.device,
+        fp16: Annotated[
+            bool, typer.Option("--fp16/--no-fp16", help="float16 on CUDA (no effect on CPU).")
+        ] = EmbedConfig.fp16,
+        aligned: Annotated[
+            bool,
+            typer.Option(
+                "--aligned", help="INPUT photos are already aligned crops: skip face alignment."
+            ),
+        ] = EmbedConfig.assume_aligned,
+        force: Annotated[bool, typer.Option("--force", help="Rebuild an existing output.")] = (
+            False
+        ),
+        json_out: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
+    ) -> None:
+        """Face embeddings: FC1 of each aligned face and of its mirror image, fused."""
+        from facecl.console import console, emit_json
+        from facecl.embed.stage import run_embed
+        from facecl.errors import UsageError
+
+        if onnx is not None:
+            if input_path is not None:
+                raise UsageError(
+                    "both RUN_OR_CHECKPOINT and --onnx given",
+                    "give one model: 'facecl embed --onnx model.onnx INPUT -o EMB'",
+                )
+            model, input_path = onnx, model
+        if input_path is None:
+            raise UsageError("missing INPUT", "usage: facecl embed RUN_OR_CHECKPOINT INPUT -o EMB")
+        cfg = EmbedConfig(
+            fusion=fusion,
+            l2=l2,
+            batch_size=batch_size,
+            device=device,
+            fp16=fp16,
+            assume_aligned=aligned,
+        )
+        result = run_embed(model, input_path, out, cfg, force=force, show_progress=not json_out)
+        s = result.summary()
+        if json_out:
+            emit_json(s)
+            return
+        if result.up_to_date:
+            console.print(f"[green]up to date[/] {s['output']} (same model, input and config)")
+            return
+        console.print(
+            f"[green]wrote[/] {s['output']}: {s['ok']}/{s['items']} faces embedded, "
+            f"dim {s['dim']} ({s['fusion']}{', l2' if s['l2'] else ''}, {s['backend']}), "
+            f"{s['images_per_s']:.1f} img/s"
+        )
+        for reason, n in sorted(s["skipped"].items(), key=lambda kv: -kv[1]):
+            console.print(f"  [yellow]{n}[/] without embedding: {reason}")
+
+    @app.command("export")
+    def export(
+        run: Annotated[
+            Path, typer.Argument(metavar="RUN", help="A train run directory or .pt checkpoint.")
+        ],
+        out: Annotated[Path, typer.Option("--out", "-o", help="The .onnx file to write.")] = Path(
+            "model.onnx"
+        ),
+        with_flip: Annotated[
+            bool,
+            typer.Option("--with-flip", help="Bake the flip and --fusion into the graph."),
+        ] = ExportConfig.with_flip,
+        fusion: Annotated[
+            str, typer.Option(help="Fusion baked in with --with-flip.")
+        ] = ExportConfig.fusion,
+        opset: Annotated[int, typer.Option(help="ONNX opset version.")] = ExportConfig.opset,
+        min_parity: Annotated[
+            float, typer.Option(help="Fail unless cosine(torch, onnxruntime) >= this per face.")
+        ] = ExportConfig.min_parity,
+        verify_on: Annotated[
+            Path | None,
+            typer.Option(
+                help="Aligned faces for the parity check (align artifact or folder of crops); "
+                "default: the bundled faces."
+            ),
+        ] = None,
+        force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = (
+            False
+        ),
+        json_out: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
+    ) -> None:
+        """Export a trained backbone to ONNX (dynamic batch) and check it against torch."""
+        from facecl.console import console, emit_json
+        from facecl.embed.export import run_export
+
+        cfg = ExportConfig(with_flip=with_flip, fusion=fusion, opset=opset, min_parity=min_parity)
+        report = run_export(run, out, cfg, verify_on=verify_on, force=force)
+        if json_out:
+            emit_json(report)
+            return
+        if report["up_to_date"]:
+            console.print(f"[green]up to date[/] {report['output']}")
+            return
+        console.print(
+            f"[green]wrote[/] {report['output']} (opset {report['opset']}, "
+            f"output dim {report['output_dim']}, fusion in graph: {report['fusion_in_graph']}); "
+            f"parity on {report['parity_faces']} faces: max cosine distance "
+            f"{report['parity_max_cosine_distance']:.2e}"
+        )

@@ -1,0 +1,243 @@
+"""The model behind ``facecl embed``: a facecl checkpoint on torch, or an ONNX file on
+onnxruntime (no torch model code involved). Both turn a uint8 RGB batch into fused features
+with the same :mod:`facecl.embed.features` preprocessing and fusion.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facecl.artifacts import read_manifest, sha256_file, sha256_json
+from facecl.embed.features import NORMALISATION, fused_dim, preprocess, uses_flip
+from facecl.errors import CheckpointError, ConfigError, UsageError
+
+ONNX_SUFFIXES = {".onnx"}
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """The file a model is read from, resolved from a run directory or given directly."""
+
+    path: Path
+    kind: str  # "checkpoint" | "onnx"
+    sha256: str
+
+    def ref(self) -> dict[str, str]:
+        return {"path": str(self.path), "sha256": self.sha256, "kind": "file"}
+
+
+def resolve_model(path: str | os.PathLike) -> ModelFile:
+    """A train run directory (its ``model.pt``, else ``checkpoints/last.pt``), a ``.pt``
+    checkpoint or an ``.onnx`` file."""
+    p = Path(path)
+    if p.is_dir() or (not p.exists() and Path(str(p) + ".partial").is_dir()):
+        read_manifest(p, stage="train")  # a complete train run (else a clear error)
+        for cand in (p / "model.pt", p / "checkpoints" / "last.pt"):
+            if cand.is_file():
+                p = cand
+                break
+        else:
+            raise CheckpointError(
+                f"train run {path} has neither model.pt nor checkpoints/last.pt",
+                "pass a checkpoint file, or re-run 'facecl train'",
+            )
+    if not p.is_file():
+        raise CheckpointError(
+            f"model not found: {p}", "pass a train run directory, a .pt checkpoint or .onnx"
+        )
+    kind = "onnx" if p.suffix.lower() in ONNX_SUFFIXES else "checkpoint"
+    return ModelFile(p.resolve(), kind, sha256_file(p))
+
+
+@dataclass
+class Backend:
+    """Common face of both backends: ``embed(uint8 (B,H,W,3)) -> float32 (B, dim)``."""
+
+    model: ModelFile
+    arch: str
+    feature_dim: int  # FC1 size of the backbone
+    input_size: tuple[int, int]  # (H, W)
+    fusion: str
+    l2: bool
+    name: str = ""
+    device: str = "cpu"
+    dtype: str = "float32"
+    train_config_sha256: str = ""
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def dim(self) -> int:
+        return fused_dim(self.feature_dim, self.fusion)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "backend": self.name,
+            "model_path": str(self.model.path),
+            "model_sha256": self.model.sha256,
+            "model_kind": self.model.kind,
+            "arch": self.arch,
+            "feature_dim": self.feature_dim,
+            "input_size": list(self.input_size),
+            "dim": self.dim,
+            "fusion": self.fusion,
+            "l2": self.l2,
+            "normalisation": NORMALISATION,
+            "device": self.device,
+            "dtype": self.dtype,
+            "train_config_sha256": self.train_config_sha256,
+            **self.info,
+        }
+
+    def embed(self, images: np.ndarray) -> np.ndarray:  # (B,H,W,3) uint8 -> (B,dim) float32
+        raise NotImplementedError
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda, but CUDA is not available", "use --device cpu or auto")
+    return device
+
+
+class TorchBackend(Backend):
+    def __init__(
+        self, model: ModelFile, fusion: str, l2: bool, device: str = "auto", fp16: bool = True
+    ):
+        import torch
+
+        from facecl.train.checkpoint import build_backbone, load_checkpoint
+
+        ckpt = load_checkpoint(model.path)
+        missing = [k for k in ("arch", "model", "feature_dim", "input_size") if k not in ckpt]
+        if missing:
+            raise CheckpointError(
+                f"{model.path} lacks {', '.join(missing)}", "pass a checkpoint from facecl train"
+            )
+        net = build_backbone(ckpt)
+        dev = resolve_device(device)
+        half = fp16 and dev == "cuda"
+        super().__init__(
+            model=model,
+            arch=str(ckpt["arch"]),
+            feature_dim=int(getattr(net, "feature_dim", ckpt["feature_dim"])),
+            input_size=tuple(int(v) for v in getattr(net, "input_size", ckpt["input_size"])),
+            fusion=fusion,
+            l2=l2,
+            name="torch",
+            device=dev,
+            dtype="float16" if half else "float32",
+            train_config_sha256=sha256_json(ckpt.get("config", {})),
+        )
+        self.net = net.to(dev).half() if half else net.to(dev)
+        self._torch = torch
+
+    def embed(self, images: np.ndarray) -> np.ndarray:  # (B,H,W,3) uint8 -> (B,dim) float32
+        from facecl.embed.features import flip_features, l2_normalize
+
+        torch = self._torch
+        x = torch.from_numpy(preprocess(images)).to(self.device)  # (B,3,H,W)
+        if self.dtype == "float16":
+            x = x.half()
+        with torch.inference_mode():
+            out = flip_features(self.net, x, self.fusion).float()  # (B,dim)
+            if self.l2:
+                out = l2_normalize(out)
+        return out.cpu().numpy()
+
+
+class OnnxBackend(Backend):
+    """An exported model on onnxruntime. The file's metadata gives input size and whether
+    flip fusion is baked in; otherwise the flip pass runs here, fused as in torch."""
+
+    def __init__(self, model: ModelFile, fusion: str, l2: bool, device: str = "auto"):
+        import onnxruntime as ort
+
+        providers = ["CPUExecutionProvider"]
+        avail = ort.get_available_providers()
+        if device in ("auto", "cuda") and "CUDAExecutionProvider" in avail:
+            providers.insert(0, "CUDAExecutionProvider")
+        elif device == "cuda":
+            raise ConfigError(
+                "--device cuda, but onnxruntime has no CUDA provider here",
+                "install onnxruntime-gpu, or use --device cpu",
+            )
+        try:
+            self.session = ort.InferenceSession(str(model.path), providers=providers)
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
+            first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+            raise CheckpointError(
+                f"{model.path} is not a loadable ONNX model ({first})",
+                "re-create it with 'facecl export'",
+            ) from None
+        meta = self.session.get_modelmeta().custom_metadata_map
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        try:
+            h, w = (int(v) for v in meta["input_size"].split("x"))
+            baked = meta.get("fusion", "none")
+            raw_dim = int(meta["output_dim"])
+        except (KeyError, ValueError):
+            if not isinstance(inp.shape[2], int) or not isinstance(inp.shape[3], int):
+                raise CheckpointError(
+                    f"{model.path} has no facecl metadata and no fixed input size",
+                    "export it with 'facecl export'",
+                ) from None
+            h, w = int(inp.shape[2]), int(inp.shape[3])
+            baked, raw_dim = "none", int(self.session.get_outputs()[0].shape[1])
+        if baked != "none" and fusion != baked:
+            raise UsageError(
+                f"{model.path} has '{baked}' flip fusion built in, but --fusion {fusion} was asked",
+                f"use --fusion {baked}, or export without --with-flip",
+            )
+        self.baked = baked
+        feature_dim = raw_dim if baked == "none" else int(meta.get("feature_dim", raw_dim))
+        used = self.session.get_providers()[0]
+        super().__init__(
+            model=model,
+            arch=meta.get("arch", "unknown"),
+            feature_dim=feature_dim,
+            input_size=(h, w),
+            fusion=fusion,
+            l2=l2,
+            name="onnxruntime",
+            device="cuda" if used == "CUDAExecutionProvider" else "cpu",
+            train_config_sha256=meta.get("train_config_sha256", ""),
+            info={"onnx_fusion_in_graph": baked, "onnx_opset": meta.get("opset", "")},
+        )
+
+    def _run(self, x: np.ndarray) -> np.ndarray:  # (B,3,H,W) float32 -> (B,D)
+        return self.session.run(None, {self.input_name: x})[0]
+
+    def embed(self, images: np.ndarray) -> np.ndarray:  # (B,H,W,3) uint8 -> (B,dim) float32
+        import torch
+
+        from facecl.embed.features import fuse, l2_normalize
+
+        x = preprocess(images)  # (B,3,H,W)
+        if self.baked != "none":
+            out = torch.from_numpy(self._run(x))
+        elif uses_flip(self.fusion):
+            both = self._run(np.concatenate([x, np.ascontiguousarray(x[..., ::-1])]))  # (2B,D)
+            a, b = torch.from_numpy(both[: len(x)]), torch.from_numpy(both[len(x) :])
+            out = fuse(a, b, self.fusion)
+        else:
+            out = torch.from_numpy(self._run(x))
+        if self.l2:
+            out = l2_normalize(out)
+        return out.numpy().astype(np.float32, copy=False)
+
+
+def load_backend(
+    model: ModelFile, fusion: str, l2: bool, device: str = "auto", fp16: bool = True
+) -> Backend:
+    if model.kind == "onnx":
+        return OnnxBackend(model, fusion, l2, device)
+    return TorchBackend(model, fusion, l2, device, fp16)

@@ -1,0 +1,83 @@
+"""Configs of ``facecl embed`` and ``facecl export``: the only home of their defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class EmbedConfig:
+    """How ``facecl embed`` turns aligned faces into vectors."""
+
+    fusion: str = "concat"
+    """How FC1(image) and FC1(flip(image)) combine: concat (papers), sum, mean, none (no flip)."""
+
+    l2: bool = False
+    """L2-normalise each fused vector (recorded in the manifest; cosine scoring needs none)."""
+
+    batch_size: int = 64
+    """Images per forward pass (the flip doubles the backbone batch)."""
+
+    device: str = "auto"
+    """auto (cuda when available), cpu or cuda. Ignored with an ONNX model (CPU provider)."""
+
+    fp16: bool = True
+    """Run the backbone in float16 on CUDA (outputs are stored as float32). No effect on CPU."""
+
+    assume_aligned: bool = False
+    """Treat a plain folder/list of images as ready aligned crops (no detection/alignment)."""
+
+    chunk_batches: int = 8
+    """Batches per chunk written to ``<out>.partial/chunks/``: a killed run resumes per chunk."""
+
+    def __post_init__(self) -> None:
+        from facecl.embed.features import FUSIONS
+        from facecl.errors import ConfigError
+
+        FUSIONS.get(self.fusion)
+        if self.batch_size < 1:
+            raise ConfigError(f"batch size must be >= 1, got {self.batch_size}", "use e.g. 64")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"unknown device {self.device!r}", "choose auto, cpu or cuda")
+        if self.chunk_batches < 1:
+            raise ConfigError(f"chunk_batches must be >= 1, got {self.chunk_batches}", "use 8")
+
+    @property
+    def chunk_size(self) -> int:
+        """Images per resumable chunk (a whole number of batches)."""
+        return self.batch_size * self.chunk_batches
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """How ``facecl export`` writes and checks the ONNX model."""
+
+    with_flip: bool = False
+    """Bake the flip and ``fusion`` into the graph (output D' instead of the FC1 dim D)."""
+
+    fusion: str = "concat"
+    """Fusion baked in with ``with_flip`` (ignored without it)."""
+
+    opset: int = 17
+    """ONNX opset version (recorded in the model and the sidecar)."""
+
+    min_parity: float = 0.9999
+    """Fail unless every verification face has cosine(torch, onnxruntime) >= this."""
+
+    verify_max_images: int = 64
+    """At most this many faces from the verification input are compared."""
+
+    def __post_init__(self) -> None:
+        from facecl.embed.features import FUSIONS
+        from facecl.errors import ConfigError
+
+        FUSIONS.get(self.fusion)
+        if not 7 <= self.opset <= 21:
+            raise ConfigError(f"unsupported opset {self.opset}", "choose an opset in 7..21")
+        if not 0.0 < self.min_parity <= 1.0:
+            raise ConfigError(f"min_parity must be in (0, 1], got {self.min_parity}", "use 0.9999")
+
+    @property
+    def baked_fusion(self) -> str:
+        """The fusion inside the exported graph: ``none`` unless ``with_flip``."""
+        return self.fusion if self.with_flip else "none"

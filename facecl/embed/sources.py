@@ -1,0 +1,243 @@
+"""What ``facecl embed`` reads: an align artifact, a pack artifact, or plain images.
+
+Every input becomes a :class:`Source`: a fixed, ordered list of :class:`Item` (key, source
+path, identity, and a status when the item failed before embedding, e.g. no face found) plus
+``images(start)``, which yields each item's uint8 RGB crop ``(H, W, 3)`` or the reason it has
+none, from item ``start`` on (so a resumed run skips finished items cheaply).
+
+Keys are ``<identity>/<stem>`` (``Abel_Pacheco/Abel_Pacheco_0001``); a repeated key gets a
+``~2``, ``~3`` suffix so keys stay unique.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from facecl.artifacts import input_ref, is_artifact, read_manifest, sha256_json
+from facecl.errors import InputError, NotBuiltError
+
+OK = "ok"
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm"}
+LIST_SUFFIXES = {".txt", ".lst", ".list"}
+FACES_CSV = "faces.csv"
+
+ImageOrReason = np.ndarray | str
+
+
+@dataclass(frozen=True)
+class Item:
+    key: str
+    path: str  # the source photo (what a user would name the image by)
+    identity: str
+    status: str = OK  # not "ok": failed before embedding (the reason), never loaded
+
+
+@dataclass
+class Source:
+    kind: str  # "align" | "pack" | "images"
+    items: list[Item]
+    ref: dict[str, str]  # manifest input reference
+    _images: Callable[[int], Iterator[ImageOrReason]] = field(repr=False)
+    notes: dict[str, object] = field(default_factory=dict)
+
+    def images(self, start: int = 0) -> Iterator[ImageOrReason]:
+        """Crop (H, W, 3) uint8 RGB or failure reason of items ``start, start + 1, ...``."""
+        return self._images(start)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def read_rgb(path: str | os.PathLike) -> ImageOrReason:
+    """An image file as (H, W, 3) uint8 RGB, or the reason it cannot be read."""
+    import cv2
+
+    p = Path(path)
+    if not p.is_file():
+        return "missing file"
+    try:
+        data = np.fromfile(p, dtype=np.uint8)
+    except OSError as e:
+        return f"unreadable file ({e.strerror or type(e).__name__})"
+    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if img is None:
+        return "unreadable image"
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def unique_keys(keys: list[str]) -> list[str]:
+    """The keys with a ``~2``, ``~3``... suffix on repeats, order kept."""
+    seen: dict[str, int] = {}
+    out = []
+    for k in keys:
+        n = seen.get(k, 0) + 1
+        seen[k] = n
+        out.append(k if n == 1 else f"{k}~{n}")
+    return out
+
+
+def key_for(identity: str, stem: str) -> str:
+    return f"{identity}/{stem}" if identity else stem
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def open_source(path: str | os.PathLike, assume_aligned: bool = False) -> Source:
+    """The input of ``facecl embed``: align artifact, pack artifact, image folder/list/file."""
+    p = Path(path)
+    if is_artifact(p):
+        m = read_manifest(p)
+        if m.stage == "align":
+            return align_source(p)
+        if m.stage == "pack":
+            return pack_source(p)
+        raise InputError(
+            f"{p} is a '{m.stage}' artifact",
+            "pass an align or pack artifact, or a folder or list of images",
+        )
+    if Path(str(p) + ".partial").is_dir() and not p.exists():
+        read_manifest(p)  # raises the "incomplete artifact" error
+    if p.is_dir() or (p.is_file() and p.suffix.lower() in LIST_SUFFIXES | IMAGE_SUFFIXES):
+        return image_source(p, assume_aligned)
+    if not p.exists():
+        raise InputError(f"input not found: {p}", "pass an align/pack artifact or images")
+    raise InputError(
+        f"cannot embed {p}: not an artifact, a folder, an image or a list of images",
+        f"lists end in {', '.join(sorted(LIST_SUFFIXES))}",
+    )
+
+
+def align_source(path: Path) -> Source:
+    """An align artifact: one item per row of ``faces.csv``; failed rows keep their reason."""
+    csv_path = path / FACES_CSV
+    if not csv_path.is_file():
+        raise InputError(f"{path} has no {FACES_CSV}", "re-run 'facecl align' with --force")
+    with open(csv_path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    need = {"source", "identity", "output", "status"}
+    if rows and not need <= set(rows[0]):
+        raise InputError(
+            f"{csv_path} lacks columns {sorted(need - set(rows[0]))}",
+            "re-run 'facecl align' with --force",
+        )
+    items, files = [], []
+    for r in rows:
+        out = (r.get("output") or "").strip()
+        stem = Path(out).stem if out else Path(r["source"]).stem
+        status = OK
+        if not out:
+            status = (r.get("reason") or "").strip() or (r.get("status") or "").strip()
+            status = status if status and status != OK else "not aligned"
+        items.append(Item(key_for(r["identity"], stem), r["source"], r["identity"], status))
+        files.append(path / out if out else None)
+    items = _with_unique_keys(items)
+
+    def images(start: int) -> Iterator[ImageOrReason]:
+        for item, f in zip(items[start:], files[start:], strict=True):
+            yield item.status if f is None else read_rgb(f)
+
+    return Source("align", items, input_ref(path), images)
+
+
+def pack_source(path: Path) -> Source:
+    """A pack artifact, read with ``facecl.pack.dataset.iter_pack_images``."""
+    try:
+        from facecl.pack.dataset import iter_pack_images
+    except ImportError:
+        raise NotBuiltError(
+            f"{path} is a pack artifact, and reading packs is not built yet",
+            "embed the align artifact the pack was made from",
+        ) from None
+    items = []
+    for key, _img, _label in iter_pack_images(path):
+        key = str(key)
+        identity = key.split("/", 1)[0] if "/" in key else ""
+        items.append(Item(key, key, identity))
+    items = _with_unique_keys(items)
+
+    def images(start: int) -> Iterator[ImageOrReason]:
+        for i, (_key, img, _label) in enumerate(iter_pack_images(path)):
+            if i >= start:
+                yield np.ascontiguousarray(img, dtype=np.uint8)
+
+    return Source("pack", items, input_ref(path), images)
+
+
+def list_images(path: Path) -> list[Path]:
+    """Image files of a folder (recursive, sorted), a list file, or a single image."""
+    if path.is_dir():
+        return sorted(
+            (q for q in path.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES and q.is_file()),
+            key=lambda q: q.relative_to(path).as_posix(),
+        )
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return [path]
+    out = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            q = Path(line)
+            out.append(q if q.is_absolute() else path.parent / q)
+    return out
+
+
+def image_source(path: Path, assume_aligned: bool) -> Source:
+    """Plain photos (aligned here with facecl's align code) or, with ``assume_aligned``,
+    ready crops. Identity = the image's folder name."""
+    files = list_images(path)
+    if not files:
+        raise InputError(
+            f"no images in {path}", f"images end in {', '.join(sorted(IMAGE_SUFFIXES))}"
+        )
+    items = _with_unique_keys(
+        [Item(key_for(f.parent.name, f.stem), str(f), f.parent.name) for f in files]
+    )
+    if path.is_dir():
+        ref = input_ref(path)
+    else:  # a list names files anywhere: hash the listing and each file's size
+        listing = [[str(f), f.stat().st_size if f.is_file() else -1] for f in files]
+        ref = {"path": str(path.resolve()), "sha256": sha256_json(listing), "kind": "list"}
+
+    if assume_aligned:
+
+        def images(start: int) -> Iterator[ImageOrReason]:
+            for f in files[start:]:
+                yield read_rgb(f)
+
+        return Source("images", items, ref, images, {"aligned_here": False})
+
+    align_images = _align_function()
+
+    def aligned(start: int) -> Iterator[ImageOrReason]:
+        yield from align_images([str(f) for f in files[start:]])
+
+    return Source("images", items, ref, aligned, {"aligned_here": True})
+
+
+def _align_function() -> Callable[[list[str]], Iterator[ImageOrReason]]:
+    try:
+        from facecl.align.stage import align_images  # type: ignore[attr-defined]
+    except ImportError:
+        raise NotBuiltError(
+            "embedding raw photos needs 'facecl align', which is not built yet",
+            "pass an align artifact, or --aligned for folders of ready 112x96 crops",
+        ) from None
+    return align_images
+
+
+def _with_unique_keys(items: list[Item]) -> list[Item]:
+    keys = unique_keys([i.key for i in items])
+    return [
+        i if k == i.key else Item(k, i.path, i.identity, i.status)
+        for i, k in zip(items, keys, strict=True)
+    ]

@@ -1,0 +1,321 @@
+"""``run_embed``: a model and a set of faces -> an embeddings artifact.
+
+Layout of the artifact (schema ``facecl.embed/1``)::
+
+    EMB/
+      manifest.json   model sha256/arch/backend, fusion, l2, normalisation, counts
+      embeddings.h5   embeddings float32 (N, D'), keys, paths, identities, status (utf-8)
+
+Every input item has a row; an item without a face, missing or unreadable keeps a NaN vector
+and its reason in ``status``. Work is written in chunks of ``chunk_batches`` batches to
+``EMB.partial/chunks/NNNNNN.npz``; a killed run started again with the same command resumes
+after the last finished chunk, and the batches it computes are the same ones, so the result
+is the same file as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facecl.artifacts import Manifest, StageOutput, sha256_file
+from facecl.console import console, progress
+from facecl.embed.backends import Backend, ModelFile, load_backend, resolve_model
+from facecl.embed.config import EmbedConfig
+from facecl.embed.sources import OK, Source, open_source
+
+EMBEDDINGS_FILE = "embeddings.h5"
+CHUNKS = "chunks"
+# Test hook: seconds to sleep after each written chunk, so a test can kill a run mid-way.
+_CHUNK_DELAY_ENV = "FACECL_EMBED_CHUNK_DELAY"
+
+
+@dataclass
+class EmbedResult:
+    path: Path
+    manifest: Manifest
+    up_to_date: bool
+    resumed_from: int  # items already done in the .partial directory (0: fresh)
+    seconds: float
+    images_per_s: float
+
+    def summary(self) -> dict[str, Any]:
+        c = self.manifest.counts
+        return {
+            "output": str(self.path),
+            "up_to_date": self.up_to_date,
+            "resumed_from": self.resumed_from,
+            "items": c.get("processed", 0),
+            "ok": c.get("written", 0),
+            "failed": c.get("failed", 0),
+            "skipped": c.get("skipped", {}),
+            "dim": self.manifest.extra.get("dim"),
+            "fusion": self.manifest.config.get("fusion"),
+            "l2": self.manifest.config.get("l2"),
+            "backend": self.manifest.extra.get("backend"),
+            "model_sha256": self.manifest.extra.get("model_sha256"),
+            "seconds": round(self.seconds, 3),
+            "images_per_s": round(self.images_per_s, 1),
+        }
+
+
+def run_embed(
+    model: str | os.PathLike,
+    input_path: str | os.PathLike,
+    out: str | os.PathLike,
+    config: EmbedConfig,
+    *,
+    force: bool = False,
+    show_progress: bool = True,
+) -> EmbedResult:
+    """Embed every face of ``input_path`` with ``model`` into the artifact ``out``."""
+    t0 = time.perf_counter()
+    model_file = resolve_model(model)
+    source = open_source(input_path, config.assume_aligned)
+    so = StageOutput(out, "embed", config, [model_file.ref(), source.ref], force=force)
+    if so.up_to_date:
+        assert so.existing is not None
+        return EmbedResult(so.path, so.existing, True, 0, time.perf_counter() - t0, 0.0)
+    backend = load_backend(model_file, config.fusion, config.l2, config.device, config.fp16)
+    work = so.begin()
+    chunk_dir = work / CHUNKS
+    chunk_dir.mkdir(exist_ok=True)
+    start_chunk = _finished_prefix(chunk_dir, len(source), config.chunk_size)
+    start = min(start_chunk * config.chunk_size, len(source))
+    if start:
+        console.print(f"resuming {so.partial.name}: {start}/{len(source)} images already done")
+    t1 = time.perf_counter()
+    _embed_chunks(backend, source, chunk_dir, config, start_chunk, show_progress)
+    computed_s = time.perf_counter() - t1
+    counts, extra = _finish(work, chunk_dir, source, backend, config)
+    manifest = so.commit(counts, extra)
+    done = len(source) - start
+    return EmbedResult(
+        so.path,
+        manifest,
+        False,
+        start,
+        time.perf_counter() - t0,
+        done / computed_s if computed_s > 0 else 0.0,
+    )
+
+
+# --------------------------------------------------------------------------- chunks
+
+
+def _chunk_path(chunk_dir: Path, i: int) -> Path:
+    return chunk_dir / f"{i:06d}.npz"
+
+
+def _finished_prefix(chunk_dir: Path, n: int, chunk_size: int) -> int:
+    """Number of leading chunks already on disk; any chunk after a gap is recomputed."""
+    n_chunks = -(-n // chunk_size)
+    i = 0
+    while i < n_chunks and _chunk_path(chunk_dir, i).is_file():
+        i += 1
+    for stray in chunk_dir.glob("*.npz"):
+        if int(stray.stem) >= i:
+            stray.unlink()
+    for tmp in chunk_dir.glob("*.tmp"):
+        tmp.unlink()
+    return i
+
+
+def _save_chunk(path: Path, vectors: np.ndarray, status: list[str]) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, embeddings=vectors, status=np.array(status, dtype=str))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _batches(source: Source, start: int, batch_size: int) -> Iterator[list]:
+    batch: list = []
+    for img in source.images(start):
+        batch.append(img)
+        if len(batch) == batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _prefetch(it: Iterator, depth: int = 2) -> Iterator:
+    """Run ``it`` (image decoding) in a thread, ``depth`` items ahead of the consumer."""
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    end = object()
+    stop = threading.Event()
+
+    def worker() -> None:
+        try:
+            for x in it:
+                while not stop.is_set():
+                    try:
+                        q.put((x, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put((end, None))
+        except BaseException as e:  # noqa: BLE001 - re-raised in the consumer
+            q.put((end, e))
+
+    t = threading.Thread(target=worker, daemon=True)
+    t.start()
+    try:
+        while True:
+            x, err = q.get()
+            if x is end:
+                if err is not None:
+                    raise err
+                return
+            yield x
+    finally:
+        stop.set()
+
+
+def _embed_batch(backend: Backend, batch: list) -> tuple[np.ndarray, list[str]]:
+    """(B,dim) float32 (NaN rows for failures) and the B statuses."""
+    h, w = backend.input_size
+    status: list[str] = []
+    good: list[np.ndarray] = []
+    for img in batch:
+        if isinstance(img, str):
+            status.append(img)
+        elif img.shape != (h, w, 3):
+            status.append(f"crop is {img.shape[0]}x{img.shape[1]}, model expects {h}x{w}")
+        else:
+            status.append(OK)
+            good.append(img)
+    vectors = np.full((len(batch), backend.dim), np.nan, dtype=np.float32)
+    if good:
+        feats = backend.embed(np.stack(good))  # (G,dim)
+        vectors[[i for i, s in enumerate(status) if s == OK]] = feats
+    return vectors, status
+
+
+def _embed_chunks(
+    backend: Backend,
+    source: Source,
+    chunk_dir: Path,
+    config: EmbedConfig,
+    start_chunk: int,
+    show_progress: bool,
+) -> None:
+    n, cs, bs = len(source), config.chunk_size, config.batch_size
+    start = min(start_chunk * cs, n)
+    delay = float(os.environ.get(_CHUNK_DELAY_ENV, "0") or 0)
+    chunk_i, vecs, stats = start_chunk, [], []
+    with progress() as bar:
+        task = bar.add_task(
+            f"embed ({backend.name})", total=n, completed=start, unit="img", visible=show_progress
+        )
+        for batch in _prefetch(_batches(source, start, bs)):
+            v, s = _embed_batch(backend, batch)
+            vecs.append(v)
+            stats.extend(s)
+            bar.advance(task, len(batch))
+            if len(stats) == cs:
+                _save_chunk(_chunk_path(chunk_dir, chunk_i), np.concatenate(vecs), stats)
+                chunk_i, vecs, stats = chunk_i + 1, [], []
+                if delay:
+                    time.sleep(delay)
+        if stats:
+            _save_chunk(_chunk_path(chunk_dir, chunk_i), np.concatenate(vecs), stats)
+
+
+# --------------------------------------------------------------------------- finish
+
+
+def _finish(
+    work: Path, chunk_dir: Path, source: Source, backend: Backend, config: EmbedConfig
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    n = len(source)
+    n_chunks = -(-n // config.chunk_size)
+    vecs, status = [], []
+    for i in range(n_chunks):
+        with np.load(_chunk_path(chunk_dir, i), allow_pickle=False) as z:
+            vecs.append(z["embeddings"])
+            status.extend(str(s) for s in z["status"])
+    vectors = np.concatenate(vecs) if vecs else np.zeros((0, backend.dim), np.float32)
+    if len(vectors) != n:
+        raise RuntimeError(f"chunks hold {len(vectors)} rows for {n} items")
+    # A row that failed before loading (e.g. no face) keeps the source's reason.
+    status = [
+        it.status if it.status != OK else s for it, s in zip(source.items, status, strict=True)
+    ]
+    write_embeddings(
+        work / EMBEDDINGS_FILE,
+        vectors,
+        keys=[i.key for i in source.items],
+        paths=[i.path for i in source.items],
+        identities=[i.identity for i in source.items],
+        status=status,
+    )
+    shutil.rmtree(chunk_dir)
+    skipped: dict[str, int] = {}
+    for s in status:
+        if s != OK:
+            skipped[s] = skipped.get(s, 0) + 1
+    ok = n - sum(skipped.values())
+    counts = {"processed": n, "written": ok, "failed": n - ok, "skipped": skipped}
+    extra = {
+        **backend.describe(),
+        "input_kind": source.kind,
+        **source.notes,
+        "files": {EMBEDDINGS_FILE: sha256_file(work / EMBEDDINGS_FILE)},
+    }
+    if ok == 0 and n:
+        console.print(f"[yellow]warning:[/] none of the {n} images could be embedded")
+    return counts, extra
+
+
+def write_embeddings(
+    path: Path,
+    vectors: np.ndarray,
+    *,
+    keys: list[str],
+    paths: list[str],
+    identities: list[str],
+    status: list[str],
+) -> None:
+    """The ``embeddings.h5`` contract, written to a temp file and moved into place."""
+    import h5py
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.create_dataset("embeddings", data=np.asarray(vectors, dtype=np.float32))
+            text = h5py.string_dtype("utf-8")
+            for name, values in (
+                ("keys", keys),
+                ("paths", paths),
+                ("identities", identities),
+                ("status", status),
+            ):
+                f.create_dataset(name, data=np.array(values, dtype=object), dtype=text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+__all__ = ["EmbedResult", "ModelFile", "run_embed", "write_embeddings", "resolve_model"]

@@ -1,0 +1,87 @@
+"""Fixtures for embed/export: a tiny checkpoint, crops, and a hand-built align artifact."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from facecl.artifacts import StageOutput
+from facecl.embed.export import BUNDLED_FACES
+from facecl.models import create_backbone
+from facecl.train.checkpoint import save_checkpoint
+
+FACES = sorted(BUNDLED_FACES.glob("*.png"))  # real aligned 112x96 LFW faces
+
+
+def tiny_payload(seed: int = 0, feature_dim: int = 16) -> dict:
+    torch.manual_seed(seed)
+    net = create_backbone("tiny", feature_dim=feature_dim)
+    return {
+        "arch": "tiny",
+        "arch_kwargs": {"feature_dim": feature_dim},
+        "feature_dim": feature_dim,
+        "input_size": [112, 96],
+        "loss": "cl",
+        "config": {"lr": 0.1, "seed": seed},
+        "model": net.state_dict(),
+    }
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    save_checkpoint(path, tiny_payload())
+    return path
+
+
+@pytest.fixture(scope="session")
+def crops(tmp_path_factory) -> Path:
+    """Aligned crops as a photo folder: <identity>/<identity>_0001.png."""
+    root = tmp_path_factory.mktemp("crops") / "faces"
+    for f in FACES:
+        ident = f.stem.rsplit("_", 1)[0]
+        (root / ident).mkdir(parents=True)
+        shutil.copy(f, root / ident / f.name)
+    return root
+
+
+def make_align_artifact(out: Path, crops: Path, extra_rows: bool = True) -> Path:
+    """An align artifact as 'facecl align' writes it: aligned/<id>/<stem>.png + faces.csv.
+
+    With ``extra_rows``: one photo without a face (no output), one whose crop file is
+    missing and one whose crop is corrupt, so every failure kind is represented.
+    """
+    so = StageOutput(out, "align", {"size": "112x96"}, [])
+    work = so.begin()
+    rows = []
+    for f in sorted(crops.rglob("*.png")):
+        ident = f.parent.name
+        dst = work / "aligned" / ident / f.name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(f, dst)
+        rows.append([f"/photos/{ident}/{f.stem}.jpg", ident, f"aligned/{ident}/{f.name}", "ok", ""])
+    if extra_rows:
+        rows.append(["/photos/Nobody/Nobody_0001.jpg", "Nobody", "", "skipped", "no face"])
+        rows.append(["/photos/Gone/Gone_0001.jpg", "Gone", "aligned/Gone/Gone_0001.png", "ok", ""])
+        bad = work / "aligned" / "Broken" / "Broken_0001.png"
+        bad.parent.mkdir(parents=True)
+        bad.write_bytes(b"\x89PNG\r\n\x1a\nnot really a png")
+        rows.append(
+            ["/photos/Broken/Broken_0001.jpg", "Broken", "aligned/Broken/Broken_0001.png", "ok", ""]
+        )
+    with open(work / "faces.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["source", "identity", "output", "status", "reason", "score"])
+        for r in rows:
+            w.writerow([*r, "0.99"])
+    so.commit({"processed": len(rows), "written": len(rows) - 1, "skipped": {"no face": 1}})
+    return out
+
+
+@pytest.fixture(scope="session")
+def align_art(tmp_path_factory, crops) -> Path:
+    return make_align_artifact(tmp_path_factory.mktemp("align") / "aligned", crops)
