@@ -1,4 +1,4 @@
-"""Built-in backbones. (Sphere nets and LeNet++ land with issue #6; `tiny` is for tests.)"""
+"""The ``tiny`` test backbone. (The sphere nets are in ``sphere.py``, LeNet++ in ``lenet.py``.)"""
 
 from __future__ import annotations
 

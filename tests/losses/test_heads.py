@@ -40,7 +40,7 @@ def _sphere_psi(theta, m):
 def test_softmax_head_is_linear_with_bias():
     x, y = _data()
     head = create_head("softmax", 5, 7).double().requires_grad_(False)
-    logits = head(x, y)
+    logits = head(x, y).detach()
     for i in range(x.shape[0]):
         for j in range(7):
             want = float(head.weight[j] @ x[i] + head.bias[j])
@@ -52,7 +52,7 @@ def test_cosface_target_logit():
     x, y = _data(1)
     head = create_head("cosface", 5, 7, s=30.0, m3=0.35).double().train()
     cos = _cos_table(x, head.weight.detach())
-    logits = head(x, y)
+    logits = head(x, y).detach()
     for i in range(x.shape[0]):
         for j in range(7):
             want = 30.0 * (cos[i, j] - (0.35 if j == int(y[i]) else 0.0))
@@ -64,7 +64,7 @@ def test_arcface_target_logit_and_monotone_extension():
     head = create_head("arcface", 5, 7).double().train()
     s, m = HEAD_PRESETS["arcface"].s, HEAD_PRESETS["arcface"].m2
     cos = _cos_table(x, head.weight.detach())
-    logits = head(x, y)
+    logits = head(x, y).detach()
     for i in range(x.shape[0]):
         for j in range(7):
             theta = math.acos(float(cos[i, j]))
@@ -100,7 +100,7 @@ def test_sphereface_annealing_schedule_and_blended_logit():
     head.set_step(50)
     lam = 1000.0 / (1 + 0.12 * 50)
     cos = _cos_table(x, head.weight.detach())
-    logits = head(x, y)
+    logits = head(x, y).detach()
     for i in range(x.shape[0]):
         norm = float(x[i].norm())  # A-softmax: ||x|| scale, normalised weights, no bias
         for j in range(7):
