@@ -130,6 +130,7 @@ def align_source(path: Path) -> Source:
             f"{csv_path} lacks columns {sorted(need - set(rows[0]))}",
             "re-run 'facecl align' with --force",
         )
+    base = _source_root(path)
     items, files = [], []
     for r in rows:
         out = (r.get("output") or "").strip()
@@ -138,7 +139,10 @@ def align_source(path: Path) -> Source:
         if not out:
             status = (r.get("reason") or "").strip() or (r.get("status") or "").strip()
             status = status if status and status != OK else "not aligned"
-        items.append(Item(key_for(r["identity"], stem), r["source"], r["identity"], status))
+        src = r["source"]
+        if base is not None and src and not os.path.isabs(src):
+            src = str(base / src)
+        items.append(Item(key_for(r["identity"], stem), src, r["identity"], status))
         files.append(path / out if out else None)
     items = _with_unique_keys(items)
 
@@ -149,20 +153,37 @@ def align_source(path: Path) -> Source:
     return Source("align", items, input_ref(path), images)
 
 
+def _source_root(path: Path) -> Path | None:
+    """Where an align artifact's relative ``source`` paths start: its input tree, or the
+    folder of its list file (None for a merge of shard artifacts)."""
+    inputs = read_manifest(path, stage="align").inputs
+    if not inputs or inputs[0].get("kind") not in ("tree", "file"):
+        return None
+    root = Path(inputs[0]["path"])
+    return root if inputs[0]["kind"] == "tree" else root.parent
+
+
 def pack_source(path: Path) -> Source:
-    """A pack artifact, read with ``facecl.pack.dataset.iter_pack_images``."""
-    try:
-        from facecl.pack.dataset import iter_pack_images
-    except ImportError:
-        raise NotBuiltError(
-            f"{path} is a pack artifact, and reading packs is not built yet",
-            "embed the align artifact the pack was made from",
-        ) from None
+    """A pack artifact (every split, in shard order): keys and sources are listed from the
+    shards' ``paths``/``sources`` datasets; images come from ``iter_pack_images``."""
+    import h5py
+
+    from facecl.pack.dataset import iter_pack_images
+
     items = []
-    for key, _img, _label in iter_pack_images(path):
-        key = str(key)
-        identity = key.split("/", 1)[0] if "/" in key else ""
-        items.append(Item(key, key, identity))
+    for shard in read_manifest(path, stage="pack").extra.get("shards", []):
+        try:
+            with h5py.File(path / shard["path"], "r") as f:
+                keys = list(f["paths"].asstr()[:])
+                sources = list(f["sources"].asstr()[:]) if "sources" in f else keys
+        except (OSError, KeyError) as e:
+            raise InputError(
+                f"cannot read shard {shard.get('path')} of {path}: {e}",
+                "check it with 'facecl inspect --verify'",
+            ) from None
+        for key, src in zip(keys, sources, strict=True):
+            identity = key.split("/", 1)[0] if "/" in key else ""
+            items.append(Item(key, src, identity))
     items = _with_unique_keys(items)
 
     def images(start: int) -> Iterator[ImageOrReason]:
@@ -216,23 +237,45 @@ def image_source(path: Path, assume_aligned: bool) -> Source:
 
         return Source("images", items, ref, images, {"aligned_here": False})
 
-    align_images = _align_function()
+    align = _aligner()
 
     def aligned(start: int) -> Iterator[ImageOrReason]:
-        yield from align_images([str(f) for f in files[start:]])
+        for b in range(start, len(files), ALIGN_BATCH):
+            yield from align(files[b : b + ALIGN_BATCH])
 
     return Source("images", items, ref, aligned, {"aligned_here": True})
 
 
-def _align_function() -> Callable[[list[str]], Iterator[ImageOrReason]]:
+ALIGN_BATCH = 64  # photos aligned per call (bounded memory; a resumed run re-aligns at most this)
+
+
+def _aligner() -> Callable[[list[Path]], list[ImageOrReason]]:
+    """Photos -> crops with the align stage's code and its default config (the same crops
+    'facecl align' writes), or the reason there is none."""
     try:
-        from facecl.align.stage import align_images  # type: ignore[attr-defined]
+        from facecl.align.config import AlignConfig, AlignRuntime
+        from facecl.align.stage import Aligner, align_images
     except ImportError:
         raise NotBuiltError(
             "embedding raw photos needs 'facecl align', which is not built yet",
             "pass an align artifact, or --aligned for folders of ready 112x96 crops",
         ) from None
-    return align_images
+    cfg, runtime = AlignConfig(), AlignRuntime()
+    detector = Aligner(cfg, runtime).detector  # built once, shared by every call
+
+    def align(paths: list[Path]) -> list[ImageOrReason]:
+        results = align_images(paths, cfg, runtime, detector=detector)
+        out: list[ImageOrReason] = []
+        for r in results:
+            if r.crop is not None:
+                out.append(r.crop)
+            else:
+                out.append(r.reason or r.status or "not aligned")
+        if len(out) != len(paths):
+            raise RuntimeError(f"align gave {len(out)} results for {len(paths)} photos")
+        return out
+
+    return align
 
 
 def _with_unique_keys(items: list[Item]) -> list[Item]:

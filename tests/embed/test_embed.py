@@ -216,3 +216,22 @@ def test_other_clear_errors(tmp_path, tiny_ckpt, crops, align_art):
         out = one_line_error(embed(tiny_ckpt, crops, "-o", tmp_path / "e", "--device", "cuda"))
         assert "CUDA is not available" in out
     one_line_error(embed(tiny_ckpt, "-o", tmp_path / "e"), code=2)
+
+
+def test_pack_artifact_gives_same_vectors_as_its_align_artifact(tmp_path, tiny_ckpt, crops):
+    from .conftest import make_align_artifact
+
+    aligned = make_align_artifact(tmp_path / "aligned", crops, extra_rows=False)
+    r = runner.invoke(app, ["pack", str(aligned), "-o", str(tmp_path / "pack"), "--shard-size", 4])
+    assert r.exit_code == 0, r.output
+    a, p = tmp_path / "a", tmp_path / "p"
+    assert embed(tiny_ckpt, aligned, "-o", a).exit_code == 0
+    r = embed(tiny_ckpt, tmp_path / "pack", "-o", p, "--batch-size", 3, "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["ok"] == len(FACES)
+    da, dp = read_h5(a), read_h5(p)
+    row = {k: i for i, k in enumerate(da["keys"])}
+    assert sorted(dp["keys"].tolist()) == sorted(da["keys"].tolist())
+    for i, k in enumerate(dp["keys"]):
+        np.testing.assert_allclose(dp["embeddings"][i], da["embeddings"][row[k]], atol=1e-5)
+    assert read_manifest(p).extra["input_kind"] == "pack"
