@@ -13,6 +13,7 @@ import difflib
 import json
 import os
 import warnings
+import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -171,24 +172,45 @@ class ShardDataset(Dataset):
         shard = int(np.searchsorted(self._offsets, index, side="right")) - 1
         return shard, index - int(self._offsets[shard])
 
-    def _images(self, shard: int) -> Any:
+    def _images(self, shard: int) -> tuple[Any, str]:
+        """The shard's ``images`` dataset in this process, and how to read one chunk."""
         pid = os.getpid()
         if self._pid != pid:  # new process (forked worker): never reuse the parent's handles
             self._handles, self._pid = {}, pid
-        ds = self._handles.get(shard)
-        if ds is None:
-            ds = self._handles[shard] = open_shard(self._files[shard])["images"]
-        return ds
+        entry = self._handles.get(shard)
+        if entry is None:
+            ds = open_shard(self._files[shard])["images"]
+            one_chunk = ds.chunks == (1, *ds.shape[1:])
+            mode = {None: "raw", "gzip": "zlib"}.get(ds.compression) if one_chunk else None
+            if ds.shuffle or ds.fletcher32 or ds.scaleoffset is not None:
+                mode = None
+            entry = self._handles[shard] = (ds, mode or "h5py")
+        return entry
+
+    def _read_into(self, index: int, out: np.ndarray) -> None:
+        """Copy image ``index`` into ``out``, uint8 (H, W, 3)."""
+        shard, row = self._locate(index)
+        ds, mode = self._images(shard)
+        if mode == "h5py":  # e.g. lzf: let HDF5 decode the chunk
+            ds.read_direct(out, source_sel=np.s_[row])
+            return
+        # One image per chunk: read the chunk's bytes directly, skipping HDF5's selection
+        # machinery (about 6x faster per image).
+        mask, buf = ds.id.read_direct_chunk((row, 0, 0, 0))
+        if mode == "zlib" and mask == 0:  # mask != 0: HDF5 stored this chunk unfiltered
+            buf = zlib.decompress(buf)
+        out[...] = np.frombuffer(buf, np.uint8).reshape(out.shape)
 
     def image(self, index: int) -> np.ndarray:
         """The stored crop, uint8 (H, W, 3) RGB, without augmentation."""
-        shard, row = self._locate(index)
-        return self._images(shard)[row]
+        out = np.empty((*self.image_size, 3), np.uint8)
+        self._read_into(index, out)
+        return out
 
     def key(self, index: int) -> str:
         """The image's key, "identity/stem"."""
         shard, row = self._locate(index)
-        return self._images(shard).file["paths"].asstr()[row]
+        return self._images(shard)[0].file["paths"].asstr()[row]
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         img = self.image(index)  # (H, W, 3) uint8
@@ -198,8 +220,24 @@ class ShardDataset(Dataset):
             img = img[:, ::-1]
         return to_tensor(img), int(self.labels[index])  # (3, H, W) float32
 
+    def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, int]]:
+        """A whole batch at once (DataLoader calls this): one uint8 buffer, one vectorised
+        flip and normalisation. Same samples and distribution as ``__getitem__``."""
+        if self.transform is not None:  # a transform may change the image size
+            return [self[i] for i in indices]
+        n = len(indices)
+        img = np.empty((*self.image_size, 3), np.uint8)  # (H, W, 3)
+        batch = np.empty((n, 3, *self.image_size), np.uint8)  # (B, 3, H, W)
+        flip = (torch.rand(n) < 0.5).tolist() if self.flip else [False] * n
+        for j, i in enumerate(indices):
+            self._read_into(int(i), img)
+            chw = img.transpose(2, 0, 1)  # the flip rides along with the transposing copy
+            batch[j] = chw[:, :, ::-1] if flip[j] else chw
+        x = torch.from_numpy(batch).float().sub_(127.5).div_(128.0)
+        return [(x[j], int(self.labels[i])) for j, i in enumerate(indices)]
+
     def close(self) -> None:
-        for ds in self._handles.values():
+        for ds, _ in self._handles.values():
             ds.file.close()
         self._handles = {}
 

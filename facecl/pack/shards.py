@@ -16,6 +16,7 @@ byte-identical shard (and sha256).
 from __future__ import annotations
 
 import os
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -64,11 +65,24 @@ class ShardWriter:
         self._images = self._f.create_dataset(
             "images", (count, h, w, 3), np.uint8, chunks=(1, h, w, 3), track_times=False, **filt
         )
+        self._direct = {"none": "raw", "gzip": "zlib"}.get(compression)
+        self._level = gzip_level
         self._f.attrs.update({"schema": SHARD_SCHEMA, "split": split, "index": index})
 
     def add(self, image: np.ndarray, label: int, key: str, source: str) -> None:
         """``image``: uint8 (H, W, 3) RGB."""
-        self._images[self.n] = image
+        if image.shape != self._images.shape[1:] or image.dtype != np.uint8:
+            raise ValueError(
+                f"image {key}: {image.dtype} {image.shape}, expected uint8 {self._images.shape[1:]}"
+            )
+        image = np.ascontiguousarray(image)
+        if self._direct == "raw":  # one image per chunk: the image bytes are the chunk
+            self._images.id.write_direct_chunk((self.n, 0, 0, 0), image.tobytes())
+        elif self._direct == "zlib":  # HDF5's gzip filter is a plain zlib stream
+            data = zlib.compress(image.tobytes(), self._level)
+            self._images.id.write_direct_chunk((self.n, 0, 0, 0), data)
+        else:
+            self._images[self.n] = image
         self._labels[self.n] = label
         self._paths.append(key)
         self._sources.append(source)

@@ -22,7 +22,7 @@ from facecl.pack.dataset import (
 )
 from facecl.pack.stage import run_pack
 
-from .helpers import read_png_rgb
+from .helpers import lfw_mini_people, make_align_artifact, read_png_rgb
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,7 @@ def test_two_workers_yield_every_image_exactly_once_per_epoch(pack):
     ds = ShardDataset(pack, split="all")
     expected = Counter((_digest(ds.image(i)), int(ds.labels[i])) for i in range(len(ds)))
     assert len(expected) == len(ds)  # distinct faces, so a digest names one image
-    loader = DataLoader(ds, batch_size=16, shuffle=True, num_workers=2)
+    loader = DataLoader(ds, batch_size=16, shuffle=True, num_workers=2, persistent_workers=True)
     for _epoch in range(2):
         got = Counter()
         for x, y in loader:  # x: (B, 3, H, W)
@@ -140,3 +140,33 @@ def test_dataset_pickles_without_open_handles(pack):
     clone = pickle.loads(pickle.dumps(ds))
     assert clone._handles == {}
     torch.testing.assert_close(clone[5][0], ds[5][0])
+
+
+@pytest.mark.parametrize("compression", ["none", "lzf", "gzip"])
+def test_every_compression_reads_back_the_aligned_pixels(tmp_path, compression):
+    people = lfw_mini_people(["Ali_Naimi", "Abdullah_Gul"])
+    art = make_align_artifact(tmp_path, people)
+    pack = run_pack([art], tmp_path / "p", PackConfig(compression=compression, shard_size=5)).path
+    ds = ShardDataset(pack, split="all")
+    assert len(ds) == 13
+    for i in range(len(ds)):
+        png = read_png_rgb(art / "aligned" / f"{ds.key(i)}.png")
+        np.testing.assert_array_equal(ds.image(i), png)
+
+
+def test_batched_fetch_matches_single_items(pack):
+    ds = ShardDataset(pack, split="train")
+    idx = [5, 0, 31, len(ds) - 1, 30]  # unsorted, across shards
+    batch = ds.__getitems__(idx)
+    for (x, y), i in zip(batch, idx, strict=True):
+        xi, yi = ds[i]
+        assert y == yi and torch.equal(x, xi)
+    flipped = ShardDataset(pack, split="train", flip=True)
+    torch.manual_seed(3)
+    out = flipped.__getitems__(list(range(64)))
+    n_flipped = 0
+    for j, (x, _) in enumerate(out):
+        img, plain = _to_u8(x), ds.image(j)
+        n_flipped += np.array_equal(img, plain[:, ::-1])
+        assert np.array_equal(img, plain) or np.array_equal(img, plain[:, ::-1])
+    assert 10 < n_flipped < 54
