@@ -325,7 +325,7 @@ class CenterInvariantLoss(CenterLoss):
             return {"invariant": x32.sum() * 0.0}
         with torch.no_grad():
             c = self.centers.to(x32)  # (C, D)
-            norms2 = c.pow(2).sum(1)  # (C,)
+            norms2 = torch.linalg.vector_norm(c, dim=1).square()  # (C,) fused, no (C, D) temp
             excess = norms2[y] - norms2.mean()  # (B,) ||c_y||^2 - tau
             value = self.config.gamma / (4 * m) * excess.pow(2).sum()
             n_y = torch.bincount(y, minlength=self.num_classes)[y].to(x32)  # (B,)
