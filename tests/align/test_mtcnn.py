@@ -112,8 +112,8 @@ def test_flip_consistency(detector, mini_images):
 
 def test_batching_mixed_sizes_equals_one_by_one(detector, mini_images):
     rng = np.random.default_rng(0)
-    imgs = [mini_images[0], mini_images[1][:140], mini_images[2], mini_images[3][:, :130]]
-    imgs.append(rng.integers(0, 255, (60, 80, 3), dtype=np.uint8))
+    imgs = [mini_images[0], mini_images[1][:140], mini_images[2][:, :130]]
+    imgs.append(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8))
     together = detector.detect(imgs)
     for im, det in zip(imgs, together, strict=True):
         alone = detector.detect([im])[0]
@@ -134,15 +134,15 @@ def test_edge_inputs(detector):
 def test_huge_image_is_detected_at_reduced_size_and_mapped_back(mini_images):
     import cv2
 
-    det = MTCNN(max_side=400)
+    det = MTCNN(max_side=200, min_face=40)
     im = mini_images[5]
-    big = cv2.resize(im, (1500, 1500), interpolation=cv2.INTER_CUBIC)  # 10x
+    big = cv2.resize(im, (900, 900), interpolation=cv2.INTER_CUBIC)  # 6x
     small = det.detect([im])[0]
     large = det.detect([big])[0]
     i = select_face(small.boxes, 150, 150)
-    j = select_face(large.boxes, 1500, 1500)
-    expect = (small.landmarks[i] + 0.5) * 10 - 0.5
-    assert np.abs(large.landmarks[j] - expect).max() < 15  # 1.5 px at the original scale
+    j = select_face(large.boxes, 900, 900)
+    expect = (small.landmarks[i] + 0.5) * 6 - 0.5
+    assert np.abs(large.landmarks[j] - expect).max() < 9  # 1.5 px at the original scale
 
 
 def test_detections_scaled_round_trip():

@@ -1,0 +1,132 @@
+"""Configuration of the align stage: the only home of its defaults.
+
+``AlignConfig`` holds everything that changes the output (it is the manifest's ``config``
+and part of the fingerprint). ``AlignRuntime`` holds how the work is done (device, batch,
+threads): it never changes which images are aligned, so a run resumed with other runtime
+settings keeps its finished chunks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from facecl.errors import ConfigError, UsageError
+
+ON_MISS = ("skip", "landmarks", "center")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class AlignConfig:
+    size: str = "112x96"
+    """Crop size HxW: ``112x96`` (center-loss/SphereFace template) or ``112x112`` (ArcFace)."""
+    min_face: float = 20.0
+    """Smallest face side, in pixels of the detection image, MTCNN looks for."""
+    thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
+    """Face-probability thresholds of P-Net, R-Net and O-Net."""
+    factor: float = 0.709
+    """Scale step of the image pyramid."""
+    all_faces: bool = False
+    """Keep every detected face (``<stem>.face<k>.png``) instead of the most central one."""
+    on_miss: str = "skip"
+    """No face found: ``skip`` the image, warp with provided ``landmarks``, or ``center`` crop."""
+    center_fraction: float = 0.52
+    """Centre-crop fallback: the crop covers this fraction of the image's shorter side
+    (the median for MTCNN-aligned LFW 150 px originals)."""
+    max_side: int = 2000
+    """Images with a longer side are reduced to it for detection (bounded memory); the
+    crop is still cut from the full image."""
+    max_pixels: int = 400_000_000
+    """Images with more pixels are skipped as ``too_large`` (JPEGs are first decoded at a
+    reduced scale when that brings them under it)."""
+    chunk_size: int = 256
+    """Images per resumable unit (a chunk is never redone once written); shards are
+    interleaved chunks, so shards plus merge reproduce a single run exactly."""
+    shard: str | None = None
+    """``K/N``: process the K-th (1-based) of N interleaved slices; None = everything."""
+
+    def __post_init__(self) -> None:
+        from facecl.align.transform import SIZES
+
+        if self.size not in SIZES:
+            raise ConfigError(
+                f"unsupported --size {self.size!r}", f"choose one of: {', '.join(sorted(SIZES))}"
+            )
+        if not self.min_face >= 12:
+            raise ConfigError(
+                f"--min-face must be at least 12 px, got {self.min_face}",
+                "P-Net's window is 12 px",
+            )
+        if len(self.thresholds) != 3 or not all(0 <= t < 1 for t in self.thresholds):
+            raise ConfigError(
+                f"--thresholds must be three values in [0, 1), got {self.thresholds}",
+                "e.g. --thresholds 0.6,0.7,0.7",
+            )
+        if not 0.1 <= self.factor < 1:
+            raise ConfigError(f"--factor must be in [0.1, 1), got {self.factor}", "e.g. 0.709")
+        if self.on_miss not in ON_MISS:
+            raise ConfigError(
+                f"unknown --on-miss {self.on_miss!r}", f"choose one of: {', '.join(ON_MISS)}"
+            )
+        if not 0 < self.center_fraction <= 2:
+            raise ConfigError(f"center_fraction must be in (0, 2], got {self.center_fraction}")
+        if self.max_side < 64 or self.max_pixels < 1 or self.chunk_size < 1:
+            raise ConfigError("max_side >= 64, max_pixels >= 1 and chunk_size >= 1 are required")
+        if self.shard is not None:
+            parse_shard(self.shard)
+
+    @property
+    def shard_kn(self) -> tuple[int, int] | None:
+        return None if self.shard is None else parse_shard(self.shard)
+
+
+@dataclass(frozen=True)
+class AlignRuntime:
+    device: str = "auto"
+    """``auto`` (CUDA when available), ``cpu`` or ``cuda``."""
+    batch_size: int = 64
+    """Images per detector call (P-Net per pyramid scale over the batch)."""
+    workers: int = 2
+    """Threads decoding images and encoding PNGs while the detector runs."""
+
+    def __post_init__(self) -> None:
+        if self.device not in DEVICES:
+            raise ConfigError(
+                f"unknown --device {self.device!r}", f"choose one of: {', '.join(DEVICES)}"
+            )
+        if self.batch_size < 1 or self.workers < 1:
+            raise ConfigError("--batch-size and --workers must be at least 1")
+
+    def torch_device(self) -> str:
+        import torch
+
+        if self.device == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise UsageError("--device cuda but no CUDA device is available", "use --device cpu")
+        return self.device
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"2/8"`` -> ``(2, 8)``; K is 1-based."""
+    try:
+        k_s, n_s = text.split("/")
+        k, n = int(k_s), int(n_s)
+    except ValueError:
+        raise UsageError(f"malformed --shard {text!r}", "write K/N, e.g. --shard 1/4") from None
+    if n < 1 or not 1 <= k <= n:
+        raise UsageError(
+            f"--shard {text}: K must be in 1..N", "shards are numbered 1..N, e.g. 1/4 .. 4/4"
+        )
+    return k, n
+
+
+def parse_thresholds(text: str) -> tuple[float, float, float]:
+    """``"0.6,0.7,0.7"`` -> ``(0.6, 0.7, 0.7)``."""
+    try:
+        vals = tuple(float(v) for v in text.replace(" ", "").split(","))
+    except ValueError:
+        vals = ()
+    if len(vals) != 3:
+        raise UsageError(f"malformed --thresholds {text!r}", "three comma-separated numbers")
+    return vals  # type: ignore[return-value]

@@ -1,0 +1,431 @@
+"""Reading the align stage's inputs: image decoding that never raises, source listings,
+landmark files.
+
+``decode_image`` turns any file into an (H, W, 3) uint8 RGB array, upright (EXIF orientation
+applied), or into a reason code saying why not. Reason codes (``SKIP_REASONS``) are what
+``faces.csv`` and the manifest counts use.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from facecl.errors import InputError
+
+# Why an image gave no crop (faces.csv ``reason``; manifest ``counts.skipped``).
+SKIP_REASONS = {
+    "missing": "file not found",
+    "read_error": "the file could not be read (permissions, I/O error)",
+    "empty_file": "zero-byte file",
+    "not_an_image": "not an image file",
+    "unsupported_format": "an image format that cannot be decoded here",
+    "truncated": "the image data is truncated",
+    "corrupt": "the image data is corrupt",
+    "too_large": "more pixels than max_pixels",
+    "too_small": "smaller than the minimum face size",
+    "no_face": "no face detected",
+    "unsafe_name": "identity or file name would escape the output directory",
+    "no_identity": "file outside any identity folder",
+}
+
+# Magic numbers of image formats Pillow does not decode: "unsupported", not "not an image".
+_OTHER_IMAGE_MAGIC: list[tuple[int, bytes, str]] = [
+    (4, b"ftypheic", "HEIC"),
+    (4, b"ftypheix", "HEIC"),
+    (4, b"ftypmif1", "HEIF"),
+    (4, b"ftypavif", "AVIF"),
+    (0, b"\xff\x0a", "JPEG XL"),
+    (0, b"\x00\x00\x00\x0cJXL ", "JPEG XL"),
+    (0, b"8BPS", "PSD"),
+    (0, b"<svg", "SVG"),
+    (0, b"II*\x00", "TIFF"),
+    (0, b"MM\x00*", "TIFF"),
+    (0, b"\x89PNG", "PNG"),
+    (0, b"\xff\xd8\xff", "JPEG"),
+    (0, b"GIF8", "GIF"),
+    (0, b"RIFF", "RIFF/WebP"),
+    (0, b"BM", "BMP"),
+]
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """One decoded image, or the reason it could not be decoded."""
+
+    image: np.ndarray | None  # (h, w, 3) uint8 RGB, upright; None when not decoded
+    reason: str  # "" when decoded, else a SKIP_REASONS key
+    detail: str  # human-readable explanation
+    width: int = 0  # original (upright) size; 0 when unknown
+    height: int = 0
+    notes: tuple[str, ...] = ()  # what was converted: exif_rotated, cmyk, 16bit, rgba, ...
+
+    @property
+    def scale(self) -> tuple[float, float]:
+        """Original pixels per decoded pixel (x, y): 1 unless decoded at reduced size."""
+        if self.image is None or not self.width:
+            return 1.0, 1.0
+        return self.width / self.image.shape[1], self.height / self.image.shape[0]
+
+
+def _fail(reason: str, detail: str, w: int = 0, h: int = 0) -> Decoded:
+    return Decoded(None, reason, detail, w, h)
+
+
+def decode_image(path: str | os.PathLike, max_pixels: int = 400_000_000) -> Decoded:
+    """Decode any file to RGB uint8, or say why not. Never raises for bad data."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if not path.is_file():
+            return _fail("read_error", "not a regular file")
+        with open(path, "rb") as f:
+            head = f.read(32)
+    except FileNotFoundError:
+        return _fail("missing", f"no such file: {path}")
+    except OSError as e:
+        return _fail("read_error", f"{type(e).__name__}: {e.strerror or e}")
+    if size == 0:
+        return _fail("empty_file", "zero-byte file")
+    notes: list[str] = []
+    w = h = 0
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # DecompressionBombWarning, EXIF warnings
+            old_limit = Image.MAX_IMAGE_PIXELS
+            Image.MAX_IMAGE_PIXELS = None  # we apply our own limit below
+            try:
+                im = Image.open(path)
+            finally:
+                Image.MAX_IMAGE_PIXELS = old_limit
+            with im:
+                w, h = im.size
+                orient = _exif_orientation(im)
+                if orient in (5, 6, 7, 8):
+                    w, h = h, w
+                if w * h > max_pixels:
+                    if im.format != "JPEG":
+                        return _fail(
+                            "too_large", f"{w}x{h} = {w * h:,} px > max_pixels {max_pixels:,}", w, h
+                        )
+                    r = math.sqrt(max_pixels / (w * h))
+                    im.draft(im.mode if im.mode in ("RGB", "L") else None, _draft_size(im, r))
+                    if im.size[0] * im.size[1] > max_pixels:
+                        return _fail(
+                            "too_large",
+                            f"{w}x{h} = {w * h:,} px > max_pixels even at 1/8 scale",
+                            w,
+                            h,
+                        )
+                    notes.append("reduced")
+                if getattr(im, "n_frames", 1) > 1:
+                    notes.append("multi_frame")
+                im.load()
+                if orient not in (None, 1):
+                    try:
+                        im = ImageOps.exif_transpose(im)
+                        notes.append("exif_rotated")
+                    except Exception:  # a broken EXIF block must not lose the image
+                        notes.append("bad_exif")
+                        w, h = (h, w) if orient in (5, 6, 7, 8) else (w, h)
+                arr = _to_rgb(im, notes)
+    except UnidentifiedImageError:
+        kind = _sniff_image_kind(head)
+        if kind:
+            return _fail("unsupported_format", f"{kind} data that Pillow cannot decode")
+        return _fail("not_an_image", "not a recognised image format")
+    except Image.DecompressionBombError as e:
+        return _fail("too_large", str(e), w, h)
+    except MemoryError:
+        return _fail("too_large", "out of memory while decoding", w, h)
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, KeyError) as e:
+        msg = str(e) or type(e).__name__
+        low = msg.lower()
+        if "truncated" in low or isinstance(e, EOFError) or "premature end" in low:
+            return _fail("truncated", msg, w, h)
+        if "unsupported" in low or "not supported" in low or "decoder" in low:
+            return _fail("unsupported_format", msg, w, h)
+        return _fail("corrupt", msg, w, h)
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        return _fail("corrupt", "image with zero width or height", w, h)
+    return Decoded(arr, "", "", w or arr.shape[1], h or arr.shape[0], tuple(notes))
+
+
+def _exif_orientation(im) -> int | None:
+    try:
+        return im.getexif().get(0x0112)
+    except Exception:
+        return None
+
+
+def _draft_size(im, r: float) -> tuple[int, int]:
+    """The size to ask ``Image.draft`` for: JPEG decodes at 1/2, 1/4 or 1/8 scale, the
+    smallest reduction that brings the linear scale to ``r`` or below."""
+    k = min(3, max(0, math.ceil(math.log2(1.0 / r))))
+    return max(1, -(-im.size[0] // 2**k)), max(1, -(-im.size[1] // 2**k))
+
+
+def _to_rgb(im, notes: list[str]) -> np.ndarray:
+    """Any Pillow mode -> (h, w, 3) uint8 RGB."""
+
+    mode = im.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        a = np.asarray(im)
+        if mode == "F":
+            a = a.astype(np.float64)
+            a = a * 255.0 if np.nanmax(a) <= 1.0 else a
+            notes.append("float")
+        elif mode != "I" or a.max() > 255:
+            a = a.astype(np.float64) / 257.0
+            notes.append("16bit")
+        g = np.clip(np.nan_to_num(a), 0, 255).round().astype(np.uint8)
+        return np.repeat(g[..., None], 3, axis=2)
+    if mode == "P" or mode == "PA":
+        im = im.convert("RGBA")
+        notes.append("palette")
+        mode = "RGBA"
+    if mode in ("RGBA", "LA", "La", "RGBa"):
+        notes.append("alpha")
+        rgba = im.convert("RGBA")
+        a = np.asarray(rgba).astype(np.float32)
+        rgb = a[..., :3] * (a[..., 3:4] / 255.0)  # composite over black
+        return np.ascontiguousarray(rgb.round().astype(np.uint8))
+    if mode == "CMYK":
+        notes.append("cmyk")
+    elif mode in ("L", "1"):
+        notes.append("grayscale")
+    if mode != "RGB":
+        im = im.convert("RGB")
+    out = np.asarray(im)
+    if out.dtype != np.uint8 or out.ndim != 3:
+        out = np.asarray(im.convert("RGB"), dtype=np.uint8)
+    return np.ascontiguousarray(out)
+
+
+def _sniff_image_kind(head: bytes) -> str:
+    for off, magic, name in _OTHER_IMAGE_MAGIC:
+        if head[off : off + len(magic)] == magic:
+            return name
+    if head.lstrip()[:5] in (b"<?xml", b"<svg ") and b"svg" in head:
+        return "SVG"
+    return ""
+
+
+# --------------------------------------------------------------------------- listings
+
+
+@dataclass(frozen=True)
+class Item:
+    """One input image of the listing, in its global order."""
+
+    index: int
+    source: str  # as given in the list file, or relative to the tree root (posix)
+    path: Path  # what is read
+    identity: str
+    base: str  # output path without suffix, relative to aligned/ ("" when unsafe)
+    problem: str = ""  # a SKIP_REASONS key known before decoding (unsafe_name, no_identity)
+    detail: str = ""
+
+
+def safe_component(name: str) -> bool:
+    """True when ``name`` is one harmless path component (no separators, not . or ..)."""
+    return bool(
+        name
+        and name not in (".", "..")
+        and "/" not in name
+        and "\\" not in name
+        and not any(ord(c) < 32 or ord(c) == 127 for c in name)
+        and len(name.encode("utf-8", "surrogateescape")) <= 255
+    )
+
+
+def list_source(source: Path) -> tuple[list[Item], dict[str, int]]:
+    """Items of a tree ``ROOT/<identity>/<image>`` or of a list file; plus listing notes."""
+    source = Path(source)
+    if source.is_dir():
+        return list_tree(source)
+    if source.is_file():
+        return list_file(source)
+    raise InputError(
+        f"input not found: {source}", "pass a folder ROOT/<identity>/<image> or a list file"
+    )
+
+
+def list_tree(root: Path) -> tuple[list[Item], dict[str, int]]:
+    """Every file below ``root``: identity = first folder level; hidden entries are ignored
+    (and counted). Files directly in ``root`` are listed as ``no_identity``."""
+    raw: list[tuple[str, Path, str, list[str]]] = []  # source, path, identity, parts
+    notes: Counter[str] = Counter()
+    for dirpath, dirnames, filenames in os.walk(root):
+        hidden = [d for d in dirnames if d.startswith(".")]
+        notes["ignored_hidden"] += len(hidden) + sum(f.startswith(".") for f in filenames)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        rel_dir = Path(dirpath).relative_to(root)
+        for f in sorted(filenames):
+            if f.startswith("."):
+                continue
+            rel = (rel_dir / f).as_posix()
+            parts = rel.split("/")
+            raw.append((rel, Path(dirpath) / f, parts[0] if len(parts) > 1 else "", parts))
+    raw.sort(key=lambda r: r[0])
+    items = []
+    for source, path, identity, parts in raw:
+        if len(parts) == 1:
+            items.append((source, path, "", "", "no_identity", "file directly in the root"))
+            continue
+        bad = next((p for p in parts if not safe_component(p)), None)
+        if bad is not None:
+            items.append((source, path, identity, "", "unsafe_name", f"unsafe name {bad!r}"))
+            continue
+        stem_parts = parts[1:-1] + [Path(parts[-1]).stem]
+        items.append((source, path, identity, "/".join(stem_parts), "", ""))
+    return _finish(items), dict(notes)
+
+
+def list_file(listfile: Path) -> tuple[list[Item], dict[str, int]]:
+    """Lines ``<path> <identity>`` (or just ``<path>``: identity = its folder's name).
+
+    Paths may contain spaces (the identity is the last field); relative paths are relative
+    to the list file's folder; ``#`` starts a comment line.
+    """
+    base_dir = listfile.parent
+    items = []
+    try:
+        text = listfile.read_text(encoding="utf-8", errors="surrogateescape")
+    except OSError as e:
+        raise InputError(f"cannot read list file {listfile}: {e}", "check the path") from None
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        fields = line.rsplit(None, 1)
+        whole = Path(line) if os.path.isabs(line) else base_dir / line
+        if len(fields) == 2 and not _has_image_suffix(fields[1]) and not whole.is_file():
+            src, identity = fields
+        else:
+            src, identity = line, Path(line).parent.name
+        path = Path(src) if os.path.isabs(src) else base_dir / src
+        name = Path(src).name
+        stem = Path(name).stem
+        if not safe_component(identity):
+            items.append((src, path, identity, "", "unsafe_name", f"unsafe identity {identity!r}"))
+        elif not safe_component(stem) or not safe_component(name):
+            items.append((src, path, identity, "", "unsafe_name", f"unsafe file name {name!r}"))
+        else:
+            items.append((src, path, identity, stem, "", ""))
+    return _finish(items), {}
+
+
+def _has_image_suffix(token: str) -> bool:
+    return Path(token).suffix.lower() in {
+        ".jpg",
+        ".jpeg",
+        ".png",
+        ".bmp",
+        ".gif",
+        ".tif",
+        ".tiff",
+        ".webp",
+    }
+
+
+def _finish(rows: list[tuple[str, Path, str, str, str, str]]) -> list[Item]:
+    """Number the items and make output names unique: sources whose ``<id>/<stem>``
+    collide get their suffix kept (``a.jpg.png``), then a counter if still equal."""
+    planned: Counter[str] = Counter()
+    for _, _, identity, stem, problem, _ in rows:
+        if not problem:
+            planned[f"{identity}/{stem}".casefold()] += 1
+    used: set[str] = set()
+    items = []
+    for i, (source, path, identity, stem, problem, detail) in enumerate(rows):
+        base = ""
+        if not problem:
+            base = f"{identity}/{stem}"
+            if planned[base.casefold()] > 1:
+                base = f"{identity}/{stem}{Path(source).suffix}"
+            j, cand = 1, base
+            while cand.casefold() in used:
+                cand = f"{base}.{j}"
+                j += 1
+            base = cand
+            used.add(base.casefold())
+        items.append(Item(i, source, path, identity, base, problem, detail))
+    return items
+
+
+# --------------------------------------------------------------------------- landmarks
+
+
+class LandmarkTable:
+    """Provided landmarks by image: ``<path> x1 y1 ... x5 y5`` per line, or a CSV with a
+    ``source`` column and ``lm_x1 .. lm_y5`` (e.g. another run's faces.csv).
+
+    Coordinates are pixels of the upright image (after EXIF rotation). An image is looked up
+    by its ``source`` string, then ``identity/filename``, then a unique file name.
+    """
+
+    def __init__(self, entries: dict[str, np.ndarray]):
+        self.entries = entries
+        self._by_name: dict[str, np.ndarray | None] = {}
+        for key, lm in entries.items():
+            parts = key.replace("\\", "/").split("/")
+            for k in {parts[-1], "/".join(parts[-2:])}:
+                self._by_name[k] = None if k in self._by_name else lm
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def get(self, item: Item) -> np.ndarray | None:
+        if item.source in self.entries:
+            return self.entries[item.source]
+        name = Path(item.source).name
+        for key in (f"{item.identity}/{name}", name):
+            lm = self._by_name.get(key)
+            if lm is not None:
+                return lm
+        return None
+
+    @classmethod
+    def read(cls, path: Path) -> LandmarkTable:
+        import csv
+
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise InputError(f"cannot read landmarks file {path}: {e}", "check the path") from None
+        entries: dict[str, np.ndarray] = {}
+        first = text.splitlines()[0] if text.strip() else ""
+        cols = [f"lm_{a}{i}" for i in range(1, 6) for a in "xy"]
+        if "lm_x1" in first and "source" in first:
+            for row in csv.DictReader(text.splitlines()):
+                try:
+                    vals = [float(row[c]) for c in cols]
+                except (KeyError, TypeError, ValueError):
+                    continue  # rows without landmarks (skipped images)
+                entries[row["source"]] = np.array(vals, np.float32).reshape(5, 2)
+            return cls(entries)
+        for n, line in enumerate(text.splitlines(), 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            fields = line.rsplit(None, 10)
+            try:
+                if len(fields) != 11:
+                    raise ValueError
+                vals = [float(v) for v in fields[1:]]
+            except ValueError:
+                raise InputError(
+                    f"{path}:{n}: expected '<path> x1 y1 x2 y2 ... x5 y5'",
+                    "one image per line: its path, then 10 numbers",
+                ) from None
+            entries[fields[0]] = np.array(vals, np.float32).reshape(5, 2)
+        return cls(entries)
