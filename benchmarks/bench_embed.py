@@ -1,0 +1,122 @@
+"""Embedding throughput: torch eager vs onnxruntime, side by side in one run.
+
+    .venv/bin/python benchmarks/bench_embed.py [--arch sphere20] [--batch 64] [--images 256]
+
+Builds a randomly initialised checkpoint of ``--arch`` (weights do not change the cost),
+exports it with ``facecl export`` (which checks parity on the bundled aligned faces), then
+times the embed pipeline of both backends (uint8 crops -> preprocessing -> FC1 of image and
+flip -> concat) on the same real aligned faces, in alternating rounds so both see the same
+machine load. Prints a markdown table; images/s are medians over the rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--arch", default="sphere20")
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--images", type=int, default=256, help="images per round")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--fusion", default="concat")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (torch; ORT uses its CUDA EP)")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    args = ap.parse_args()
+
+    from facecl.embed.backends import OnnxBackend, TorchBackend, resolve_model
+    from facecl.embed.config import ExportConfig
+    from facecl.embed.export import cosine_rows, load_faces, run_export
+    from facecl.models import create_backbone, list_backbones
+    from facecl.train.checkpoint import save_checkpoint
+
+    torch.set_num_threads(args.threads)
+    arch = args.arch
+    if arch not in list_backbones():
+        biggest = max(list_backbones(), key=lambda n: _params(create_backbone(n)))
+        print(f"note: backbone {arch!r} does not exist here; using the largest, {biggest!r}")
+        arch = biggest
+    net = create_backbone(arch)
+    tmp = Path(tempfile.mkdtemp(prefix="bench_embed_"))
+    save_checkpoint(
+        tmp / "model.pt",
+        {
+            "arch": arch,
+            "arch_kwargs": {},
+            "feature_dim": int(net.feature_dim),
+            "input_size": list(net.input_size),
+            "config": {},
+            "model": net.state_dict(),
+        },
+    )
+    t = time.perf_counter()
+    rep = run_export(tmp / "model.pt", tmp / "model.onnx", ExportConfig())
+    export_s = time.perf_counter() - t
+
+    faces = load_faces(None, tuple(net.input_size), 10_000)
+    reps = -(-args.images // len(faces))
+    images = np.concatenate([faces] * reps)[: args.images]  # (N,H,W,3) uint8
+    torch_b = TorchBackend(resolve_model(tmp / "model.pt"), args.fusion, False, args.device)
+    onnx_b = OnnxBackend(resolve_model(tmp / "model.onnx"), args.fusion, False, args.device)
+
+    def run(backend) -> tuple[float, np.ndarray]:
+        t0 = time.perf_counter()
+        outs = [
+            backend.embed(images[i : i + args.batch]) for i in range(0, len(images), args.batch)
+        ]
+        if backend.device == "cuda":
+            torch.cuda.synchronize()
+        return len(images) / (time.perf_counter() - t0), np.concatenate(outs)
+
+    for b in (torch_b, onnx_b):  # warm-up
+        b.embed(images[: args.batch])
+    speeds: dict[str, list[float]] = {"torch": [], "onnxruntime": []}
+    for _ in range(args.rounds):
+        s, out_t = run(torch_b)
+        speeds["torch"].append(s)
+        s, out_o = run(onnx_b)
+        speeds["onnxruntime"].append(s)
+    cos = cosine_rows(out_t, out_o)
+
+    med = {k: statistics.median(v) for k, v in speeds.items()}
+    dev = torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or "cpu"
+    print(
+        f"\n{arch} ({_params(net) / 1e6:.1f} M params), {args.fusion} fusion (2 forward passes "
+        f"per image), batch {args.batch}, {args.images} images x {args.rounds} rounds, "
+        f"{args.threads} threads, device {args.device} ({dev}); torch {torch.__version__}, "
+        f"onnxruntime {_ort_version()}\n"
+    )
+    print("| backend | images/s (median) | rounds | ratio vs torch eager |")
+    print("|---|---:|---|---:|")
+    for k in ("torch", "onnxruntime"):
+        rounds = ", ".join(f"{v:.1f}" for v in speeds[k])
+        print(f"| {k} | {med[k]:.1f} | {rounds} | {med[k] / med['torch']:.2f}x |")
+    print(
+        f"\nexport {export_s:.1f} s, parity on {rep['parity_faces']} bundled faces: max cosine "
+        f"distance {rep['parity_max_cosine_distance']:.1e}; torch vs onnxruntime embed on the "
+        f"benchmark batch: min cosine {cos.min():.7f}"
+    )
+
+
+def _params(m: torch.nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+def _ort_version() -> str:
+    import onnxruntime
+
+    return onnxruntime.__version__
+
+
+if __name__ == "__main__":
+    main()
