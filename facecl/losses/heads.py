@@ -115,6 +115,11 @@ class MarginHead(nn.Module):
         return F.normalize(upcast(x), dim=1) @ F.normalize(upcast(self.weight), dim=1).t()
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        # angles in half precision are too coarse for the margins: float32 even under autocast
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return self._logits(x, y)
+
+    def _logits(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         cos = self.cosine(x)  # (B, C)
         if self.config.s is None:
             scale = upcast(x).norm(dim=1, keepdim=True)  # (B, 1) A-softmax: ||x||

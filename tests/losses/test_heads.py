@@ -137,3 +137,15 @@ def test_sphereface_gradient_is_finite_at_the_poles():
     x = head.weight.detach()[[0, 1]].clone().requires_grad_(True)  # theta = 0 exactly
     F.cross_entropy(head(x, torch.tensor([0, 1])), torch.tensor([0, 1])).backward()
     assert torch.isfinite(x.grad).all() and torch.isfinite(head.weight.grad).all()
+
+
+def test_margin_heads_compute_in_float32_under_autocast():
+    x, y = torch.randn(4, 5), torch.tensor([0, 1, 2, 3])
+    for name in ["cosface", "arcface", "sphereface"]:
+        head = create_head(name, 5, 7).train()
+        want = head(x, y)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = head(x.bfloat16(), y)
+        assert got.dtype == torch.float32
+        torch.testing.assert_close(got, head(x.bfloat16(), y))
+        assert (got - want).abs().max() < 0.1 * want.abs().max()
