@@ -324,3 +324,22 @@ def test_registries_hold_the_documented_names():
     assert set(list_center_losses()) == {"none", "cl", "acl", "acl-gamma", "cil"}
     assert set(list_heads()) == {"softmax", "sphereface", "cosface", "arcface"}
     assert CenterLossConfig().alpha == 0.5
+
+
+def test_repeated_updates_converge_to_the_class_means():
+    # Eq. 4's fixed point is c_j = mean of class j's features (the center's definition).
+    x = torch.tensor([[1.0, 2.0], [3.0, 2.0], [-4.0, 0.0], [0.0, 6.0]], dtype=torch.float64)
+    y = torch.tensor([0, 0, 2, 2])
+    loss = create_center_loss("cl", 3, 2, alpha=0.5).double()
+    untouched = loss.centers[1].clone()
+    for _ in range(200):
+        loss.update_centers(x, y)
+    want = torch.tensor([[2.0, 2.0], [-2.0, 3.0]], dtype=torch.float64)
+    torch.testing.assert_close(loss.centers[[0, 2]], want)
+    assert torch.equal(loss.centers[1], untouched)
+    # ACL: gamma_j -> mean of x.w_j / w_j.w_j over class j: (1 + 3)/2 and (0/4 + 12/4)/2
+    head = _head_with_weight(torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 2.0]]))
+    acl = create_center_loss("acl", 3, 2).double()
+    for _ in range(200):
+        acl.update_centers(x, y, head)
+    torch.testing.assert_close(acl.gammas[[0, 2]], torch.tensor([2.0, 1.5], dtype=torch.float64))
