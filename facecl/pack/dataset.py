@@ -110,9 +110,11 @@ class _Augment:
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:
     """uint8 (H, W, 3) RGB -> float32 (3, H, W), (x - 127.5) / 128."""
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
-    x = x.to(torch.float32, memory_format=torch.contiguous_format)
-    return x.sub_(127.5).div_(128.0)
+    chw = np.asarray(image).transpose(2, 0, 1)  # (3, H, W) view
+    x = np.empty(chw.shape, np.float32)
+    np.subtract(chw, np.float32(127.5), out=x, dtype=np.float32)
+    x *= np.float32(1 / 128)
+    return torch.from_numpy(x)
 
 
 class ShardDataset(Dataset):
@@ -233,7 +235,10 @@ class ShardDataset(Dataset):
             self._read_into(int(i), img)
             chw = img.transpose(2, 0, 1)  # the flip rides along with the transposing copy
             batch[j] = chw[:, :, ::-1] if flip[j] else chw
-        x = torch.from_numpy(batch).float().sub_(127.5).div_(128.0)
+        x = np.empty(batch.shape, np.float32)  # (B, 3, H, W); one fused cast-and-subtract pass
+        np.subtract(batch, np.float32(127.5), out=x, dtype=np.float32)
+        x *= np.float32(1 / 128)  # exact: (x - 127.5) / 128
+        x = torch.from_numpy(x)
         return [(x[j], int(self.labels[i])) for j, i in enumerate(indices)]
 
     def close(self) -> None:
