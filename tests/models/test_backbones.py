@@ -11,17 +11,21 @@ from facecl.models import create_backbone, list_backbones
 from facecl.models.sphere import SPHERE_UNITS
 
 torch.set_num_threads(2)
+HEAVY = {"sphere36", "sphere64"}  # seconds per forward/backward on a loaded 2-core CPU
 
 
-@pytest.mark.parametrize("name", list_backbones())
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n for n in list_backbones()],
+)
 def test_every_backbone_forward_backward_no_nan(name):
     torch.manual_seed(0)
     model = create_backbone(name)
     h, w = model.input_size
     channels = getattr(model, "in_channels", 3)
-    x = torch.randn(2, channels, h, w)
+    x = torch.randn(1, channels, h, w)
     out = model(x)
-    assert out.shape == (2, model.feature_dim)
+    assert out.shape == (1, model.feature_dim)
     out.pow(2).sum().backward()
     assert torch.isfinite(out).all()
     grads = [p.grad for p in model.parameters()]
@@ -38,8 +42,9 @@ def test_sphere_nets_112x96_to_512_and_depth_is_the_conv_count(depth):
     prelus = [m for m in model.modules() if isinstance(m, nn.PReLU)]
     assert len(prelus) == depth  # every convolution is followed by a PReLU
     assert model.fc1.in_features == 512 * 7 * 6  # four stride-2 stages: 112x96 -> 7x6
-    with torch.no_grad():
-        assert model(torch.zeros(1, 3, 112, 96)).shape == (1, 512)
+    if f"sphere{depth}" not in HEAVY:  # (the heavy ones run in the slow registry test)
+        with torch.no_grad():
+            assert model(torch.zeros(1, 3, 112, 96)).shape == (1, 512)
 
 
 def test_sphere_feature_dim_and_input_size_kwargs():
