@@ -105,9 +105,12 @@ def read_align_rows(
                 )
                 continue
             file = artifact / output
+            rel = Path(output).with_suffix("")
+            if rel.parts[0] == "aligned" and len(rel.parts) > 2:
+                rel = Path(*rel.parts[1:])  # aligned/<identity>/<stem>.png -> <identity>/<stem>
             items.append(
                 Item(
-                    key=f"{row['identity']}/{Path(output).stem}",
+                    key=rel.as_posix(),
                     identity=row["identity"],
                     file=file,
                     source=row["source"],
@@ -117,15 +120,20 @@ def read_align_rows(
 
 
 def split_identity(keys: Sequence[str], identity: str, fraction: float, seed: int) -> set[str]:
-    """The validation keys of one identity: ``floor(n * fraction)`` of its images, at most
-    ``n - 1``, drawn with a generator seeded by (seed, identity) so the split of an identity
-    does not depend on the other identities or on input order."""
+    """The validation keys of one identity.
+
+    ``n * fraction`` images, rounded down or up at random with the fractional part as the
+    chance of rounding up (so the held-out share is ``fraction`` in expectation even when
+    identities are small), and at most ``n - 1`` so every class keeps a training image. The
+    generator is seeded by (seed, identity): an identity's split depends neither on the other
+    identities nor on input order.
+    """
     n = len(keys)
-    n_val = min(int(n * fraction), n - 1)
-    if n_val <= 0:
+    if n < 2 or fraction <= 0:
         return set()
     digest = hashlib.sha256(f"{seed}\0{identity}".encode()).digest()
     rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
+    n_val = min(int(np.floor(n * fraction + rng.random())), n - 1)
     order = rng.permutation(n)
     ordered = sorted(keys)
     return {ordered[i] for i in order[:n_val]}
