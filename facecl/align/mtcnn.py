@@ -415,7 +415,9 @@ class MTCNN:
             all_boxes.append(boxes[keep])
             all_img.append(img[keep])
         if not all_boxes:
-            return torch.zeros(0, 5, device=t.device), torch.zeros(0, dtype=torch.long)
+            return torch.zeros(0, 5, device=t.device), torch.zeros(
+                0, dtype=torch.long, device=t.device
+            )
         boxes, img = torch.cat(all_boxes), torch.cat(all_img)
         keep = _batched_nms(boxes, img, 0.7)
         boxes, img = boxes[keep], img[keep]

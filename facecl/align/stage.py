@@ -30,7 +30,7 @@ import numpy as np
 
 from facecl.align.config import AlignConfig, AlignRuntime
 from facecl.align.io import Decoded, Item, LandmarkTable, decode_image, list_source
-from facecl.errors import ArtifactError, UsageError
+from facecl.errors import ArtifactError, InputError, UsageError
 
 STATUSES = ("ok", "landmarks", "center", "skipped")
 _LM_COLS = [f"lm_{a}{i}" for i in range(1, 6) for a in "xy"]
@@ -350,6 +350,11 @@ def run_align(
         raise UsageError("--landmarks is only used with --on-miss landmarks", "add it or drop it")
     table = LandmarkTable.read(Path(landmarks)) if landmarks is not None else None
     items, listing_notes = list_source(source)
+    if not items:
+        raise InputError(
+            f"no images found in {source}",
+            "expected ROOT/<identity>/<image> files or a list of '<path> <identity>' lines",
+        )
     inputs = [input_ref(source)] + ([input_ref(landmarks)] if landmarks is not None else [])
     so = StageOutput(out, "align", cfg, inputs, force=force)
     if so.up_to_date:

@@ -87,3 +87,6 @@ def test_missing_input_and_merge_misuse(tmp_path, tree):
     assert r.exit_code == 2 and "--size" in r.output
     r = runner.invoke(app, ["align", str(tree), str(tree), "-o", str(tmp_path / "o")])
     assert r.exit_code == 2 and "one input" in r.output
+    (tmp_path / "empty").mkdir()
+    r = runner.invoke(app, ["align", str(tmp_path / "empty"), "-o", str(tmp_path / "o")])
+    assert r.exit_code == 1 and "no images found" in r.output

@@ -154,3 +154,13 @@ def test_detections_scaled_round_trip():
     s = d.scaled(2.0, 3.0)
     assert s.boxes[0].tolist() == [20.5, 61.0, 60.5, 121.0]
     assert s.landmarks[0, 1].tolist() == [4.5, 10.0]  # (2, 3) -> (2.5*2-.5, 3.5*3-.5)
+
+
+@pytest.mark.gpu
+def test_cuda_matches_cpu(detector, mini_images):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    gpu = MTCNN(device="cuda")
+    for a, b in zip(detector.detect(mini_images[:16]), gpu.detect(mini_images[:16]), strict=True):
+        assert len(a) == len(b)
+        np.testing.assert_allclose(a.landmarks, b.landmarks, atol=0.05)
