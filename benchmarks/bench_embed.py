@@ -5,8 +5,10 @@
 Builds a randomly initialised checkpoint of ``--arch`` (weights do not change the cost),
 exports it with ``facecl export`` (which checks parity on the bundled aligned faces), then
 times the embed pipeline of both backends (uint8 crops -> preprocessing -> FC1 of image and
-flip -> concat) on the same real aligned faces, in alternating rounds so both see the same
-machine load. Prints a markdown table; images/s are medians over the rounds.
+flip -> concat) on the same real aligned faces, batch by batch, alternating, so both see
+the same machine load. Prints a markdown table: images/s over all rounds, and the median of the
+per-batch speed-ups (each onnxruntime batch timed right after the same torch batch), which
+is robust to load from other jobs.
 """
 
 from __future__ import annotations
@@ -69,26 +71,30 @@ def main() -> None:
     torch_b = TorchBackend(resolve_model(tmp / "model.pt"), args.fusion, False, args.device)
     onnx_b = OnnxBackend(resolve_model(tmp / "model.onnx"), args.fusion, False, args.device)
 
-    def run(backend) -> tuple[float, np.ndarray]:
+    def timed(backend, batch: np.ndarray) -> tuple[float, np.ndarray]:
         t0 = time.perf_counter()
-        outs = [
-            backend.embed(images[i : i + args.batch]) for i in range(0, len(images), args.batch)
-        ]
+        out = backend.embed(batch)
         if backend.device == "cuda":
             torch.cuda.synchronize()
-        return len(images) / (time.perf_counter() - t0), np.concatenate(outs)
+        return time.perf_counter() - t0, out
 
     for b in (torch_b, onnx_b):  # warm-up
         b.embed(images[: args.batch])
-    speeds: dict[str, list[float]] = {"torch": [], "onnxruntime": []}
-    for _ in range(args.rounds):
-        s, out_t = run(torch_b)
-        speeds["torch"].append(s)
-        s, out_o = run(onnx_b)
-        speeds["onnxruntime"].append(s)
-    cos = cosine_rows(out_t, out_o)
+    # Interleaved per batch (torch, onnxruntime, torch, ...) so both see the same load.
+    times: dict[str, list[float]] = {"torch": [], "onnxruntime": []}
+    outs: dict[str, list[np.ndarray]] = {"torch": [], "onnxruntime": []}
+    for r in range(args.rounds):
+        for i in range(0, len(images), args.batch):
+            for name, b in (("torch", torch_b), ("onnxruntime", onnx_b)):
+                dt, out = timed(b, images[i : i + args.batch])
+                times[name].append(dt)
+                if r == 0:
+                    outs[name].append(out)
+    cos = cosine_rows(np.concatenate(outs["torch"]), np.concatenate(outs["onnxruntime"]))
+    n_img = len(images) * args.rounds
+    speeds = {k: n_img / sum(v) for k, v in times.items()}
+    paired = [t / o for t, o in zip(times["torch"], times["onnxruntime"], strict=True)]
 
-    med = {k: statistics.median(v) for k, v in speeds.items()}
     dev = torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or "cpu"
     print(
         f"\n{arch} ({_params(net) / 1e6:.1f} M params), {args.fusion} fusion (2 forward passes "
@@ -96,11 +102,17 @@ def main() -> None:
         f"{args.threads} threads, device {args.device} ({dev}); torch {torch.__version__}, "
         f"onnxruntime {_ort_version()}\n"
     )
-    print("| backend | images/s (median) | rounds | ratio vs torch eager |")
-    print("|---|---:|---|---:|")
+    print(f"| backend | images/s | s per batch of {args.batch} (median) | vs torch eager |")
+    print("|---|---:|---:|---:|")
     for k in ("torch", "onnxruntime"):
-        rounds = ", ".join(f"{v:.1f}" for v in speeds[k])
-        print(f"| {k} | {med[k]:.1f} | {rounds} | {med[k] / med['torch']:.2f}x |")
+        ratio = speeds[k] / speeds["torch"]
+        print(f"| {k} | {speeds[k]:.1f} | {statistics.median(times[k]):.2f} | {ratio:.2f}x |")
+    q = statistics.quantiles(paired, n=4)
+    print(
+        f"\npaired per-batch speed-up of onnxruntime over torch: "
+        f"median {statistics.median(paired):.2f}x "
+        f"(quartiles {q[0]:.2f}x - {q[2]:.2f}x, {len(paired)} batch pairs)"
+    )
     print(
         f"\nexport {export_s:.1f} s, parity on {rep['parity_faces']} bundled faces: max cosine "
         f"distance {rep['parity_max_cosine_distance']:.1e}; torch vs onnxruntime embed on the "
