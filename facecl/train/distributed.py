@@ -1,0 +1,59 @@
+"""Process groups for DDP: ``--ddp N`` spawns N local processes; ``torchrun`` sets the env.
+
+Backend: gloo on CPU, nccl on CUDA. Every rank builds the same model from the same seed and
+takes its slice of the same global batch (``loop.StepBatchSampler``); the center losses
+all-gather the batch before their update (``facecl.losses.distributed``), so the centers
+follow one process with the global batch.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class RankInfo:
+    rank: int
+    world: int
+    local_rank: int
+
+
+def torchrun_env() -> RankInfo | None:
+    """The rank set by ``torchrun`` (``RANK``/``WORLD_SIZE``/``LOCAL_RANK``), else None."""
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        return None
+    world = int(os.environ["WORLD_SIZE"])
+    if world < 2:
+        return None
+    rank = int(os.environ["RANK"])
+    return RankInfo(rank, world, int(os.environ.get("LOCAL_RANK", rank)))
+
+
+def rank_device(device: torch.device, local_rank: int) -> torch.device:
+    """One GPU per local rank on CUDA; CPU stays CPU."""
+    if device.type == "cuda":
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
+    return device
+
+
+def init_group(device: torch.device, rank: int, world: int, init_method: str | None = None) -> None:
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if init_method is None:
+        dist.init_process_group(backend)  # env:// (torchrun)
+    else:
+        dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world)
+
+
+def shutdown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def threads_per_rank(world: int) -> int:
+    """Split this machine's cores between the local processes."""
+    return max(1, (os.cpu_count() or 1) // world)

@@ -1,0 +1,135 @@
+"""`facecl train` end to end through the CLI on a synthetic pack, and its error paths."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from facecl.artifacts import read_manifest
+from facecl.cli import app
+from facecl.errors import CheckpointError
+from facecl.losses import list_center_losses, list_heads
+from facecl.models import list_backbones
+from facecl.train import cli as train_cli
+from facecl.train.checkpoint import build_backbone, load_checkpoint
+from facecl.train.loop import read_metrics
+
+runner = CliRunner()
+TINY = ["--arch", "tiny", "--steps", "4", "--batch-size", "8", "--workers", "0"]
+TINY += ["--log-every", "2", "--checkpoint-every", "2", "--lr", "0.05", "--no-progress"]
+
+
+def test_train_end_to_end(pack, tmp_path):
+    cfg_file = tmp_path / "run.toml"
+    cfg_file.write_text('loss = "cil"\nfeature_dim = 8\nsteps = 100\n')
+    run = tmp_path / "run"
+    args = ["train", str(pack), "-o", str(run), "--config", str(cfg_file), *TINY, "--json"]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["steps"] == 4 and doc["up_to_date"] is False  # --steps beat the file's 100
+    assert doc["final"]["step"] == 4 and doc["images_per_s"] > 0
+
+    m = read_manifest(run, stage="train")
+    assert m.config["loss"] == "cil" and m.config["feature_dim"] == 8 and m.config["steps"] == 4
+    assert m.inputs[0]["kind"] == "artifact" and m.inputs[0]["path"] == str(pack.resolve())
+    assert m.counts["classes"] == 4 and m.counts["train_images"] == 24
+    for rel in ("model.pt", "metrics.jsonl", "training_curve.png", "checkpoints/last.pt"):
+        assert rel in m.extra["files"] and (run / rel).is_file()
+    assert not run.with_name("run.partial").exists()
+
+    records = read_metrics(run / "metrics.jsonl")
+    assert [r["step"] for r in records] == [2, 4]
+    assert all("invariant" in r and "center_dist_mean" in r for r in records)
+
+    ckpt = load_checkpoint(run / "model.pt")  # weights_only=True inside
+    assert ckpt["arch"] == "tiny" and ckpt["loss"] == "cil" and ckpt["feature_dim"] == 8
+    assert ckpt["classes_sha256"] and ckpt["config"] == m.config
+    feats = build_backbone(ckpt)(torch.zeros(1, 3, *ckpt["input_size"]))
+    assert feats.shape == (1, 8)
+    assert torch.load(run / "model.pt", weights_only=True)["format"] == "facecl.checkpoint"
+
+    r = runner.invoke(app, ["inspect", str(run), "--verify"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, args)  # same config and inputs: a no-op
+    assert r.exit_code == 0 and json.loads(r.stdout)["up_to_date"] is True
+    r = runner.invoke(app, [*args[:-1], "--seed", "1"])  # another config: refuses
+    assert r.exit_code == 1 and "--force" in r.output
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "names"),
+    [
+        ("--loss", "cll", list_center_losses),
+        ("--head", "arcfaces", list_heads),
+        ("--arch", "sphere21", list_backbones),
+    ],
+)
+def test_unknown_names_list_the_valid_ones(pack, tmp_path, option, value, names):
+    r = runner.invoke(app, ["train", str(pack), "-o", str(tmp_path / "r"), *TINY, option, value])
+    assert r.exit_code == 1
+    line = " ".join(r.output.split())
+    assert f"'{value}'" in line and all(n in line for n in names())
+    assert not (tmp_path / "r.partial").exists()
+
+
+def test_help_names_every_registered_variant():
+    """The static help texts (kept out of the registries for a fast --help) stay in sync."""
+    for text, names in (
+        (train_cli.LOSS_HELP, list_center_losses()),
+        (train_cli.HEAD_HELP, list_heads()),
+        (train_cli.ARCH_HELP, list_backbones()),
+    ):
+        listed = set(re.findall(r"[\w-]+", text.split(":", 1)[1]))
+        assert listed == set(names), text
+
+
+def test_bad_config_value_is_a_one_line_error(pack, tmp_path):
+    r = runner.invoke(app, ["train", str(pack), "-o", str(tmp_path / "r"), "--alpha", "3"])
+    assert r.exit_code == 1 and "alpha must be in [0, 1]" in r.output
+    r = runner.invoke(app, ["train", str(tmp_path), "-o", str(tmp_path / "r")])
+    assert r.exit_code == 1 and "manifest" in r.output
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+def test_pickled_checkpoint_is_refused(tmp_path):
+    bad = tmp_path / "evil.pt"
+    torch.save({"format": "facecl.checkpoint", "version": 1, "payload": _Evil()}, bad)
+    with pytest.raises(CheckpointError, match="refusing"):
+        load_checkpoint(bad)
+
+
+def test_planted_pickle_in_partial_run_is_refused(pack, tmp_path):
+    """A pickled file where a resume would load its checkpoint: the run refuses it."""
+    from facecl.artifacts import StageOutput, input_ref
+    from facecl.train.config import load_train_config
+
+    run = tmp_path / "run"
+    args = ["train", str(pack), "-o", str(run), *TINY]
+    cfg = load_train_config(
+        None,
+        {
+            "arch": "tiny",
+            "steps": 4,
+            "batch_size": 8,
+            "workers": 0,
+            "log_every": 2,
+            "checkpoint_every": 2,
+            "lr": 0.05,
+        },
+    )
+    so = StageOutput(run, "train", cfg, [input_ref(pack)])
+    work = so.begin()
+    (work / "checkpoints").mkdir()
+    torch.save({"format": "facecl.checkpoint", "x": _Evil()}, work / "checkpoints" / "last.pt")
+    r = runner.invoke(app, args)
+    assert r.exit_code == 1, r.output
+    assert "refusing" in r.output and "pwned" not in r.output

@@ -1,0 +1,107 @@
+"""TrainConfig: file + CLI overrides, unknown keys with suggestions, types, schedule."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from facecl.errors import ConfigError
+from facecl.train.config import (
+    TOY_TRAIN_DEFAULTS,
+    TrainConfig,
+    config_from_dict,
+    load_train_config,
+)
+from facecl.train.loop import lr_at
+
+
+def test_defaults_are_the_papers():
+    cfg = TrainConfig()
+    assert (cfg.lr, cfg.momentum, cfg.weight_decay) == (0.1, 0.9, 5e-4)
+    assert (cfg.lam, cfg.alpha, cfg.rho) == (0.003, 0.5, 0.0)
+    assert cfg.milestones() == [16_000, 24_000]  # ECCV: 16K, 24K of 28K
+    assert (cfg.arch, cfg.head, cfg.loss) == ("sphere20", "softmax", "cl")
+
+
+def test_toml_file_then_cli_overrides(tmp_path):
+    f = tmp_path / "run.toml"
+    f.write_text('arch = "tiny"\nsteps = 500\nlambda = 0.01\nbatch-size = 64\nlr_drops = [0.5]\n')
+    cfg = load_train_config(f, {"steps": 80, "lr": None, "rho": 5})
+    assert cfg.arch == "tiny" and cfg.lam == 0.01 and cfg.batch_size == 64
+    assert cfg.steps == 80  # the CLI wins over the file
+    assert cfg.lr == TrainConfig.lr  # None = not given on the CLI
+    assert cfg.rho == 5.0 and isinstance(cfg.rho, float)
+    assert cfg.lr_drops == (0.5,) and cfg.milestones() == [40]
+
+
+def test_yaml_file_with_train_section(tmp_path):
+    pytest.importorskip("yaml")
+    f = tmp_path / "study.yaml"
+    f.write_text("train:\n  loss: acl\n  flip: false\n  seed: 3\n")
+    cfg = load_train_config(f)
+    assert (cfg.loss, cfg.flip, cfg.seed) == ("acl", False, 3)
+
+
+@pytest.mark.parametrize(
+    ("key", "suggestion"), [("lamda", "lambda"), ("batchsize", "batch_size"), ("stepz", "steps")]
+)
+def test_unknown_key_names_the_closest(tmp_path, key, suggestion):
+    f = tmp_path / "bad.toml"
+    f.write_text(f"{key} = 1\n")
+    with pytest.raises(ConfigError) as e:
+        load_train_config(f)
+    assert f"unknown config key {key!r} in {f}" in e.value.message
+    assert f"did you mean {suggestion!r}" in e.value.hint
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ('steps = "many"', "'steps' in"),
+        ("steps = 1.5", "must be int"),
+        ("flip = 1", "must be bool"),
+        ("lr_drops = 0.5", "must be a list"),
+        ("arch = 3", "must be str"),
+    ],
+)
+def test_wrong_types_fail_clearly(tmp_path, text, needle):
+    f = tmp_path / "bad.toml"
+    f.write_text(text + "\n")
+    with pytest.raises(ConfigError) as e:
+        load_train_config(f)
+    assert needle in e.value.one_line()
+
+
+def test_value_checks_and_parse_errors(tmp_path):
+    with pytest.raises(ConfigError, match="alpha must be in"):
+        load_train_config(None, {"alpha": 2.0})
+    with pytest.raises(ConfigError, match="unknown sampler"):
+        load_train_config(None, {"sampler": "weighted"})
+    f = tmp_path / "broken.toml"
+    f.write_text("steps = \n")
+    with pytest.raises(ConfigError, match="cannot parse"):
+        load_train_config(f)
+    with pytest.raises(ConfigError, match="not found"):
+        load_train_config(tmp_path / "missing.toml")
+    with pytest.raises(ConfigError, match="unknown config format"):
+        (tmp_path / "x.ini").write_text("")
+        load_train_config(tmp_path / "x.ini")
+
+
+def test_round_trip_through_manifest_dict():
+    cfg = load_train_config(None, {"lr_drops": [0.25, 0.75], "feature_dim": 8})
+    back = config_from_dict(dataclasses.asdict(cfg))
+    assert back == cfg
+
+
+def test_toy_defaults_are_valid_keys():
+    cfg = load_train_config(None, None, base=TOY_TRAIN_DEFAULTS)
+    assert cfg.arch == "lenetpp" and cfg.feature_dim == 2
+
+
+def test_step_schedule_scales_with_run_length():
+    cfg = TrainConfig(steps=28, lr=0.1)
+    lrs = [lr_at(cfg, s) for s in range(28)]
+    assert lrs[15] == pytest.approx(0.1) and lrs[16] == pytest.approx(0.01)
+    assert lrs[23] == pytest.approx(0.01) and lrs[24] == pytest.approx(0.001)

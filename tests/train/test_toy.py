@@ -1,0 +1,87 @@
+"""`facecl toy mnist` on a tiny MNIST directory written from the bundled subset."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from facecl.artifacts import read_manifest
+from facecl.cli import app
+from facecl.errors import InputError
+from facecl.train.toy import (
+    BUNDLED,
+    TEST_IMAGES,
+    TEST_LABELS,
+    TRAIN_NPZ,
+    imbalance_indices,
+    load_mnist,
+    read_idx,
+)
+
+runner = CliRunner()
+
+
+def _write_idx(path: Path, array: np.ndarray) -> None:
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+@pytest.fixture(scope="module")
+def mnist_dir(tmp_path_factory) -> Path:
+    """20 train and 5 test images per digit, in the layout of ../shared/data/mnist."""
+    d = tmp_path_factory.mktemp("mnist")
+    with np.load(BUNDLED) as z:
+        xtr, ytr, xte, yte = z["x_train"], z["y_train"], z["x_test"], z["y_test"]
+    tr = np.concatenate([np.flatnonzero(ytr == c)[:20] for c in range(10)])
+    te = np.concatenate([np.flatnonzero(yte == c)[:5] for c in range(10)])
+    np.savez(d / TRAIN_NPZ, x_train=xtr[tr], y_train=ytr[tr])
+    _write_idx(d / TEST_IMAGES, xte[te])
+    _write_idx(d / TEST_LABELS, yte[te])
+    return d
+
+
+def test_idx_reader_and_loader(mnist_dir, tmp_path):
+    m = load_mnist(mnist_dir)
+    assert m.x_train.shape == (200, 28, 28) and m.x_test.shape == (50, 28, 28)
+    assert np.bincount(m.y_test).tolist() == [5] * 10
+    assert read_idx(mnist_dir / TEST_LABELS).dtype == np.uint8
+    bad = tmp_path / "bad.gz"
+    with gzip.open(bad, "wb") as f:
+        f.write(b"\x00\x00\x08\x01\x00\x00\x00\x09abc")  # claims 9 bytes, holds 3
+    with pytest.raises(InputError, match="truncated"):
+        read_idx(bad)
+    with pytest.raises(InputError, match="no MNIST"):
+        load_mnist(tmp_path)
+
+
+def test_imbalance_cuts_the_chosen_classes():
+    labels = np.repeat(np.arange(10), 50)
+    keep = imbalance_indices(labels, (0, 1, 2, 3, 4), 7, seed=0)
+    assert np.bincount(labels[keep]).tolist() == [7] * 5 + [50] * 5
+    assert np.array_equal(keep, imbalance_indices(labels, (0, 1, 2, 3, 4), 7, seed=0))
+
+
+def test_toy_mnist_cli(mnist_dir, tmp_path):
+    out = tmp_path / "toy"
+    args = ["toy", "mnist", "-o", str(out), "--data", str(mnist_dir), "--loss", "cl"]
+    args += ["--rho", "1", "--steps", "3", "--batch-size", "16", "--imbalance"]
+    args += ["--imbalance-keep", "4", "--no-progress", "--json"]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert 0.0 <= doc["test_accuracy"] <= 1.0
+    assert doc["per_class_train"] == [4] * 5 + [20] * 5
+    m = read_manifest(out, stage="train")
+    assert m.config["train"]["arch"] == "lenetpp" and m.config["train"]["rho"] == 1.0
+    assert m.config["toy"]["imbalance"] is True
+    assert {"features.png", "features.npz", "model.pt"} <= set(m.extra["files"])
+    with np.load(out / "features.npz") as z:
+        assert z["test_features"].shape == (50, 2) and z["centers"].shape == (10, 2)
+    r = runner.invoke(app, ["toy", "mnist", "-o", str(out), "--loss", "nope"])
+    assert r.exit_code == 1 and "acl-gamma" in r.output
