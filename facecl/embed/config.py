@@ -61,6 +61,10 @@ class ExportConfig:
     opset: int = 17
     """ONNX opset version (recorded in the model and the sidecar)."""
 
+    fast_prelu: bool = True
+    """Write each PRelu as ``Relu(x) + slope * Min(x, 0)`` (the same values): onnxruntime's
+    PRelu kernel is slow on CPU, the rewrite makes sphere nets ~1.2x faster there."""
+
     min_parity: float = 0.9999
     """Fail unless every verification face has cosine(torch, onnxruntime) >= this."""
 
@@ -72,8 +76,8 @@ class ExportConfig:
         from facecl.errors import ConfigError
 
         FUSIONS.get(self.fusion)
-        if not 7 <= self.opset <= 21:
-            raise ConfigError(f"unsupported opset {self.opset}", "choose an opset in 7..21")
+        if not 11 <= self.opset <= 21:
+            raise ConfigError(f"unsupported opset {self.opset}", "choose an opset in 11..21")
         if not 0.0 < self.min_parity <= 1.0:
             raise ConfigError(f"min_parity must be in (0, 1], got {self.min_parity}", "use 0.9999")
 
