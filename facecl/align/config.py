@@ -36,7 +36,7 @@ class AlignConfig:
     max_side: int = 2000
     """Images with a longer side are reduced to it for detection (bounded memory); the
     crop is still cut from the full image."""
-    max_pixels: int = 400_000_000
+    max_pixels: int = 100_000_000
     """Images with more pixels are skipped as ``too_large`` (JPEGs are first decoded at a
     reduced scale when that brings them under it)."""
     chunk_size: int = 256

@@ -78,7 +78,7 @@ def _fail(reason: str, detail: str, w: int = 0, h: int = 0) -> Decoded:
     return Decoded(None, reason, detail, w, h)
 
 
-def decode_image(path: str | os.PathLike, max_pixels: int = 400_000_000) -> Decoded:
+def decode_image(path: str | os.PathLike, max_pixels: int = 100_000_000) -> Decoded:
     """Decode any file to RGB uint8, or say why not. Never raises for bad data."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 

@@ -19,8 +19,8 @@ import io
 import os
 import shutil
 import time
-from collections import Counter
-from collections.abc import Callable, Iterable
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -144,16 +144,8 @@ class Aligner:
             )
         return self._detector
 
-    def align(
-        self,
-        items: list[Item],
-        decoded: list[Decoded],
-        on_batch: Callable[[int], None] | None = None,
-    ) -> list[list[FaceResult]]:
-        """Detect (in batches) and align; one list of results per item.
-
-        ``on_batch(n)`` is called after each detector batch of ``n`` images.
-        """
+    def align(self, items: list[Item], decoded: list[Decoded]) -> list[list[FaceResult]]:
+        """Detect (in batches of ``runtime.batch_size``) and align; one list per item."""
         todo = [
             i
             for i, d in enumerate(decoded)
@@ -167,8 +159,6 @@ class Aligner:
                 idx, self.detector.detect([decoded[i].image for i in idx]), strict=True
             ):
                 dets[i] = d
-            if on_batch:
-                on_batch(len(idx))
         return [
             self._results(it, dec, dets.get(i))
             for i, (it, dec) in enumerate(zip(items, decoded, strict=True))
@@ -273,6 +263,56 @@ def decode_item(item: Item, cfg: AlignConfig) -> Decoded:
     return decode_image(item.path, cfg.max_pixels)
 
 
+# Decoded pixels held in flight (look-ahead plus the batch being detected): bounds memory
+# for datasets of large photos; small images still get full batches.
+PIXEL_BUDGET = 64_000_000
+
+
+def stream_align(
+    keyed_items: Iterable[tuple[Any, Item]],
+    aligner: Aligner,
+    pool: ThreadPoolExecutor,
+) -> Iterator[tuple[Any, list[Item], list[list[FaceResult]]]]:
+    """Decode (in ``pool``, ahead of the detector) and align, batch by batch.
+
+    ``keyed_items``: (key, item) pairs; a batch never mixes keys (the stage uses the chunk
+    number). Yields (key, items, results per item). Batches hold at most
+    ``runtime.batch_size`` images and about ``PIXEL_BUDGET`` decoded pixels; so does the
+    look-ahead, so memory stays bounded whatever the image sizes.
+    """
+    cfg, bs = aligner.cfg, aligner.runtime.batch_size
+    source = iter(keyed_items)
+    ahead: deque[tuple[Any, Item, Any]] = deque()
+    avg_px = 150.0 * 150.0
+
+    def fill() -> None:
+        limit = int(max(2, min(bs, PIXEL_BUDGET // max(avg_px, 1.0))))
+        while len(ahead) < limit:
+            nxt = next(source, None)
+            if nxt is None:
+                return
+            ahead.append((nxt[0], nxt[1], pool.submit(decode_item, nxt[1], cfg)))
+
+    fill()
+    key, items, decs, px = None, [], [], 0
+    seen_px, seen_n = 0.0, 0
+    while ahead or items:
+        if ahead and (not items or ahead[0][0] == key) and len(items) < bs and px < PIXEL_BUDGET:
+            k, item, fut = ahead.popleft()
+            dec = fut.result()
+            n_px = dec.image.shape[0] * dec.image.shape[1] if dec.image is not None else 0
+            seen_px, seen_n = seen_px + n_px, seen_n + 1
+            avg_px = seen_px / seen_n
+            key = k
+            items.append(item)
+            decs.append(dec)
+            px += n_px
+            fill()
+            continue
+        yield key, items, aligner.align(items, decs)
+        items, decs, px = [], [], 0
+
+
 def align_images(
     paths: list[Path],
     cfg: AlignConfig | None = None,
@@ -291,9 +331,11 @@ def align_images(
         Item(i, str(p), Path(p), Path(p).parent.name, Path(p).stem) for i, p in enumerate(paths)
     ]
     aligner = Aligner(cfg, runtime, None, detector)
+    out: list[FaceResult] = []
     with ThreadPoolExecutor(runtime.workers) as pool:
-        decoded = list(pool.map(lambda it: decode_item(it, cfg), items))
-    return [r for rs in aligner.align(items, decoded) for r in rs]
+        for _, _, results in stream_align(((0, it) for it in items), aligner, pool):
+            out.extend(r for rs in results for r in rs)
+    return out
 
 
 # --------------------------------------------------------------------------- the stage
@@ -377,28 +419,18 @@ def run_align(
     if on_progress:
         on_progress(n_done if not finished else total, total)
     with ThreadPoolExecutor(runtime.workers) as pool:
-
-        def submit(c: int):
-            chunk = items[c * cfg.chunk_size : (c + 1) * cfg.chunk_size]
-            return chunk, [pool.submit(decode_item, it, cfg) for it in chunk]
-
-        pending = submit(todo[0]) if todo else None
-        for n, c in enumerate(todo):
-            chunk, futs = pending
-            decoded = [f.result() for f in futs]
-            if n + 1 < len(todo):
-                pending = submit(todo[n + 1])  # decode the next chunk while this one runs
-            seen = [n_done + processed_now]
-
-            def batch_done(k: int, seen: list[int] = seen) -> None:
-                seen[0] += k
-                if on_progress:
-                    on_progress(seen[0], total)
-
-            results = aligner.align(chunk, decoded, batch_done)
-            rows = _write_crops(work, results, cfg, pool)
-            atomic_write_text(parts / _part_name(c), _csv_text(rows))
-            processed_now += len(chunk)
+        keyed = (
+            (c, it) for c in todo for it in items[c * cfg.chunk_size : (c + 1) * cfg.chunk_size]
+        )
+        rows: list[dict[str, str]] = []
+        left = {c: len(items[c * cfg.chunk_size : (c + 1) * cfg.chunk_size]) for c in todo}
+        for c, batch, results in stream_align(keyed, aligner, pool):
+            rows += _write_crops(work, results, cfg, pool)  # PNGs are on disk when it returns
+            left[c] -= len(batch)
+            processed_now += len(batch)
+            if left[c] == 0:  # chunk complete: record it (atomically) so a resume skips it
+                atomic_write_text(parts / _part_name(c), _csv_text(rows))
+                rows = []
             if on_progress:
                 on_progress(n_done + processed_now, total)
 

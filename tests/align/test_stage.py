@@ -276,3 +276,33 @@ def test_kill_and_resume_equals_uninterrupted_run(tmp_path, mini_paths, detector
     assert s.counts == read_manifest(tmp_path / "straight").counts
     assert _snapshot(out) == _snapshot(tmp_path / "straight")
     assert not (out / "_parts").exists()
+
+
+def test_stream_batches_respect_batch_size_pixel_budget_and_keys(tmp_path, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+    from types import SimpleNamespace
+
+    import facecl.align.stage as stage
+    from facecl.align.config import AlignRuntime
+    from facecl.align.io import Item
+
+    sizes = [(40, 40)] * 7 + [(400, 300)] * 5  # 1,600 px and 120,000 px images
+    items = []
+    for i, (h, w) in enumerate(sizes):
+        Image.new("RGB", (w, h)).save(tmp_path / f"{i}.png")
+        items.append(Item(i, f"{i}.png", tmp_path / f"{i}.png", "x", str(i)))
+    seen = []
+    fake = SimpleNamespace(
+        cfg=AlignConfig(),
+        runtime=AlignRuntime(batch_size=4, workers=2),
+        align=lambda its, decs: (seen.append([d.image.size for d in decs]), [[]] * len(its))[1],
+    )
+    monkeypatch.setattr(stage, "PIXEL_BUDGET", 250_000)
+    keyed = [(i // 6, it) for i, it in enumerate(items)]  # keys: two chunks of 6
+    with ThreadPoolExecutor(2) as pool:
+        out = list(stage.stream_align(keyed, fake, pool))
+    assert [it.index for _, its, _ in out for it in its] == list(range(12))  # order kept
+    for key, its, _ in out:
+        assert len(its) <= 4 and {k for k, it in keyed if it in its} == {key}
+    for batch in seen:  # budget: a batch stops once it reaches it
+        assert sum(batch[:-1]) < 250_000 * 3
