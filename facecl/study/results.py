@@ -42,8 +42,12 @@ def _last_center_stats(run: Path) -> dict[str, float]:
         except ValueError:
             continue
         for k, v in rec.items():
-            if isinstance(v, (int, float)) and ("dist" in k or "center" in k):
+            if isinstance(v, (int, float)) and k.startswith("center_dist"):
                 stats[k] = float(v)
+    mean = stats.get("center_dist_mean")
+    if mean and "center_dist_p99" in stats:
+        # IJCV Table 5 reports the spread of d_i relative to its mean: the tail, here p99 / mean.
+        stats["center_dist_p99/mean"] = stats["center_dist_p99"] / mean
     return stats
 
 

@@ -166,10 +166,23 @@ def run_study(
         for seed in run_seeds:
             results.append(run_variant(cfg, out, variant, seed, aligned, packed, step))
 
-    compare = out / "compare"
-    reports = [r["view1_report"] for r in results]
-    if reports:
-        step("compare", ["verify", "--compare", *reports, "-o", str(compare), "--force"], compare)
+    # Runs of earlier invocations (other variants or seeds) stay in the study's record.
+    previous = out / "study.json"
+    if previous.is_file():
+        try:
+            old = json.loads(previous.read_text()).get("runs", [])
+        except ValueError:
+            old = []
+        done = {(r["variant"], r["seed"]) for r in results}
+        results = [r for r in old if (r["variant"], r["seed"]) not in done] + results
+        results.sort(
+            key=lambda r: (
+                [v.name for v in cfg.variants].index(r["variant"])
+                if r["variant"] in {v.name for v in cfg.variants}
+                else 99,
+                r["seed"],
+            )
+        )
     doc = {
         "study": cfg.name,
         "config": str(cfg.source),
@@ -178,6 +191,11 @@ def run_study(
         "steps": log.steps,
         "total_seconds": round(time.perf_counter() - t_all, 1),
     }
+    compare = out / "compare"
+    reports = [r["view1_report"] for r in results if Path(r["view1_report"]).is_dir()]
+    if reports:
+        step("compare", ["verify", "--compare", *reports, "-o", str(compare), "--force"], compare)
+    doc["steps"] = log.steps
     atomic_write_json(out / "study.json", doc)
     return doc
 
