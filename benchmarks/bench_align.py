@@ -273,7 +273,7 @@ def sheet(args) -> None:
         y, x = divmod(i, args.cols)
         grid[y * (h + 2) : y * (h + 2) + h, x * (w + 2) : x * (w + 2) + w] = tile
     dst = ROOT / "docs" / "align_contact_sheet.png"
-    cv2.imwrite(str(dst), grid)
+    cv2.imwrite(str(dst), grid, [cv2.IMWRITE_PNG_COMPRESSION, 9])
     print(f"wrote {dst} ({len(tiles)} crops, one per identity)")
 
 
@@ -287,7 +287,7 @@ def main() -> None:
     ap.add_argument("--facenet-python", default="/tmp/fnp/bin/python")
     ap.add_argument("--full", type=Path, help="align all of LFW into this directory")
     ap.add_argument("--sheet", type=Path, help="contact sheet from this align output")
-    ap.add_argument("--rows", type=int, default=6)
+    ap.add_argument("--rows", type=int, default=4)
     ap.add_argument("--cols", type=int, default=12)
     ap.add_argument("--facenet-worker", help=argparse.SUPPRESS)
     ap.add_argument("--worker-out", help=argparse.SUPPRESS)
