@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.facecl-installed
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
 
-.PHONY: install test test-all lint demo bench clean
+.PHONY: install test test-all lint demo bench study clean
 
 install: $(STAMP)
 
@@ -31,6 +31,12 @@ demo: install
 
 bench: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash benchmarks/run_all.sh
+
+# The full-LFW study (needs ../shared/data): seed 0 of every variant on the CPU config;
+# add seeds with `make study SEEDS="--seed 1 --seed 2"` (results merge into one table).
+SEEDS ?= --seed 0
+study: install
+	$(BIN)/facecl study experiments/lfw_view1_cpu.toml -o runs/study_cpu $(SEEDS) --results docs/results.md
 
 clean:
 	rm -rf demo_out .pytest_cache

@@ -118,3 +118,19 @@ def test_study_runs_the_chain_and_reuses_artifacts(tmp_path, lfw_mini):
     md2 = render_markdown(doc2, "cmd")
     assert md2.count("| softmax |") == 1 and md2.count("| cl-rho5 |") == 1
     assert "train center_dist_mean" in md2
+
+
+@pytest.mark.parametrize("name", ["lfw_view1_cpu.toml", "lfw_view1_gpu.toml"])
+def test_checked_in_experiment_configs_parse(name):
+    cfg = load_study_config(ROOT / "experiments" / name)
+    assert [v.name for v in cfg.variants] == [
+        "softmax",
+        "cl",
+        "acl",
+        "acl-gamma",
+        "cl-rho5",
+        "cl-cil",
+        "sphereface-acl-gamma",
+    ]
+    assert len(cfg.seeds) >= 3
+    assert cfg.test_pairs.name == "pairsDevTest.txt"
