@@ -112,13 +112,6 @@ def register(app: typer.Typer) -> None:
             str, typer.Option(help="Fusion baked in with --with-flip.")
         ] = ExportConfig.fusion,
         opset: Annotated[int, typer.Option(help="ONNX opset version.")] = ExportConfig.opset,
-        fast_prelu: Annotated[
-            bool,
-            typer.Option(
-                "--fast-prelu/--plain-prelu",
-                help="Write PRelu as Relu(x) + slope*Min(x, 0): same values, faster on CPU.",
-            ),
-        ] = ExportConfig.fast_prelu,
         min_parity: Annotated[
             float, typer.Option(help="Fail unless cosine(torch, onnxruntime) >= this per face.")
         ] = ExportConfig.min_parity,
@@ -142,7 +135,6 @@ def register(app: typer.Typer) -> None:
             with_flip=with_flip,
             fusion=fusion,
             opset=opset,
-            fast_prelu=fast_prelu,
             min_parity=min_parity,
         )
         report = run_export(run, out, cfg, verify_on=verify_on, force=force)

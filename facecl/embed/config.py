@@ -61,10 +61,6 @@ class ExportConfig:
     opset: int = 17
     """ONNX opset version (recorded in the model and the sidecar)."""
 
-    fast_prelu: bool = True
-    """Write each PRelu as ``Relu(x) + slope * Min(x, 0)`` (the same values): onnxruntime's
-    PRelu kernel is slow on CPU, the rewrite makes sphere nets ~1.2x faster there."""
-
     min_parity: float = 0.9999
     """Fail unless every verification face has cosine(torch, onnxruntime) >= this."""
 

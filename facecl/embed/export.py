@@ -11,10 +11,7 @@ The graph: input ``input`` float32 (N, 3, H, W) = RGB ``(x - 127.5) / 128``, out
 ``facecl_version``, ``arch``, ``input_size`` ("112x96", HxW), ``input_layout`` ("NCHW"),
 ``color`` ("RGB"), ``normalisation``, ``mean`` ("127.5"), ``scale`` ("128"),
 ``feature_dim`` (FC1 size), ``output_dim``, ``fusion`` ("none" or the baked fusion),
-``opset``, ``prelu`` (how PReLU is written), ``checkpoint_sha256``, ``train_config_sha256``.
-
-With ``fast_prelu`` (default) every PRelu node becomes ``Relu(x) + slope * Min(x, 0)``: the
-same values, but onnxruntime's CPU PRelu kernel is slow (~20% of a sphere net's time).
+``opset``, ``checkpoint_sha256``, ``train_config_sha256``.
 
 Before the file is moved into place it is checked: onnxruntime and torch (float32, CPU) run
 the same real aligned faces (the bundled ones in ``facecl/embed/faces/`` unless
@@ -150,7 +147,6 @@ def run_export(
         "output_dim": str(out_dim),
         "fusion": fusion,
         "opset": str(config.opset),
-        "prelu": "relu+min*slope" if config.fast_prelu else "PRelu",
         "checkpoint_sha256": model_file.sha256,
         "train_config_sha256": sha256_json(ckpt.get("config", {})),
     }
@@ -161,7 +157,7 @@ def run_export(
     os.close(fd)
     try:
         _export_onnx(module, (h, w), tmp, config.opset)
-        _finish_model(tmp, meta, config.fast_prelu)
+        _finish_model(tmp, meta)
         report = _check_parity(module, tmp, faces, config.min_parity)
         os.replace(tmp, out)
     except BaseException:
@@ -219,44 +215,11 @@ def _export_onnx(module: Any, size: tuple[int, int], path: str, opset: int) -> N
         )
 
 
-def rewrite_prelu(model: Any) -> int:
-    """Replace every ``PRelu(x, slope)`` node of an ONNX graph by
-    ``Add(Relu(x), Mul(Min(x, 0), slope))`` in place; returns how many were replaced.
-
-    Exact: for x > 0 it gives x + slope * 0, for x <= 0 0 + slope * x.
-    """
-    from onnx import helper, numpy_helper
-
-    graph = model.graph
-    zero = "facecl_prelu_zero"
-    nodes, n = [], 0
-    for node in graph.node:
-        if node.op_type != "PRelu":
-            nodes.append(node)
-            continue
-        x, slope = node.input
-        y = node.output[0]
-        nodes += [
-            helper.make_node("Relu", [x], [f"{y}_pos"]),
-            helper.make_node("Min", [x, zero], [f"{y}_min"]),
-            helper.make_node("Mul", [f"{y}_min", slope], [f"{y}_neg"]),
-            helper.make_node("Add", [f"{y}_pos", f"{y}_neg"], [y]),
-        ]
-        n += 1
-    if n:
-        graph.initializer.append(numpy_helper.from_array(np.zeros((), np.float32), zero))
-        del graph.node[:]
-        graph.node.extend(nodes)
-    return n
-
-
-def _finish_model(path: str, meta: dict[str, str], fast_prelu: bool) -> None:
-    """Optional PRelu rewrite, metadata_props, producer; checked and saved in place."""
+def _finish_model(path: str, meta: dict[str, str]) -> None:
+    """metadata_props and producer; checked and saved in place."""
     import onnx
 
     model = onnx.load(path)
-    if fast_prelu:
-        rewrite_prelu(model)
     del model.metadata_props[:]
     for k, v in sorted(meta.items()):
         entry = model.metadata_props.add()
@@ -299,4 +262,4 @@ def _check_parity(module: Any, path: str, faces: np.ndarray, min_parity: float) 
     return report
 
 
-__all__ = ["run_export", "sidecar_path", "load_faces", "cosine_rows", "rewrite_prelu"]
+__all__ = ["run_export", "sidecar_path", "load_faces", "cosine_rows"]

@@ -125,18 +125,3 @@ def test_export_verify_on_align_artifact_and_size_mismatch(tmp_path, tiny_ckpt, 
     r = export(tmp_path / "wide.pt", "-o", tmp_path / "w.onnx")
     assert r.exit_code == 1 and "no 112x112 aligned faces" in " ".join(r.output.split())
     assert not (tmp_path / "w.onnx").exists()
-
-
-def test_prelu_rewrite_is_exact_and_optional(tmp_path, tiny_ckpt, faces):
-    fast, plain = tmp_path / "fast.onnx", tmp_path / "plain.onnx"
-    assert export(tiny_ckpt, "-o", fast).exit_code == 0
-    assert export(tiny_ckpt, "-o", plain, "--plain-prelu").exit_code == 0
-    ops = {p: [n.op_type for n in onnx.load(p).graph.node] for p in (fast, plain)}
-    assert ops[plain].count("PRelu") == 2 and "PRelu" not in ops[fast]
-    assert ops[fast].count("Min") == 2
-    assert {m.key: m.value for m in onnx.load(fast).metadata_props}["prelu"] != "PRelu"
-    # Negative and positive pre-activations both occur on real faces; outputs agree.
-    x = preprocess(faces)
-    a = ort.InferenceSession(str(fast)).run(None, {"input": x})[0]
-    b = ort.InferenceSession(str(plain)).run(None, {"input": x})[0]
-    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
