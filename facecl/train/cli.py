@@ -136,11 +136,12 @@ def register(app: typer.Typer) -> None:
         lam: Annotated[float | None, Opt("--lambda", help="Center-loss weight [0.01].")] = None,
         alpha: Annotated[float | None, Opt(help="Center learning rate [0.5].")] = None,
         gamma: Annotated[float | None, Opt(help="CIL invariant-term weight [0.001].")] = None,
-        steps: Annotated[int | None, Opt(help="SGD iterations [3000].")] = None,
-        batch_size: Annotated[int | None, Opt(help="Mini-batch [128].")] = None,
+        steps: Annotated[int | None, Opt(help="SGD iterations [2000].")] = None,
+        batch_size: Annotated[int | None, Opt(help="Mini-batch [32].")] = None,
         lr: Annotated[float | None, Opt(help="Initial learning rate [0.01].")] = None,
         seed: Annotated[int | None, Opt(help="Seed [0].")] = None,
         device: Annotated[str | None, Opt(help="auto, cpu or cuda [auto].")] = None,
+        threads: Annotated[int | None, Opt(help="CPU threads for torch [0 = default].")] = None,
         imbalance: Annotated[
             bool, Opt("--imbalance", help="Wu 2018 Sec. 3.1: five classes cut to 200 samples.")
         ] = False,
@@ -175,6 +176,7 @@ def register(app: typer.Typer) -> None:
             "lr": lr,
             "seed": seed,
             "device": device,
+            "threads": threads,
         }
         cfg = load_train_config(config, overrides, base=TOY_TRAIN_DEFAULTS)
         validate_names(cfg)
