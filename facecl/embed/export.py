@@ -119,8 +119,9 @@ def run_export(
                 "onnx_sha256"
             ) == sha256_file(out):
                 return {**prev["extra"]["report"], "output": str(out), "up_to_date": True}
+            why = "another checkpoint or config" if prev else "no matching sidecar"
             raise ArtifactError(
-                f"output {out} exists with a different checkpoint or config",
+                f"output {out} exists ({why}: {side.name})",
                 "use --force to overwrite it, or choose another -o path",
             )
 
