@@ -366,6 +366,19 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
 
 
+def _window_means(window: dict[str, torch.Tensor], steps: int, world: int) -> dict[str, float]:
+    """Mean of each loss term over the log window (and over the ranks under DDP, so the
+    record is the global batch's loss as one process would log it)."""
+    keys = sorted(window)
+    vec = torch.stack([torch.as_tensor(window[k]).float() for k in keys]) / steps  # (K,)
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.all_reduce(vec)
+        vec = vec / world
+    return dict(zip(keys, vec.tolist(), strict=True))
+
+
 class StopFlag:
     """Set by a signal handler; the loop checks it between steps."""
 
@@ -498,7 +511,7 @@ def train(
             state.step = done
             record = None
             if done % cfg.log_every == 0 or done == cfg.steps:
-                means = {k: float(v) / win_steps for k, v in window.items()}
+                means = _window_means(window, win_steps, world)
                 if not all(math.isfinite(v) for v in means.values()):
                     raise DivergedError(
                         f"training diverged before step {done} (loss {means['loss']})",

@@ -52,7 +52,7 @@ def training_curve(records: Sequence[dict[str, Any]], path: str | Path, title: s
     ax = axes[1, 0]
     lr = series("lr")
     if lr is not None:
-        ax.plot(steps, lr)
+        ax.plot(steps, lr, drawstyle="steps-post")
     ax.set_yscale("log")
     ax.set_title("learning rate")
     ax = axes[1, 1]

@@ -35,5 +35,8 @@ def test_two_processes_equal_one(pack, tmp_path):
     assert (ca - init).abs().max() > 1e-3  # the centers did move
     for key, value in a["model"].items():
         assert torch.allclose(value, b["model"][key], atol=1e-5), key
-    # rank 0 logs the loss of its half of the batch, so only the record steps compare.
-    assert [r["step"] for r in read_metrics(tmp_path / "two" / "metrics.jsonl")] == [2, 4]
+    # The logged losses are averaged over the ranks: the global batch's loss.
+    ra, rb = (read_metrics(tmp_path / d / "metrics.jsonl") for d in ("one", "two"))
+    assert [r["step"] for r in rb] == [2, 4]
+    for x, y in zip(ra, rb, strict=True):
+        assert abs(x["loss"] - y["loss"]) < 1e-5 and abs(x["center"] - y["center"]) < 1e-5
