@@ -9,6 +9,22 @@ from typing import Annotated, Any
 import typer
 
 
+def _default(name: str) -> str:
+    """'[default: X]' from AlignConfig / AlignRuntime, the only home of the defaults
+    (escaped for rich markup). Cheap: the config module imports no heavy library."""
+    from dataclasses import fields
+
+    from facecl.align.config import AlignConfig, AlignRuntime
+
+    for cls in (AlignConfig, AlignRuntime):
+        for f in fields(cls):
+            if f.name == name:
+                v = f.default
+                text = ",".join(f"{x:g}" for x in v) if isinstance(v, tuple) else f"{v}"
+                return f"\\[default: {text}]"
+    raise KeyError(name)
+
+
 class Size(str, Enum):
     s112x96 = "112x96"
     s112x112 = "112x112"
@@ -38,16 +54,18 @@ def register(app: typer.Typer) -> None:
             ),
         ],
         out: Annotated[Path, typer.Option("--out", "-o", help="Output artifact directory.")],
-        size: Annotated[Size | None, typer.Option(help="Crop size HxW. [default: 112x96]")] = None,
+        size: Annotated[
+            Size | None, typer.Option(help=f"Crop size HxW. {_default('size')}")
+        ] = None,
         min_face: Annotated[
-            float | None, typer.Option(help="Smallest face in pixels. [default: 20]")
+            float | None, typer.Option(help=f"Smallest face in pixels. {_default('min_face')}")
         ] = None,
         thresholds: Annotated[
             str | None,
-            typer.Option(help="P/R/O-Net thresholds. [default: 0.6,0.7,0.7]"),
+            typer.Option(help=f"P/R/O-Net thresholds. {_default('thresholds')}"),
         ] = None,
         factor: Annotated[
-            float | None, typer.Option(help="Pyramid scale factor. [default: 0.709]")
+            float | None, typer.Option(help=f"Pyramid scale factor. {_default('factor')}")
         ] = None,
         all_faces: Annotated[
             bool, typer.Option("--all-faces", help="Keep every face, not the central one.")
@@ -56,7 +74,7 @@ def register(app: typer.Typer) -> None:
             OnMiss | None,
             typer.Option(
                 help="No face found: skip the image, use --landmarks, or a centre crop. "
-                "[default: skip]"
+                f"{_default('on_miss')}"
             ),
         ] = None,
         landmarks: Annotated[
@@ -65,14 +83,19 @@ def register(app: typer.Typer) -> None:
         ] = None,
         max_side: Annotated[
             int | None,
-            typer.Option(help="Longer side above which detection runs on a reduced copy."),
+            typer.Option(
+                help="Longer side above which detection runs on a reduced copy. "
+                + _default("max_side")
+            ),
         ] = None,
         max_pixels: Annotated[
             int | None,
-            typer.Option(help="Images with more pixels are skipped as too_large."),
+            typer.Option(
+                help=f"Images with more pixels are skipped as too_large. {_default('max_pixels')}"
+            ),
         ] = None,
         chunk_size: Annotated[
-            int | None, typer.Option(help="Images per resumable chunk. [default: 256]")
+            int | None, typer.Option(help=f"Images per resumable chunk. {_default('chunk_size')}")
         ] = None,
         shard: Annotated[
             str | None, typer.Option(help="Process slice K of N (1-based), e.g. 2/8.")
@@ -80,12 +103,14 @@ def register(app: typer.Typer) -> None:
         merge: Annotated[
             bool, typer.Option("--merge", help="Merge shard outputs (the arguments) into -o.")
         ] = False,
-        device: Annotated[Device, typer.Option(help="Where MTCNN runs.")] = Device.auto,
+        device: Annotated[
+            Device | None, typer.Option(help=f"Where MTCNN runs. {_default('device')}")
+        ] = None,
         batch_size: Annotated[
-            int | None, typer.Option(help="Images per detector batch. [default: 64]")
+            int | None, typer.Option(help=f"Images per detector batch. {_default('batch_size')}")
         ] = None,
         workers: Annotated[
-            int | None, typer.Option(help="Decode/encode threads. [default: 2]")
+            int | None, typer.Option(help=f"Decode/encode threads. {_default('workers')}")
         ] = None,
         force: Annotated[bool, typer.Option("--force", help="Rebuild a complete output.")] = False,
         json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
@@ -111,7 +136,11 @@ def register(app: typer.Typer) -> None:
             "chunk_size": chunk_size,
             "shard": shard,
         }
-        rt_given = {"device": device.value, "batch_size": batch_size, "workers": workers}
+        rt_given = {
+            "device": device.value if device else None,
+            "batch_size": batch_size,
+            "workers": workers,
+        }
         runtime = AlignRuntime(**{k: v for k, v in rt_given.items() if v is not None})
         if merge:
             extra = [k for k, v in given.items() if v is not None] + (
