@@ -147,6 +147,12 @@ def compare(args) -> None:
     from facecl.align.mtcnn import MTCNN
 
     torch.set_num_threads(args.threads)
+    if not Path(args.facenet_python).exists() or not LFW.is_dir():
+        print(
+            f"skipped: needs {LFW} and the facenet-pytorch venv at {args.facenet_python} "
+            "(see this script's docstring to create it)"
+        )
+        return
     paths = lfw_sample(args.n)
     imgs = load_rgb(paths)
     list_file = Path("/tmp/bench_align_list.txt")
