@@ -6,7 +6,8 @@ step time spent waiting for the loader, side by side in one run:
   * ``hdf5 w=N``: the same with N DataLoader worker processes
 
 The pack is synthetic (class patterns + noise, written with the pack stage's shard writer):
-pixel content does not change the cost. The first ``--warmup`` steps are not timed.
+pixel content does not change the cost. One untimed run comes first, and the first
+``--warmup`` steps of each timed run are not timed.
 
     .venv/bin/python benchmarks/bench_train.py [--arch sphere20] [--batch 16] [--steps 6]
         [--warmup 2] [--workers 2] [--threads 0] [--device auto]
@@ -90,6 +91,10 @@ def main() -> None:
             ("hdf5, workers=0", ShardDataset(pack), 0),
             (f"hdf5, workers={args.workers}", ShardDataset(pack), args.workers),
         ]
+        # The first training run of a process is slower for longer than a few steps
+        # (allocator, oneDNN primitive caches): one untimed run first.
+        warm = TrainConfig(**{**base.__dict__, "workers": 0, "steps": 2 * args.warmup + 2})
+        train(warm, runs[0][1], tmp_path / "warm-up")
         rows = []
         for name, ds, workers in runs:
             cfg = TrainConfig(**{**base.__dict__, "workers": workers})

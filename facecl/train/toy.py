@@ -154,14 +154,21 @@ def load_run(path: Path) -> tuple[Any, Any, Any, dict[str, Any]]:
 
 def evaluate(
     backbone: Any, head: Any, ds: ArrayDataset, batch: int = 1000
-) -> tuple[np.ndarray, float]:
-    """Features (N, D) and classification accuracy (argmax of the head's eval logits)."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """Features (N, D) and predicted classes (N,) (argmax of the head's eval logits)."""
     from facecl.train.loop import feature_batches
 
     feats = feature_batches(backbone, ds.all_images(), batch)  # (N, D)
     with torch.no_grad():
         pred = head.eval()(feats).argmax(1).numpy()
-    return feats.numpy(), float((pred == ds.labels).mean())
+    return feats.numpy(), pred
+
+
+def per_class_accuracy(pred: np.ndarray, labels: np.ndarray, classes: int = 10) -> list[float]:
+    return [
+        float((pred[labels == c] == c).mean()) if (labels == c).any() else float("nan")
+        for c in range(classes)
+    ]
 
 
 def run_toy(
@@ -208,8 +215,10 @@ def run_toy(
     if len(sub) > toy.plot_points:  # train features of a seeded subset (CPU time)
         sub = np.sort(rng.choice(sub, toy.plot_points, replace=False))
     train_sub = ArrayDataset(train_ds.images.numpy()[sub], train_ds.labels[sub])
-    train_feats, train_acc = evaluate(backbone, head, train_sub)
-    test_feats, test_acc = evaluate(backbone, head, test_ds)
+    train_feats, train_pred = evaluate(backbone, head, train_sub)
+    test_feats, test_pred = evaluate(backbone, head, test_ds)
+    train_acc = float((train_pred == train_sub.labels).mean())
+    test_acc = float((test_pred == test_ds.labels).mean())
     centers = None
     if cfg.loss != "none":
         with torch.no_grad():
@@ -242,6 +251,7 @@ def run_toy(
 
     result = {
         "test_accuracy": test_acc,
+        "test_accuracy_per_class": per_class_accuracy(test_pred, test_ds.labels),
         "train_accuracy": train_acc,
         "train_accuracy_on": int(len(train_sub)),
         "train_samples": int(len(train_ds)),

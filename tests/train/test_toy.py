@@ -75,7 +75,7 @@ def test_toy_mnist_cli(mnist_dir, tmp_path):
     r = runner.invoke(app, args)
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
-    assert 0.0 <= doc["test_accuracy"] <= 1.0
+    assert 0.0 <= doc["test_accuracy"] <= 1.0 and len(doc["test_accuracy_per_class"]) == 10
     assert doc["per_class_train"] == [4] * 5 + [20] * 5
     m = read_manifest(out, stage="train")
     assert m.config["train"]["arch"] == "lenetpp" and m.config["train"]["rho"] == 1.0
