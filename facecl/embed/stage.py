@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from facecl.artifacts import Manifest, StageOutput, sha256_file
+from facecl.artifacts import Manifest, StageOutput, atomic_open, sha256_file
 from facecl.console import console, progress
 from facecl.embed.backends import Backend, ModelFile, load_backend, resolve_model
 from facecl.embed.config import EmbedConfig
@@ -130,16 +130,8 @@ def _finished_prefix(chunk_dir: Path, n: int, chunk_size: int) -> int:
 
 
 def _save_chunk(path: Path, vectors: np.ndarray, status: list[str]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, embeddings=vectors, status=np.array(status, dtype=str))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb") as f:
+        np.savez(f, embeddings=vectors, status=np.array(status, dtype=str))
 
 
 def _batches(source: Source, start: int, batch_size: int) -> Iterator[list]:
