@@ -100,6 +100,7 @@ def test_killed_run_resumes_to_the_same_weights(pack, tmp_path, reference):
     _assert_same_run(run, reference)
 
 
+@pytest.mark.slow  # the SIGKILL test above covers resume equivalence in the fast set
 def test_ctrl_c_checkpoints_and_resumes(pack, tmp_path, reference):
     run = tmp_path / "run"
     partial = tmp_path / "run.partial"
