@@ -83,15 +83,9 @@ def test_one_step_follows_algorithm_1():
 
 
 def _run(pack, tmp, **kw):
+    kw = {"lr": 0.05, **kw}
     cfg = TrainConfig(
-        arch="tiny",
-        steps=6,
-        batch_size=8,
-        workers=0,
-        log_every=2,
-        checkpoint_every=3,
-        lr=0.05,
-        **kw,
+        arch="tiny", steps=6, batch_size=8, workers=0, log_every=2, checkpoint_every=3, **kw
     )
     summary = train(cfg, ShardDataset(pack), tmp)
     return cfg, summary, load_checkpoint(tmp / "model.pt")
@@ -123,3 +117,21 @@ def test_metrics_and_self_describing_checkpoint(pack, tmp_path):
     assert model(torch.zeros(2, 3, 24, 20)).shape == (2, ckpt["feature_dim"])
     last = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
     assert last["optimizer"]["state"] and last["step"] == 6
+
+
+def test_device_choice():
+    from facecl.errors import ConfigError
+    from facecl.train.loop import resolve_device
+
+    assert resolve_device("cpu").type == "cpu"
+    if not torch.cuda.is_available():
+        assert resolve_device("auto").type == "cpu"
+        with pytest.raises(ConfigError, match="no CUDA"):
+            resolve_device("cuda")
+
+
+def test_balanced_sampler_run(pack, tmp_path):
+    # s = 64 margin heads need a small lr on a net without batch norm
+    kw = {"sampler": "balanced", "loss": "acl-gamma", "head": "arcface", "lr": 0.001}
+    _, summary, ckpt = _run(pack, tmp_path, **kw)
+    assert summary["final"]["step"] == 6 and ckpt["loss_state"]["gamma"].numel() == 1
