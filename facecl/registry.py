@@ -39,7 +39,7 @@ class Registry(Generic[T]):
             close = difflib.get_close_matches(name, self.names(), n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
             raise UnknownNameError(
-                f"unknown {self.kind} {name!r}", f"{hint}valid {self.kind}s: {valid}"
+                f"unknown {self.kind} {name!r}", f"{hint}valid {self.kind} names: {valid}"
             ) from None
 
     def create(self, name: str, *args, **kwargs):
