@@ -246,10 +246,21 @@ class CenterLoss(CenterLossBase):
 
     def _apply_update(self, x, y, head) -> None:
         # ECCV Eq. 4: Delta c_j = sum_{i: y_i = j} (c_j - x_i) / (1 + n_j); c_j -= alpha Delta c_j
-        c = self.centers
-        classes, sums, counts = _class_sums(c[y] - x, y)  # (K,), (K, D), (K,)
-        delta = sums / (self.config.count_offset + counts).unsqueeze(1)  # (K, D)
-        c.index_add_(0, classes, delta.to(c.dtype), alpha=-self.config.alpha)
+        cfg = self.config
+        _alpha_step(self.centers, self.centers[y] - x, y, cfg.count_offset, cfg.alpha)
+
+
+def _alpha_step(
+    buf: torch.Tensor, diff: torch.Tensor, y: torch.Tensor, offset: float, alpha: float
+) -> None:
+    """The papers' per-class rule on a (C, ...) buffer: for each class j in the batch,
+    Delta_j = sum_{i: y_i = j} diff_i / (offset + n_j), then buf_j -= alpha * Delta_j.
+
+    ``diff`` is (N,) or (N, D); ECCV Eq. 4 (centers) and IJCV Eq. 7 (gammas) both use it.
+    """
+    classes, sums, counts = _class_sums(diff, y)  # (K,), (K, ...), (K,)
+    denom = (offset + counts).view(-1, *([1] * (sums.dim() - 1)))
+    buf.index_add_(0, classes, (sums / denom).to(buf.dtype), alpha=-alpha)
 
 
 class AdvancedCenterLoss(CenterLossBase):
@@ -274,10 +285,8 @@ class AdvancedCenterLoss(CenterLossBase):
         # IJCV Eq. 7: Delta gamma_j = sum_{i: y_i = j} (gamma_j - x_i.w_j / w_j.w_j) / (eps + n_j)
         w = _head_weight(head, self.name, self.num_classes)[y].to(x)  # (N, D)
         proj = (x * w).sum(1) / (w * w).sum(1).clamp_min(torch.finfo(x.dtype).tiny)  # (N,)
-        g = self.gammas
-        classes, sums, counts = _class_sums(g[y].to(x) - proj, y)  # (K,), (K,), (K,)
-        delta = sums / (self.config.count_offset + counts)
-        g.index_add_(0, classes, delta.to(g.dtype), alpha=-self.config.alpha)
+        cfg = self.config
+        _alpha_step(self.gammas, self.gammas[y].to(x) - proj, y, cfg.count_offset, cfg.alpha)
 
 
 class SharedGammaCenterLoss(CenterLossBase):
