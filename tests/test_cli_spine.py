@@ -45,3 +45,12 @@ def test_inspect_missing_artifact_is_one_line_error(tmp_path):
     r = runner.invoke(app, ["inspect", str(tmp_path / "nope")])
     assert r.exit_code == 1
     assert "no facecl artifact" in r.output and "Traceback" not in r.output
+
+
+def test_error_stays_one_line_with_a_long_path(tmp_path):
+    # The console is 80 columns wide off a terminal (CI); an error must not wrap there.
+    deep = tmp_path / ("d" * 120) / "nope"
+    r = runner.invoke(app, ["inspect", str(deep)])
+    assert r.exit_code == 1
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and str(deep) in lines[0]
