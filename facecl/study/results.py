@@ -78,7 +78,111 @@ def collect(study: dict[str, Any]) -> dict[str, dict[str, list[float]]]:
     return table
 
 
-def render_markdown(study: dict[str, Any], command: str) -> str:
+# The papers' claims that the study can test, as (variant, baseline, what the paper says).
+CLAIMS = [
+    ("cl", "softmax", "CL beats softmax alone (ECCV Table 2, IJCV Fig. 7)"),
+    ("acl", "cl", "ACL beats CL (IJCV Table 7)"),
+    ("acl-gamma", "cl", "ACL-gamma beats CL (IJCV Table 7)"),
+    ("acl-gamma", "acl", "ACL-gamma is on par with ACL (IJCV Table 7)"),
+    ("cl-rho5", "cl", "rho = 5 beats rho = 0 on BLUFR (IJCV Table 5)"),
+    ("cl-cil", "cl", "adding CIL helps (Wu 2018, imbalanced data)"),
+    ("sphereface-acl-gamma", "acl-gamma", "margin head + ACL-gamma beats ACL-gamma (IJCV Table 7)"),
+]
+CLAIM_METRICS = ["view1 accuracy", "view1 auc", "blufr vr@far=0.001 (mean-std)"]
+# Everything below this line in the results file is hand-written and kept on regeneration.
+NOTES_MARKER = "<!-- notes: hand-written below this line; kept when the table is regenerated -->"
+
+
+def paired(a: dict[int, float], b: dict[int, float], alpha: float = 0.05) -> dict[str, Any] | None:
+    """Paired (same seed) difference a - b: mean, std, paired t-test p and a verdict.
+
+    A difference is called only when the two-sided paired t-test over seeds has p < alpha;
+    with fewer than 2 common seeds nothing is called.
+    """
+    from scipy import stats
+
+    seeds = sorted(set(a) & set(b))
+    if not seeds:
+        return None
+    d = np.array([a[s] - b[s] for s in seeds], dtype=float)
+    out: dict[str, Any] = {"n": len(seeds), "mean": float(d.mean())}
+    if len(seeds) < 2:
+        out.update(std=float("nan"), p=float("nan"), verdict="needs >= 2 seeds")
+        return out
+    out["std"] = float(d.std(ddof=1))
+    if out["std"] == 0.0:
+        p = 0.0 if out["mean"] != 0 else 1.0
+    else:
+        p = float(stats.ttest_rel([a[s] for s in seeds], [b[s] for s in seeds]).pvalue)
+    out["p"] = p
+    if p < alpha:
+        out["verdict"] = "higher" if out["mean"] > 0 else "lower"
+    else:
+        out["verdict"] = "within noise"
+    return out
+
+
+def per_seed(study: dict[str, Any]) -> dict[str, dict[str, dict[int, float]]]:
+    """variant -> metric -> seed -> value."""
+    table: dict[str, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
+    for r in study["runs"]:
+        view1 = _read_json(Path(r["view1_report"]) / "report.json").get("summary", {})
+        blufr = {}
+        if "blufr_report" in r:
+            blufr = _read_json(Path(r["blufr_report"]) / "report.json").get("summary", {})
+        for prefix, summ in (("view1", view1), ("blufr", blufr)):
+            for k, v in summ.items():
+                if isinstance(v, (int, float)):
+                    table[r["variant"]][f"{prefix} {k}"][r["seed"]] = float(v)
+    return table
+
+
+def claims_markdown(study: dict[str, Any]) -> list[str]:
+    seeds = per_seed(study)
+    lines = [
+        "## The papers' claims, tested",
+        "",
+        "Paired by seed (same seed = same initialisation and batch order): mean difference "
+        "± std over seeds, in points, and the two-sided paired t-test p. An ordering is "
+        "claimed only where p < 0.05; otherwise the cell says *within noise*.",
+        "",
+        "| claim | " + " | ".join(CLAIM_METRICS) + " |",
+        "|---|" + "---|" * len(CLAIM_METRICS),
+    ]
+    for variant, base, text in CLAIMS:
+        if variant not in seeds or base not in seeds:
+            continue
+        cells = [f"{text}: {variant} vs {base}"]
+        for m in CLAIM_METRICS:
+            r = paired(seeds[variant].get(m, {}), seeds[base].get(m, {}))
+            if r is None:
+                cells.append("-")
+            elif math.isnan(r["std"]):
+                cells.append(f"{100 * r['mean']:+.2f} ({r['verdict']})")
+            else:
+                cells.append(
+                    f"{100 * r['mean']:+.2f} ± {100 * r['std']:.2f}, p={r['p']:.3f}: "
+                    f"**{r['verdict']}**"
+                )
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def stage_times(steps: list[dict[str, Any]]) -> list[tuple[str, int, float, float]]:
+    """(stage, steps built, total s, mean s) over the steps that were built, not reused."""
+    groups: dict[str, list[float]] = defaultdict(list)
+    for s in steps:
+        if s.get("reused"):
+            continue
+        name = s["step"]
+        kind = " ".join(name.split()[:2]) if name.startswith("verify") else name.split()[0]
+        groups[kind].append(float(s["seconds"]))
+    return [(k, len(v), sum(v), sum(v) / len(v)) for k, v in groups.items()]
+
+
+def render_markdown(
+    study: dict[str, Any], command: str, notes: str = "", roc: str | None = None
+) -> str:
     table = collect(study)
     metrics: list[str] = []
     for row in table.values():
@@ -115,8 +219,39 @@ def render_markdown(study: dict[str, Any], command: str) -> str:
             cells.append("-" if math.isnan(mean) else f"{mean * scale:.2f} ± {std * scale:.2f}")
         cells.append(PAPER.get(variant, ""))
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Stage wall times (s):", "", "| step | seconds | reused |", "|---|---|---|"]
-    for s in study["steps"]:
-        lines.append(f"| {s['step']} | {s['seconds']} | {'yes' if s['reused'] else ''} |")
-    lines.append(f"| **total** | {study['total_seconds']} | |")
+    if roc:
+        caption = "Overlaid ROC curves (View 1 DevTest, the lowest seed of each variant)"
+        lines += ["", f"{caption}: ![ROC]({roc})"]
+    lines += ["", *claims_markdown(study)]
+    lines += [
+        "",
+        "## Wall time per stage",
+        "",
+        "Seconds of the steps that were built (a reused step costs ~1 s and is not counted); "
+        "each step's own record is in the study's `study.json`.",
+        "",
+        "| stage | steps | total s | mean s |",
+        "|---|---|---|---|",
+    ]
+    total = 0.0
+    for kind, n, tot, mean in stage_times(study["steps"]):
+        total += tot
+        lines.append(f"| {kind} | {n} | {tot:.0f} | {mean:.1f} |")
+    lines.append(f"| **all built steps** | | **{total:.0f}** ({total / 60:.1f} min) | |")
+    for inv in study.get("invocations", []):
+        lines.append(
+            f"\nInvocation seeds {inv['seeds']}, {len(inv['variants'])} variants: "
+            f"{inv['seconds']:.0f} s wall."
+        )
+    lines += ["", NOTES_MARKER]
+    if notes.strip():
+        lines += ["", notes.strip()]
     return "\n".join(lines) + "\n"
+
+
+def kept_notes(path: Path) -> str:
+    """The hand-written part of an existing results file (below NOTES_MARKER), or ''."""
+    if not path.is_file():
+        return ""
+    text = path.read_text()
+    return text.split(NOTES_MARKER, 1)[1] if NOTES_MARKER in text else ""

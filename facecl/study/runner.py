@@ -168,11 +168,13 @@ def run_study(
 
     # Runs of earlier invocations (other variants or seeds) stay in the study's record.
     previous = out / "study.json"
+    prev_doc: dict[str, Any] = {}
     if previous.is_file():
         try:
-            old = json.loads(previous.read_text()).get("runs", [])
+            prev_doc = json.loads(previous.read_text())
         except ValueError:
-            old = []
+            prev_doc = {}
+        old = prev_doc.get("runs", [])
         done = {(r["variant"], r["seed"]) for r in results}
         results = [r for r in old if (r["variant"], r["seed"]) not in done] + results
         results.sort(
@@ -183,21 +185,50 @@ def run_study(
                 r["seed"],
             )
         )
+    compare = out / "compare"
+    # One curve per variant (its lowest seed) keeps the overlaid ROC readable.
+    first: dict[str, dict[str, Any]] = {}
+    for r in sorted(results, key=lambda r: r["seed"]):
+        first.setdefault(r["variant"], r)
+    reports = [r["view1_report"] for r in first.values() if Path(r["view1_report"]).is_dir()]
+    if reports:
+        step("compare", ["verify", "--compare", *reports, "-o", str(compare), "--force"], compare)
+    seconds = round(time.perf_counter() - t_all, 1)
     doc = {
         "study": cfg.name,
         "config": str(cfg.source),
         "overlap": overlap,
         "runs": results,
-        "steps": log.steps,
-        "total_seconds": round(time.perf_counter() - t_all, 1),
+        "steps": merge_steps(prev_doc.get("steps", []), log.steps),
+        "invocations": [
+            *prev_doc.get("invocations", []),
+            {
+                "seeds": run_seeds,
+                "variants": [v.name for v in chosen],
+                "seconds": seconds,
+                "built": [s["step"] for s in log.steps if not s["reused"]],
+                "reused": [s["step"] for s in log.steps if s["reused"]],
+            },
+        ],
+        "total_seconds": seconds,
     }
-    compare = out / "compare"
-    reports = [r["view1_report"] for r in results if Path(r["view1_report"]).is_dir()]
-    if reports:
-        step("compare", ["verify", "--compare", *reports, "-o", str(compare), "--force"], compare)
-    doc["steps"] = log.steps
     atomic_write_json(out / "study.json", doc)
     return doc
+
+
+def merge_steps(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One record per step across invocations, keeping the time of the run that built it.
+
+    A step that this invocation merely reused keeps the earlier record (whose ``seconds`` is
+    the real build time), so the study's wall-time table stays the cost of building it.
+    """
+    merged = {s["step"]: s for s in old}
+    for s in new:
+        prior = merged.get(s["step"])
+        if s["reused"] and prior is not None and not prior.get("reused"):
+            continue
+        merged[s["step"]] = s
+    return list(merged.values())
 
 
 def run_variant(

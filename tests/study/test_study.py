@@ -112,7 +112,11 @@ def test_study_runs_the_chain_and_reuses_artifacts(tmp_path, lfw_mini):
     r = runner.invoke(app, ["study", str(cfg), "-o", str(out), "--variant", "softmax"])
     assert r.exit_code == 0, r.output
     doc2 = json.loads((out / "study.json").read_text())
-    assert all(s["reused"] for s in doc2["steps"] if s["step"] != "compare")
+    assert doc2["invocations"][-1]["built"] == ["compare"]
+    assert "train softmax-s0" in doc2["invocations"][-1]["reused"]
+    # The step record keeps the time of the invocation that built each step.
+    first = {s["step"]: s for s in doc["steps"]}
+    assert all(s == first[s["step"]] for s in doc2["steps"] if s["step"] != "compare")
     # The earlier runs of the other variant stay in the record and the table.
     assert {x["variant"] for x in doc2["runs"]} == {"softmax", "cl-rho5"}
     md2 = render_markdown(doc2, "cmd")
@@ -134,3 +138,119 @@ def test_checked_in_experiment_configs_parse(name):
     ]
     assert len(cfg.seeds) >= 3
     assert cfg.test_pairs.name == "pairsDevTest.txt"
+
+
+# --- results: paired claims, step records, regenerating the table -------------------------
+
+
+def test_paired_calls_an_ordering_only_beyond_the_noise():
+    from scipy import stats
+
+    from facecl.study.results import paired
+
+    a = {0: 0.75, 1: 0.76, 2: 0.78}
+    b = {0: 0.70, 1: 0.72, 2: 0.71}
+    r = paired(a, b)
+    assert r["n"] == 3 and r["mean"] == pytest.approx((0.05 + 0.04 + 0.07) / 3)
+    assert r["p"] == pytest.approx(stats.ttest_rel([0.75, 0.76, 0.78], [0.70, 0.72, 0.71]).pvalue)
+    assert r["p"] < 0.05 and r["verdict"] == "higher"
+    assert paired(b, a)["verdict"] == "lower"
+    # Same mean gap, but the seeds disagree in sign: no ordering is claimed.
+    noisy = paired({0: 0.80, 1: 0.66, 2: 0.79}, b)
+    assert noisy["mean"] > 0 and noisy["verdict"] == "within noise"
+    # Only the seeds both sides have are paired; one seed is never enough.
+    assert paired({0: 0.9}, b)["verdict"] == "needs >= 2 seeds"
+    assert paired({5: 0.9}, b) is None
+
+
+def test_merge_steps_keeps_the_build_time_of_a_reused_step():
+    from facecl.study.runner import merge_steps
+
+    old = [
+        {"step": "align", "seconds": 800.0, "reused": False},
+        {"step": "train a-s0", "seconds": 90.0, "reused": False},
+    ]
+    new = [
+        {"step": "align", "seconds": 1.5, "reused": True},
+        {"step": "train a-s1", "seconds": 95.0, "reused": False},
+        {"step": "train a-s0", "seconds": 88.0, "reused": False},  # rebuilt: the new time
+    ]
+    merged = {s["step"]: s for s in merge_steps(old, new)}
+    assert merged["align"]["seconds"] == 800.0 and not merged["align"]["reused"]
+    assert merged["train a-s0"]["seconds"] == 88.0 and "train a-s1" in merged
+
+
+def _fake_study(tmp_path: Path, acc: dict[str, list[float]]) -> dict:
+    runs, steps = [], [{"step": "align", "seconds": 600.0, "reused": False}]
+    for variant, values in acc.items():
+        for seed, v in enumerate(values):
+            rep = tmp_path / "verify" / f"{variant}-s{seed}-view1"
+            rep.mkdir(parents=True)
+            (rep / "report.json").write_text(
+                json.dumps({"summary": {"accuracy": v, "auc": v + 0.05}})
+            )
+            runs.append(
+                {
+                    "variant": variant,
+                    "seed": seed,
+                    "run": str(tmp_path / "runs" / variant),
+                    "view1_report": str(rep),
+                }
+            )
+            steps.append({"step": f"train {variant}-s{seed}", "seconds": 100.0, "reused": False})
+            steps.append(
+                {"step": f"verify view1 {variant}-s{seed}", "seconds": 2.0, "reused": True}
+            )
+    return {
+        "study": "fake",
+        "config": "x.toml",
+        "overlap": {"overlap_count": 0, "overlap": []},
+        "runs": runs,
+        "steps": steps,
+        "invocations": [{"seeds": [0, 1, 2], "variants": list(acc), "seconds": 1234.0}],
+        "total_seconds": 1234.0,
+    }
+
+
+def test_render_claims_and_stage_times(tmp_path):
+    doc = _fake_study(
+        tmp_path,
+        {"softmax": [0.70, 0.72, 0.71], "cl": [0.75, 0.76, 0.78], "acl": [0.80, 0.66, 0.79]},
+    )
+    md = render_markdown(doc, "cmd")
+    claim = {ln.split("|")[1].strip(): ln for ln in md.splitlines() if " vs " in ln}
+    assert (
+        "**higher**" in claim["CL beats softmax alone (ECCV Table 2, IJCV Fig. 7): cl vs softmax"]
+    )
+    assert "within noise" in claim["ACL beats CL (IJCV Table 7): acl vs cl"]
+    # Built steps only: 9 trainings of 100 s, align 600 s; the reused verifies are not counted.
+    assert "| train | 9 | 900 | 100.0 |" in md and "| align | 1 | 600 | 600.0 |" in md
+    assert "verify view1" not in md.split("## Wall time per stage")[1].split("**all")[0]
+    assert "| **all built steps** | | **1500** (25.0 min) | |" in md
+
+
+def test_report_only_regenerates_and_keeps_hand_written_notes(tmp_path, lfw_mini):
+    from facecl.study.results import NOTES_MARKER
+
+    cfg = _config(tmp_path, lfw_mini)
+    out = tmp_path / "study"
+    out.mkdir()
+    doc = _fake_study(out, {"softmax": [0.70, 0.72], "cl": [0.75, 0.76]})
+    (out / "study.json").write_text(json.dumps(doc))
+    (out / "compare").mkdir()
+    (out / "compare" / "roc_compare.png").write_bytes(b"\x89PNG fake")
+    results = tmp_path / "docs" / "results.md"
+    args = ["study", str(cfg), "-o", str(out), "--results", str(results), "--report-only"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    md = results.read_text()
+    assert "| softmax |" in md and "![ROC](results_roc.png)" in md
+    assert (tmp_path / "docs" / "results_roc.png").read_bytes() == b"\x89PNG fake"
+    results.write_text(md + "\nOur reading: the gap is the backbone.\n")
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    md2 = results.read_text()
+    assert md2.count(NOTES_MARKER) == 1 and md2.rstrip().endswith("the gap is the backbone.")
+    # No study record: a one-line error, not a traceback.
+    r = CliRunner().invoke(app, ["study", str(cfg), "-o", str(tmp_path / "none"), "--report-only"])
+    assert r.exit_code == 1 and "no readable study record" in r.stderr
