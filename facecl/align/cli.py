@@ -187,10 +187,11 @@ def _run(job, json_out: bool, what: str) -> None:
     from facecl.console import console, emit_json, progress
 
     with progress() as prog:
-        task = prog.add_task(what, total=None, unit="img")
+        # Hidden until work is known, so an up-to-date no-op draws no empty bar.
+        task = prog.add_task(what, total=None, unit="img", visible=False)
 
         def cb(done: int, total: int) -> None:
-            prog.update(task, completed=done, total=total)
+            prog.update(task, completed=done, total=total, visible=True)
 
         summary = job(cb)
     if json_out:

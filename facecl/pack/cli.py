@@ -56,11 +56,12 @@ def register(app: typer.Typer) -> None:
             seed=seed,
         )
         with progress() as bar:
-            task = bar.add_task("pack", total=None, unit="img")
+            # Hidden until a plan exists, so an up-to-date no-op draws no empty bar.
+            task = bar.add_task("pack", total=None, unit="img", visible=False)
 
             def on_plan(plan, n_todo: int) -> None:
                 total = sum(len(v) for v in plan.items.values())
-                bar.update(task, total=total)
+                bar.update(task, total=total, visible=True)
                 for e in plan.exclusions:
                     names = e["removed"]
                     shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
