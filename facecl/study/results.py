@@ -23,6 +23,14 @@ PAPER = {
 }
 
 
+def _relative(path: str) -> str:
+    """``path`` relative to the working directory when it is inside it (portable docs)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return path
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text())
@@ -89,6 +97,14 @@ CLAIMS = [
     ("sphereface-acl-gamma", "acl-gamma", "margin head + ACL-gamma beats ACL-gamma (IJCV Table 7)"),
 ]
 CLAIM_METRICS = ["view1 accuracy", "view1 auc", "blufr vr@far=0.001 (mean-std)"]
+# IJCV Table 5 / Fig. 8 on feature-to-center distances, tested on the last training batch.
+DISTANCE_CLAIMS = [
+    ("cl-rho5", "cl", "mean distance grows with rho, relative range shrinks (IJCV Table 5)"),
+    ("acl", "cl", "ACL vs CL"),
+    ("acl-gamma", "cl", "ACL-gamma vs CL"),
+    ("cl-cil", "cl", "CIL vs CL"),
+]
+DISTANCE_METRICS = ["train center_dist_mean", "train center_dist_p99/mean"]
 # Everything below this line in the results file is hand-written and kept on regeneration.
 NOTES_MARKER = "<!-- notes: hand-written below this line; kept when the table is regenerated -->"
 
@@ -137,35 +153,53 @@ def per_seed(study: dict[str, Any]) -> dict[str, dict[str, dict[int, float]]]:
     return table
 
 
-def claims_markdown(study: dict[str, Any]) -> list[str]:
-    seeds = per_seed(study)
-    lines = [
-        "## The papers' claims, tested",
-        "",
-        "Paired by seed (same seed = same initialisation and batch order): mean difference "
-        "± std over seeds, in points, and the two-sided paired t-test p. An ordering is "
-        "claimed only where p < 0.05; otherwise the cell says *within noise*.",
-        "",
-        "| claim | " + " | ".join(CLAIM_METRICS) + " |",
-        "|---|" + "---|" * len(CLAIM_METRICS),
-    ]
-    for variant, base, text in CLAIMS:
+def _claims_table(
+    seeds: dict[str, dict[str, dict[int, float]]],
+    claims: list[tuple[str, str, str]],
+    metrics: list[str],
+    scale: float,
+) -> list[str]:
+    lines = ["| claim | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
+    for variant, base, text in claims:
         if variant not in seeds or base not in seeds:
             continue
         cells = [f"{text}: {variant} vs {base}"]
-        for m in CLAIM_METRICS:
+        for m in metrics:
             r = paired(seeds[variant].get(m, {}), seeds[base].get(m, {}))
             if r is None:
                 cells.append("-")
             elif math.isnan(r["std"]):
-                cells.append(f"{100 * r['mean']:+.2f} ({r['verdict']})")
+                cells.append(f"{scale * r['mean']:+.2f} ({r['verdict']})")
             else:
                 cells.append(
-                    f"{100 * r['mean']:+.2f} ± {100 * r['std']:.2f}, p={r['p']:.3f}: "
+                    f"{scale * r['mean']:+.2f} ± {scale * r['std']:.2f}, p={r['p']:.3f}: "
                     f"**{r['verdict']}**"
                 )
         lines.append("| " + " | ".join(cells) + " |")
     return lines
+
+
+def claims_markdown(study: dict[str, Any]) -> list[str]:
+    seeds = per_seed(study)
+    for r in study["runs"]:
+        for k, v in _last_center_stats(Path(r["run"])).items():
+            seeds[r["variant"]][f"train {k}"][r["seed"]] = v
+    n_tests = len(CLAIMS) * len(CLAIM_METRICS)
+    return [
+        "## The papers' claims, tested",
+        "",
+        "Paired by seed (same seed = same initialisation and batch order): mean difference "
+        "± std over seeds, in points, and the two-sided paired t-test p. An ordering is "
+        "claimed only where p < 0.05; otherwise the cell says *within noise*. With "
+        f"{n_tests} tests below, about {0.05 * n_tests:.0f} would pass p < 0.05 by chance "
+        "alone: one isolated call is weak evidence.",
+        "",
+        *_claims_table(seeds, CLAIMS, CLAIM_METRICS, 100.0),
+        "",
+        "Feature-to-center distances (last training batch; absolute units, not points):",
+        "",
+        *_claims_table(seeds, DISTANCE_CLAIMS, DISTANCE_METRICS, 1.0),
+    ]
 
 
 def stage_times(steps: list[dict[str, Any]]) -> list[tuple[str, int, float, float]]:
@@ -195,7 +229,7 @@ def render_markdown(
         "",
         f"```\n{command}\n```",
         "",
-        f"Config: `{study['config']}`. Identity overlap DevTrain/DevTest: "
+        f"Config: `{_relative(study['config'])}`. Identity overlap DevTrain/DevTest: "
         f"{study['overlap']['overlap_count']} "
         f"({', '.join(study['overlap']['overlap']) or 'none'}).",
         "Values are mean ± std over seeds "
@@ -238,10 +272,12 @@ def render_markdown(
         total += tot
         lines.append(f"| {kind} | {n} | {tot:.0f} | {mean:.1f} |")
     lines.append(f"| **all built steps** | | **{total:.0f}** ({total / 60:.1f} min) | |")
+    if study.get("invocations"):
+        lines += ["", "Invocations that built this record (wall time of each, all steps):", ""]
     for inv in study.get("invocations", []):
         lines.append(
-            f"\nInvocation seeds {inv['seeds']}, {len(inv['variants'])} variants: "
-            f"{inv['seconds']:.0f} s wall."
+            f"- seeds {', '.join(map(str, inv['seeds']))} x {len(inv['variants'])} variants: "
+            f"{inv['seconds']:.0f} s ({len(inv.get('built', []))} steps built)"
         )
     lines += ["", NOTES_MARKER]
     if notes.strip():

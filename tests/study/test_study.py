@@ -189,13 +189,13 @@ def _fake_study(tmp_path: Path, acc: dict[str, list[float]]) -> dict:
             (rep / "report.json").write_text(
                 json.dumps({"summary": {"accuracy": v, "auc": v + 0.05}})
             )
+            run = tmp_path / "runs" / f"{variant}-s{seed}"
+            run.mkdir(parents=True)
+            if variant != "softmax":  # center statistics, as train's metrics.jsonl logs them
+                dist = {"center_dist_mean": 10 * v, "center_dist_p99": 20 * v}
+                (run / "metrics.jsonl").write_text(json.dumps({"step": 1, **dist}) + "\n")
             runs.append(
-                {
-                    "variant": variant,
-                    "seed": seed,
-                    "run": str(tmp_path / "runs" / variant),
-                    "view1_report": str(rep),
-                }
+                {"variant": variant, "seed": seed, "run": str(run), "view1_report": str(rep)}
             )
             steps.append({"step": f"train {variant}-s{seed}", "seconds": 100.0, "reused": False})
             steps.append(
@@ -223,6 +223,11 @@ def test_render_claims_and_stage_times(tmp_path):
         "**higher**" in claim["CL beats softmax alone (ECCV Table 2, IJCV Fig. 7): cl vs softmax"]
     )
     assert "within noise" in claim["ACL beats CL (IJCV Table 7): acl vs cl"]
+    # Distances: mean distance = 10 x accuracy, so acl - cl = 10 x (0.05 - 0.10 + 0.01) / 3.
+    dist = next(ln for ln in md.splitlines() if ln.startswith("| ACL vs CL: acl vs cl"))
+    assert dist.split("|")[2].strip().startswith("-0.13 ± ") and "within noise" in dist
+    # p99/mean is 2 in every run: no difference, and none claimed.
+    assert "+0.00 ± 0.00, p=1.000: **within noise**" in dist.split("|")[3]
     # Built steps only: 9 trainings of 100 s, align 600 s; the reused verifies are not counted.
     assert "| train | 9 | 900 | 100.0 |" in md and "| align | 1 | 600 | 600.0 |" in md
     assert "verify view1" not in md.split("## Wall time per stage")[1].split("**all")[0]
