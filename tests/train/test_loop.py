@@ -135,3 +135,20 @@ def test_balanced_sampler_run(pack, tmp_path):
     kw = {"sampler": "balanced", "loss": "acl-gamma", "head": "arcface", "lr": 0.001}
     _, summary, ckpt = _run(pack, tmp_path, **kw)
     assert summary["final"]["step"] == 6 and ckpt["loss_state"]["gamma"].numel() == 1
+
+
+@pytest.mark.parametrize(
+    "loss, kw",
+    [("cl", {"lam": 0.0}), ("acl", {"lam": 0.0}), ("cil", {"lam": 0.0, "gamma": 0.0})],
+)
+def test_center_terms_at_zero_weight_train_exactly_like_softmax(pack, tmp_path, loss, kw):
+    # The centers are still tracked (and updated), but with lambda = gamma = 0 nothing may
+    # reach the network: the weights must be bit-identical to softmax alone. (This is what
+    # lets the imbalanced-MNIST CIL runs of docs/toy.md differ from softmax only by the term.)
+    _, _, ref = _run(pack, tmp_path / "softmax", loss="none")
+    _, _, got = _run(pack, tmp_path / loss, loss=loss, **kw)
+    for key in ref["model"]:
+        assert torch.equal(ref["model"][key], got["model"][key]), key
+    # ... and with the weight on, the same seed trains to different weights.
+    _, _, on = _run(pack, tmp_path / f"{loss}-on", loss=loss, lam=0.5, gamma=0.5)
+    assert any(not torch.equal(ref["model"][k], on["model"][k]) for k in ref["model"])
