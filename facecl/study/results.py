@@ -67,22 +67,22 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
 
 
-def collect(study: dict[str, Any]) -> dict[str, dict[str, list[float]]]:
-    """variant -> metric -> one value per seed."""
-    table: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+def per_seed(study: dict[str, Any]) -> dict[str, dict[str, dict[int, float]]]:
+    """variant -> metric -> seed -> value: every run's reports and center stats, read once."""
+    table: dict[str, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
     for r in study["runs"]:
-        row = table[r["variant"]]
+        row, seed = table[r["variant"]], r["seed"]
         view1 = _read_json(Path(r["view1_report"]) / "report.json").get("summary", {})
         for k, v in view1.items():
             if isinstance(v, (int, float)):
-                row[f"view1 {k}"].append(float(v))
+                row[f"view1 {k}"][seed] = float(v)
         if "blufr_report" in r:
             blufr = _read_json(Path(r["blufr_report"]) / "report.json").get("summary", {})
             for k, v in blufr.items():
                 if isinstance(v, (int, float)) and "(mean-std)" in k:
-                    row[f"blufr {k}"].append(float(v))
+                    row[f"blufr {k}"][seed] = float(v)
         for k, v in _last_center_stats(Path(r["run"])).items():
-            row[f"train {k}"].append(v)
+            row[f"train {k}"][seed] = v
     return table
 
 
@@ -138,21 +138,6 @@ def paired(a: dict[int, float], b: dict[int, float], alpha: float = 0.05) -> dic
     return out
 
 
-def per_seed(study: dict[str, Any]) -> dict[str, dict[str, dict[int, float]]]:
-    """variant -> metric -> seed -> value."""
-    table: dict[str, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
-    for r in study["runs"]:
-        view1 = _read_json(Path(r["view1_report"]) / "report.json").get("summary", {})
-        blufr = {}
-        if "blufr_report" in r:
-            blufr = _read_json(Path(r["blufr_report"]) / "report.json").get("summary", {})
-        for prefix, summ in (("view1", view1), ("blufr", blufr)):
-            for k, v in summ.items():
-                if isinstance(v, (int, float)):
-                    table[r["variant"]][f"{prefix} {k}"][r["seed"]] = float(v)
-    return table
-
-
 def _claims_table(
     seeds: dict[str, dict[str, dict[int, float]]],
     claims: list[tuple[str, str, str]],
@@ -179,11 +164,8 @@ def _claims_table(
     return lines
 
 
-def claims_markdown(study: dict[str, Any]) -> list[str]:
-    seeds = per_seed(study)
-    for r in study["runs"]:
-        for k, v in _last_center_stats(Path(r["run"])).items():
-            seeds[r["variant"]][f"train {k}"][r["seed"]] = v
+def claims_markdown(seeds: dict[str, dict[str, dict[int, float]]]) -> list[str]:
+    """The claims tables from ``per_seed``'s values."""
     n_tests = len(CLAIMS) * len(CLAIM_METRICS)
     return [
         "## The papers' claims, tested",
@@ -217,7 +199,10 @@ def stage_times(steps: list[dict[str, Any]]) -> list[tuple[str, int, float, floa
 def render_markdown(
     study: dict[str, Any], command: str, notes: str = "", roc: str | None = None
 ) -> str:
-    table = collect(study)
+    seeds = per_seed(study)
+    table = {
+        v: {m: list(by_seed.values()) for m, by_seed in row.items()} for v, row in seeds.items()
+    }
     metrics: list[str] = []
     for row in table.values():
         metrics += [m for m in row if m not in metrics]
@@ -256,7 +241,7 @@ def render_markdown(
     if roc:
         caption = "Overlaid ROC curves (View 1 DevTest, the lowest seed of each variant)"
         lines += ["", f"{caption}: ![ROC]({roc})"]
-    lines += ["", *claims_markdown(study)]
+    lines += ["", *claims_markdown(seeds)]
     lines += [
         "",
         "## Wall time per stage",
