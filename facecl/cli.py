@@ -29,7 +29,7 @@ def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
         except FaceclError as e:
             if _state["verbose"]:
                 console.print_exception()
-            console.print(f"[bold red]error:[/] {e.one_line()}", highlight=False, soft_wrap=True)
+            console.print(f"[bold red]error:[/] {e.one_line()}", highlight=False)
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
             console.print("[yellow]interrupted[/]; re-run the same command to resume")

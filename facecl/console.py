@@ -17,7 +17,9 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-console = Console(stderr=True)
+# soft_wrap: a message is never broken at the console width (CI logs are 80 columns), so an
+# error or warning stays the one line a script can grep; rich renderables still fit the width.
+console = Console(stderr=True, soft_wrap=True)
 
 
 class RateColumn(TextColumn):

@@ -275,9 +275,7 @@ def _finish(
         "files": {EMBEDDINGS_FILE: sha256_file(work / EMBEDDINGS_FILE)},
     }
     if ok == 0 and n:
-        console.print(
-            f"[yellow]warning:[/] none of the {n} images could be embedded", soft_wrap=True
-        )
+        console.print(f"[yellow]warning:[/] none of the {n} images could be embedded")
     return counts, extra
 
 

@@ -81,8 +81,7 @@ def register(app: typer.Typer) -> None:
                     console.print(
                         f"[yellow]warning:[/] {len(plan.collisions)} group(s) of identity names "
                         "fold to the same name and stay separate classes, e.g. "
-                        f"{next(iter(plan.collisions.values()))}",
-                        soft_wrap=True,
+                        f"{next(iter(plan.collisions.values()))}"
                     )
 
             result = run_pack(
