@@ -33,6 +33,7 @@ import torch
 
 from facecl import __version__
 from facecl.errors import CheckpointError
+from facecl.models.input_spec import InputSpec
 
 FORMAT = "facecl.checkpoint"
 VERSION = 1  # 1: first layout
@@ -95,3 +96,21 @@ def build_backbone(ckpt: dict[str, Any]) -> torch.nn.Module:
             "the checkpoint is corrupt or was edited",
         ) from None
     return model.eval()
+
+
+def checkpoint_input_spec(ckpt: dict[str, Any]) -> InputSpec:
+    """The crop geometry and normalisation a checkpoint's model was trained on.
+
+    Checkpoints record it as ``input_spec``; one without it (written before the key existed)
+    is read as its ``input_size`` with the align template of that size, if there is one.
+    """
+    if isinstance(ckpt.get("input_spec"), dict):
+        return InputSpec.from_dict(ckpt["input_spec"])
+    h, w = (int(v) for v in ckpt["input_size"])
+    from facecl.align.transform import SIZES
+
+    for name, hw in SIZES.items():
+        if hw == (h, w):
+            return InputSpec.for_template(name)
+    channels = int(ckpt.get("arch_kwargs", {}).get("in_channels", 3))
+    return InputSpec(size=(h, w), channels=channels, color="RGB" if channels == 3 else "L")
