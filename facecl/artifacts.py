@@ -256,32 +256,52 @@ def read_manifest(path: str | os.PathLike, stage: str | None = None) -> Manifest
     return Manifest(**{k: v for k, v in raw.items() if k in fields})
 
 
-def lineage(path: str | os.PathLike, _seen: set[str] | None = None) -> dict[str, Any]:
-    """The manifest of ``path`` and, recursively, of each artifact among its inputs."""
-    seen = _seen if _seen is not None else set()
-    p = Path(path).resolve()
+def lineage(path: str | os.PathLike) -> dict[str, Any]:
+    """The manifest of ``path`` and, recursively, of each artifact among its inputs.
+
+    Each node: ``path``, ``stage``, ``schema``, ``status``, ``created``, ``counts`` and
+    ``inputs``. An input keeps its manifest reference (``path``, ``sha256``, ``kind``, and
+    ``role`` where the stage gave one); an artifact input is expanded into its own node, with
+    ``changed_since`` (its manifest is no longer the one referenced) or ``missing``. An
+    artifact reached along two paths (the same align behind the training pack and the
+    evaluation embeddings) is expanded on both; a cycle is cut with ``cycle: true``.
+    """
+    return _lineage(Path(path).resolve(), (), {})
+
+
+def _lineage(
+    p: Path, ancestors: tuple[str, ...], memo: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
+    key = str(p)
+    if key in memo:
+        return memo[key]
     m = read_manifest(p)
     node: dict[str, Any] = {
-        "path": str(p),
+        "path": key,
+        "stage": m.stage,
         "schema": m.schema,
         "status": m.status,
         "created": m.created,
         "counts": m.counts,
         "inputs": [],
     }
-    seen.add(str(p))
     for inp in m.inputs:
         child: dict[str, Any] = dict(inp)
         ip = Path(inp["path"])
-        if inp.get("kind") == "artifact" and str(ip) not in seen:
-            if is_artifact(ip):
-                current = sha256_file(ip / MANIFEST)
-                sub = lineage(ip, seen)
-                sub["changed_since"] = current != inp["sha256"]
-                child = {**child, **sub}
+        if inp.get("kind") == "artifact":
+            if str(ip) in ancestors or str(ip) == key:
+                child["cycle"] = True
+            elif is_artifact(ip):
+                sub = _lineage(ip, (*ancestors, key), memo)
+                child = {
+                    **child,
+                    **sub,
+                    "changed_since": sha256_file(ip / MANIFEST) != inp["sha256"],
+                }
             else:
                 child["missing"] = True
         node["inputs"].append(child)
+    memo[key] = node
     return node
 
 

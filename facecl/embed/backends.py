@@ -5,6 +5,7 @@ with the same :mod:`facecl.embed.features` preprocessing and fusion.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,8 +14,9 @@ from typing import Any
 import numpy as np
 
 from facecl.artifacts import read_manifest, sha256_file, sha256_json
-from facecl.embed.features import NORMALISATION, fused_dim, preprocess, uses_flip
+from facecl.embed.features import fused_dim, preprocess, uses_flip
 from facecl.errors import CheckpointError, ConfigError, UsageError
+from facecl.models.input_spec import InputSpec
 
 ONNX_SUFFIXES = {".onnx"}
 
@@ -61,7 +63,7 @@ class Backend:
     model: ModelFile
     arch: str
     feature_dim: int  # FC1 size of the backbone
-    input_size: tuple[int, int]  # (H, W)
+    spec: InputSpec  # the crop geometry and normalisation the model was trained on
     fusion: str
     l2: bool
     name: str = ""
@@ -74,6 +76,11 @@ class Backend:
     def dim(self) -> int:
         return fused_dim(self.feature_dim, self.fusion)
 
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(H, W) of the model's input crops."""
+        return self.spec.size
+
     def describe(self) -> dict[str, Any]:
         return {
             "backend": self.name,
@@ -83,10 +90,11 @@ class Backend:
             "arch": self.arch,
             "feature_dim": self.feature_dim,
             "input_size": list(self.input_size),
+            "input_spec": self.spec.to_dict(),
             "dim": self.dim,
             "fusion": self.fusion,
             "l2": self.l2,
-            "normalisation": NORMALISATION,
+            "normalisation": self.spec.normalisation,
             "device": self.device,
             "dtype": self.dtype,
             "train_config_sha256": self.train_config_sha256,
@@ -113,7 +121,7 @@ class TorchBackend(Backend):
     ):
         import torch
 
-        from facecl.train.checkpoint import build_backbone, load_checkpoint
+        from facecl.train.checkpoint import build_backbone, checkpoint_input_spec, load_checkpoint
 
         ckpt = load_checkpoint(model.path)
         missing = [k for k in ("arch", "model", "feature_dim", "input_size") if k not in ckpt]
@@ -122,13 +130,21 @@ class TorchBackend(Backend):
                 f"{model.path} lacks {', '.join(missing)}", "pass a checkpoint from facecl train"
             )
         net = build_backbone(ckpt)
+        spec = checkpoint_input_spec(ckpt)
+        net_size = tuple(int(v) for v in getattr(net, "input_size", spec.size))
+        if net_size != spec.size:
+            raise CheckpointError(
+                f"{model.path} records {spec.size_text} inputs, its backbone takes "
+                f"{net_size[0]}x{net_size[1]}",
+                "the checkpoint is corrupt or was edited",
+            )
         dev = resolve_device(device)
         half = fp16 and dev == "cuda"
         super().__init__(
             model=model,
             arch=str(ckpt["arch"]),
             feature_dim=int(getattr(net, "feature_dim", ckpt["feature_dim"])),
-            input_size=tuple(int(v) for v in getattr(net, "input_size", ckpt["input_size"])),
+            spec=spec,
             fusion=fusion,
             l2=l2,
             name="torch",
@@ -143,7 +159,7 @@ class TorchBackend(Backend):
         from facecl.embed.features import flip_features, l2_normalize
 
         torch = self._torch
-        x = torch.from_numpy(preprocess(images)).to(self.device)  # (B,3,H,W)
+        x = torch.from_numpy(preprocess(images, self.spec)).to(self.device)  # (B,3,H,W)
         if self.dtype == "float16":
             x = x.half()
         with torch.inference_mode():
@@ -178,19 +194,12 @@ class OnnxBackend(Backend):
                 "re-create it with 'facecl export'",
             ) from None
         meta = self.session.get_modelmeta().custom_metadata_map
-        inp = self.session.get_inputs()[0]
-        self.input_name = inp.name
+        self.input_name = self.session.get_inputs()[0].name
+        spec = onnx_input_spec(self.session, model.path)
         try:
-            h, w = (int(v) for v in meta["input_size"].split("x"))
             baked = meta.get("fusion", "none")
             raw_dim = int(meta["output_dim"])
         except (KeyError, ValueError):
-            if not isinstance(inp.shape[2], int) or not isinstance(inp.shape[3], int):
-                raise CheckpointError(
-                    f"{model.path} has no facecl metadata and no fixed input size",
-                    "export it with 'facecl export'",
-                ) from None
-            h, w = int(inp.shape[2]), int(inp.shape[3])
             baked, raw_dim = "none", int(self.session.get_outputs()[0].shape[1])
         if baked != "none" and fusion != baked:
             raise UsageError(
@@ -204,7 +213,7 @@ class OnnxBackend(Backend):
             model=model,
             arch=meta.get("arch", "unknown"),
             feature_dim=feature_dim,
-            input_size=(h, w),
+            spec=spec,
             fusion=fusion,
             l2=l2,
             name="onnxruntime",
@@ -221,7 +230,7 @@ class OnnxBackend(Backend):
 
         from facecl.embed.features import fuse, l2_normalize
 
-        x = preprocess(images)  # (B,3,H,W)
+        x = preprocess(images, self.spec)  # (B,3,H,W)
         if self.baked != "none":
             out = torch.from_numpy(self._run(x))
         elif uses_flip(self.fusion):
@@ -233,6 +242,39 @@ class OnnxBackend(Backend):
         if self.l2:
             out = l2_normalize(out)
         return out.numpy().astype(np.float32, copy=False)
+
+
+def onnx_input_spec(session: Any, path: Path) -> InputSpec:
+    """The InputSpec of an ONNX model: its ``input_spec`` metadata (``facecl export``); for
+    older exports ``input_size``/``mean``/``scale``, or the graph's fixed input shape."""
+    import json
+
+    from facecl.train.checkpoint import checkpoint_input_spec
+
+    meta = session.get_modelmeta().custom_metadata_map
+    try:
+        if "input_spec" in meta:
+            return InputSpec.from_dict(json.loads(meta["input_spec"]))
+    except (ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(
+            f"{path} has unreadable input_spec metadata ({e})", "re-create it with 'facecl export'"
+        ) from None
+    shape = session.get_inputs()[0].shape  # (N, C, H, W)
+    channels = shape[1] if isinstance(shape[1], int) else 3
+    try:
+        h, w = (int(v) for v in meta["input_size"].split("x"))
+    except (KeyError, ValueError):
+        if not isinstance(shape[2], int) or not isinstance(shape[3], int):
+            raise CheckpointError(
+                f"{path} has no facecl metadata and no fixed input size",
+                "export it with 'facecl export'",
+            ) from None
+        h, w = int(shape[2]), int(shape[3])
+    # The geometry of an input size, as for a checkpoint written before specs were recorded.
+    spec = checkpoint_input_spec({"input_size": [h, w], "arch_kwargs": {"in_channels": channels}})
+    if "mean" in meta and "scale" in meta:
+        spec = dataclasses.replace(spec, mean=float(meta["mean"]), scale=float(meta["scale"]))
+    return spec
 
 
 def load_backend(

@@ -2,16 +2,20 @@
 
 Output: ``model.onnx`` (written to a temp file and moved into place with ``os.replace``) and
 a sidecar ``model.onnx.json`` shaped like a facecl manifest (schema ``facecl.export/1``:
-config, inputs, fingerprint, and in ``extra`` the parity report and the ONNX file's sha256).
-Re-running with the same checkpoint and config is a no-op; a different one needs ``--force``.
+config, inputs (the train run as an artifact and the checkpoint file, see
+:mod:`facecl.embed.model_ref`), fingerprint, and in ``extra`` the parity report, the input
+spec and the ONNX file's sha256). Re-running with the same checkpoint and config is a no-op;
+a different one needs ``--force``.
 
-The graph: input ``input`` float32 (N, 3, H, W) = RGB ``(x - 127.5) / 128``, output
-``features`` float32 (N, D) (FC1), or (N, D') with the flip fusion baked in
-(``--with-flip``). The batch dimension is dynamic. ``metadata_props`` (all strings):
-``facecl_version``, ``arch``, ``input_size`` ("112x96", HxW), ``input_layout`` ("NCHW"),
-``color`` ("RGB"), ``normalisation``, ``mean`` ("127.5"), ``scale`` ("128"),
-``feature_dim`` (FC1 size), ``output_dim``, ``fusion`` ("none" or the baked fusion),
-``opset``, ``checkpoint_sha256``, ``train_config_sha256``.
+The graph: input ``input`` float32 (N, 3, H, W) = RGB ``(x - mean) / scale`` of the model's
+:class:`~facecl.models.input_spec.InputSpec`, output ``features`` float32 (N, D) (FC1), or
+(N, D') with the flip fusion baked in (``--with-flip``). The batch dimension is dynamic.
+``metadata_props`` (all strings): ``input_spec`` (the InputSpec as JSON: size, template,
+landmarks, color, channels, mean, scale), ``facecl_version``, ``arch``, ``input_size``
+("112x96", HxW), ``input_layout`` ("NCHW"), and derived from the spec ``color`` ("RGB"),
+``normalisation``, ``mean`` ("127.5"), ``scale`` ("128"); ``feature_dim`` (FC1 size),
+``output_dim``, ``fusion`` ("none" or the baked fusion), ``opset``, ``checkpoint_sha256``,
+``train_config_sha256``.
 
 Before the file is moved into place it is checked: onnxruntime and torch (float32, CPU) run
 the same real aligned faces (the bundled ones in ``facecl/embed/faces/`` unless
@@ -21,6 +25,7 @@ the same real aligned faces (the bundled ones in ``facecl/embed/faces/`` unless
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import os
 import tempfile
 import warnings
@@ -42,24 +47,15 @@ from facecl.artifacts import (
 )
 from facecl.embed.backends import resolve_model
 from facecl.embed.config import ExportConfig
-from facecl.embed.features import (
-    MEAN,
-    NORMALISATION,
-    SCALE,
-    FlipFusion,
-    fused_dim,
-    preprocess,
-)
+from facecl.embed.features import FlipFusion, fused_dim, preprocess
+from facecl.embed.model_ref import model_inputs, read_sidecar, sidecar_path
 from facecl.embed.sources import open_source
 from facecl.errors import ArtifactError, CheckpointError, InputError
+from facecl.models.input_spec import LAYOUT, InputSpec
 
 BUNDLED_FACES = Path(__file__).resolve().parent / "faces"
 INPUT_NAME = "input"
 OUTPUT_NAME = "features"
-
-
-def sidecar_path(onnx_path: Path) -> Path:
-    return onnx_path.with_name(onnx_path.name + ".json")
 
 
 def load_faces(path: str | os.PathLike | None, size: tuple[int, int], limit: int) -> np.ndarray:
@@ -97,7 +93,7 @@ def run_export(
     force: bool = False,
 ) -> dict[str, Any]:
     """Export the backbone of ``run`` (a train run directory or .pt) to ``out`` (.onnx)."""
-    from facecl.train.checkpoint import build_backbone, load_checkpoint
+    from facecl.train.checkpoint import build_backbone, checkpoint_input_spec, load_checkpoint
 
     model_file = resolve_model(run)
     if model_file.kind != "checkpoint":
@@ -106,7 +102,7 @@ def run_export(
         )
     out = Path(out).resolve()
     side = sidecar_path(out)
-    inputs = [model_file.ref()]
+    inputs = model_inputs(model_file)
     if verify_on is not None:
         inputs.append(input_ref(verify_on))
     fp = fingerprint("export", config_dict(config), inputs)
@@ -114,7 +110,7 @@ def run_export(
         if out.is_dir():
             raise ArtifactError(f"output {out} is a directory", "pass a file name like model.onnx")
         if not force:
-            prev = _read_sidecar(side)
+            prev = read_sidecar(side)
             if prev.get("fingerprint") == fp and prev.get("extra", {}).get(
                 "onnx_sha256"
             ) == sha256_file(out):
@@ -130,20 +126,16 @@ def run_export(
         if key not in ckpt:
             raise CheckpointError(f"{model_file.path} lacks {key!r}", "pass a facecl checkpoint")
     backbone = build_backbone(ckpt).float()
-    h, w = (int(v) for v in getattr(backbone, "input_size", ckpt["input_size"]))
+    spec = checkpoint_input_spec(ckpt)
+    h, w = spec.size
     feature_dim = int(getattr(backbone, "feature_dim", ckpt["feature_dim"]))
     fusion = config.baked_fusion
     module = FlipFusion(backbone, fusion).eval() if config.with_flip else backbone
     out_dim = fused_dim(feature_dim, fusion)
     meta = {
+        **spec_metadata(spec),
         "facecl_version": __version__,
         "arch": str(ckpt["arch"]),
-        "input_size": f"{h}x{w}",
-        "input_layout": "NCHW",
-        "color": "RGB",
-        "normalisation": NORMALISATION,
-        "mean": str(MEAN),
-        "scale": str(SCALE),
         "feature_dim": str(feature_dim),
         "output_dim": str(out_dim),
         "fusion": fusion,
@@ -159,7 +151,7 @@ def run_export(
     try:
         _export_onnx(module, (h, w), tmp, config.opset)
         _finish_model(tmp, meta)
-        report = _check_parity(module, tmp, faces, config.min_parity)
+        report = _check_parity(module, tmp, faces, config.min_parity, spec)
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -182,19 +174,29 @@ def run_export(
         counts={"processed": 1, "written": 1, "skipped": {}},
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         fingerprint=fp,
-        extra={"onnx_sha256": sha256_file(out), "metadata": meta, "report": report},
+        extra={
+            "onnx_sha256": sha256_file(out),
+            "input_spec": spec.to_dict(),
+            "metadata": meta,
+            "report": report,
+        },
     )
     atomic_write_json(side, manifest.to_dict())
     return report
 
 
-def _read_sidecar(side: Path) -> dict[str, Any]:
-    import json
-
-    try:
-        return json.loads(side.read_text()) if side.is_file() else {}
-    except ValueError:
-        return {}
+def spec_metadata(spec: InputSpec) -> dict[str, str]:
+    """The ONNX metadata_props of an input spec: ``input_spec`` (JSON) and the flat keys
+    older readers (and people) use, all derived from it."""
+    return {
+        "input_spec": json.dumps(spec.to_dict(), sort_keys=True),
+        "input_size": spec.size_text,
+        "input_layout": LAYOUT,
+        "color": spec.color,
+        "normalisation": spec.normalisation,
+        "mean": f"{spec.mean:g}",
+        "scale": f"{spec.scale:g}",
+    }
 
 
 def _export_onnx(module: Any, size: tuple[int, int], path: str, opset: int) -> None:
@@ -231,12 +233,14 @@ def _finish_model(path: str, meta: dict[str, str]) -> None:
     onnx.save(model, path)
 
 
-def _check_parity(module: Any, path: str, faces: np.ndarray, min_parity: float) -> dict[str, Any]:
+def _check_parity(
+    module: Any, path: str, faces: np.ndarray, min_parity: float, spec: InputSpec | None = None
+) -> dict[str, Any]:
     """torch (float32, CPU) vs onnxruntime on ``faces`` (N,H,W,3), whole batch and batch 1."""
     import onnxruntime as ort
     import torch
 
-    x = preprocess(faces)  # (N,3,H,W)
+    x = preprocess(faces, spec)  # (N,3,H,W)
     with torch.inference_mode():
         ref = module(torch.from_numpy(x)).numpy()  # (N,D)
     sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])

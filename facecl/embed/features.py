@@ -5,7 +5,8 @@ the original image and of its horizontally flipped version" as the face represen
 module holds that computation, independent of files and backends:
 
 * :func:`preprocess` turns uint8 RGB crops ``(B, H, W, 3)`` into the network input
-  ``(B, 3, H, W)`` float32, ``(x - 127.5) / 128`` (numpy, shared by the torch and ONNX paths).
+  ``(B, 3, H, W)`` float32, ``(x - mean) / scale`` with the model's
+  :class:`~facecl.models.input_spec.InputSpec` (numpy, shared by the torch and ONNX paths).
 * ``FUSIONS`` names how the two FC1 vectors ``a`` (image) and ``b`` (flip) become one:
   ``concat`` ``[a, b]`` (2D, the papers' default), ``sum`` ``a + b``, ``mean`` ``(a + b) / 2``,
   ``none`` ``a`` (no flip pass at all).
@@ -21,11 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from facecl.models.input_spec import InputSpec, normalise
 from facecl.registry import Registry
-
-MEAN = 127.5
-SCALE = 128.0
-NORMALISATION = "(x - 127.5) / 128, RGB, NCHW"
 
 FusionFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 FUSIONS: Registry[FusionFn] = Registry("fusion")
@@ -63,12 +61,12 @@ def fused_dim(feature_dim: int, fusion: str) -> int:
     return 2 * feature_dim if fusion == "concat" else feature_dim
 
 
-def preprocess(images: np.ndarray) -> np.ndarray:
-    """uint8 RGB ``(B, H, W, 3)`` -> float32 ``(B, 3, H, W)``, ``(x - 127.5) / 128``."""
+def preprocess(images: np.ndarray, spec: InputSpec | None = None) -> np.ndarray:
+    """uint8 RGB ``(B, H, W, 3)`` -> float32 ``(B, 3, H, W)``, ``(x - mean) / scale`` of
+    ``spec`` (``facecl.models.input_spec.MEAN``/``SCALE`` without one)."""
     if images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"expected (B, H, W, 3) RGB images, got shape {images.shape}")
-    x = images.astype(np.float32).transpose(0, 3, 1, 2)  # (B,3,H,W)
-    return np.ascontiguousarray((x - MEAN) / SCALE, dtype=np.float32)
+    return spec.normalise(images) if spec is not None else normalise(images)
 
 
 def fuse(a: torch.Tensor, b: torch.Tensor | None, fusion: str) -> torch.Tensor:

@@ -20,9 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from facecl.artifacts import input_ref, is_artifact, read_manifest, sha256_json
-from facecl.errors import InputError, NotBuiltError
+from facecl.embed.artifact import OK
+from facecl.errors import InputError, UsageError
+from facecl.models.input_spec import InputSpec
 
-OK = "ok"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm"}
 LIST_SUFFIXES = {".txt", ".lst", ".list"}
 FACES_CSV = "faces.csv"
@@ -92,8 +93,14 @@ def key_for(identity: str, stem: str) -> str:
 # --------------------------------------------------------------------------- sources
 
 
-def open_source(path: str | os.PathLike, assume_aligned: bool = False) -> Source:
-    """The input of ``facecl embed``: align artifact, pack artifact, image folder/list/file."""
+def open_source(
+    path: str | os.PathLike, assume_aligned: bool = False, spec: InputSpec | None = None
+) -> Source:
+    """The input of ``facecl embed``: align artifact, pack artifact, image folder/list/file.
+
+    Raw photos (not ``assume_aligned``) are aligned with the geometry of ``spec``, the
+    model's input (its crop template); without a spec, with facecl's default template.
+    """
     p = Path(path)
     if is_artifact(p):
         m = read_manifest(p)
@@ -108,7 +115,7 @@ def open_source(path: str | os.PathLike, assume_aligned: bool = False) -> Source
     if Path(str(p) + ".partial").is_dir() and not p.exists():
         read_manifest(p)  # raises the "incomplete artifact" error
     if p.is_dir() or (p.is_file() and p.suffix.lower() in LIST_SUFFIXES | IMAGE_SUFFIXES):
-        return image_source(p, assume_aligned)
+        return image_source(p, assume_aligned, spec)
     if not p.exists():
         raise InputError(f"input not found: {p}", "pass an align/pack artifact or images")
     raise InputError(
@@ -212,9 +219,9 @@ def list_images(path: Path) -> list[Path]:
     return out
 
 
-def image_source(path: Path, assume_aligned: bool) -> Source:
-    """Plain photos (aligned here with facecl's align code) or, with ``assume_aligned``,
-    ready crops. Identity = the image's folder name."""
+def image_source(path: Path, assume_aligned: bool, spec: InputSpec | None = None) -> Source:
+    """Plain photos (aligned here with facecl's align code, in ``spec``'s geometry) or, with
+    ``assume_aligned``, ready crops. Identity = the image's folder name."""
     files = list_images(path)
     if not files:
         raise InputError(
@@ -237,30 +244,41 @@ def image_source(path: Path, assume_aligned: bool) -> Source:
 
         return Source("images", items, ref, images, {"aligned_here": False})
 
-    align = _aligner()
+    template = align_template(spec, path)
+    align = _aligner(template)
 
     def aligned(start: int) -> Iterator[ImageOrReason]:
         for b in range(start, len(files), ALIGN_BATCH):
             yield from align(files[b : b + ALIGN_BATCH])
 
-    return Source("images", items, ref, aligned, {"aligned_here": True})
+    return Source("images", items, ref, aligned, {"aligned_here": True, "align_size": template})
 
 
 ALIGN_BATCH = 64  # photos aligned per call (bounded memory; a resumed run re-aligns at most this)
 
 
-def _aligner() -> Callable[[list[Path]], list[ImageOrReason]]:
-    """Photos -> crops with the align stage's code and its default config (the same crops
-    'facecl align' writes), or the reason there is none."""
-    try:
-        from facecl.align.config import AlignConfig, AlignRuntime
-        from facecl.align.stage import Aligner, align_images
-    except ImportError:
-        raise NotBuiltError(
-            "embedding raw photos needs 'facecl align', which is not built yet",
-            "pass an align artifact, or --aligned for folders of ready 112x96 crops",
-        ) from None
-    cfg, runtime = AlignConfig(), AlignRuntime()
+def align_template(spec: InputSpec | None, path: Path) -> str:
+    """The align crop template raw photos are aligned with for a model of input ``spec``."""
+    from facecl.align.config import AlignConfig
+
+    if spec is None:
+        return AlignConfig().size
+    if not spec.template:
+        raise UsageError(
+            f"cannot embed the raw photos {path}: the model takes {spec.size_text} inputs "
+            "that are not aligned faces (no crop template)",
+            f"pass ready {spec.size_text} crops with --aligned, or an align/pack artifact",
+        )
+    return spec.template
+
+
+def _aligner(template: str) -> Callable[[list[Path]], list[ImageOrReason]]:
+    """Photos -> crops of ``template`` with the align stage's code and config (the same
+    crops 'facecl align --size TEMPLATE' writes), or the reason there is none."""
+    from facecl.align.config import AlignConfig, AlignRuntime
+    from facecl.align.stage import Aligner, align_images
+
+    cfg, runtime = AlignConfig(size=template), AlignRuntime()
     detector = Aligner(cfg, runtime).detector  # built once, shared by every call
 
     def align(paths: list[Path]) -> list[ImageOrReason]:

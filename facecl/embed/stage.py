@@ -1,10 +1,9 @@
 """``run_embed``: a model and a set of faces -> an embeddings artifact.
 
-Layout of the artifact (schema ``facecl.embed/1``)::
-
-    EMB/
-      manifest.json   model sha256/arch/backend, fusion, l2, normalisation, counts
-      embeddings.h5   embeddings float32 (N, D'), keys, paths, identities, status (utf-8)
+The artifact's layout (file name, datasets, writer, reader) is :mod:`facecl.embed.artifact`;
+its manifest's inputs are the model reference (:mod:`facecl.embed.model_ref`: the train run as
+an artifact, and the model file) and the input (align/pack artifact, or the photos). Raw
+photos are aligned with the model's own crop geometry (its :class:`InputSpec`).
 
 Every input item has a row; an item without a face, missing or unreadable keeps a NaN vector
 and its reason in ``status``. Work is written in chunks of ``chunk_batches`` batches to
@@ -17,7 +16,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,11 +26,13 @@ import numpy as np
 
 from facecl.artifacts import Manifest, StageOutput, atomic_open, sha256_file
 from facecl.console import console, progress
+from facecl.embed.artifact import OK, STAGE, write_embeddings
 from facecl.embed.backends import Backend, ModelFile, load_backend, resolve_model
 from facecl.embed.config import EmbedConfig
-from facecl.embed.sources import OK, Source, open_source
+from facecl.embed.model_ref import model_inputs
+from facecl.embed.sources import Source, open_source
+from facecl.errors import InputError
 
-EMBEDDINGS_FILE = "embeddings.h5"
 CHUNKS = "chunks"
 # Test hook: seconds to sleep after each written chunk, so a test can kill a run mid-way.
 _CHUNK_DELAY_ENV = "FACECL_EMBED_CHUNK_DELAY"
@@ -76,15 +76,19 @@ def run_embed(
     force: bool = False,
     show_progress: bool = True,
 ) -> EmbedResult:
-    """Embed every face of ``input_path`` with ``model`` into the artifact ``out``."""
+    """Embed every face of ``input_path`` with ``model`` into the artifact ``out``.
+
+    Raises ``InputError`` (exit 1; nothing is written) when not one item could be embedded.
+    """
     t0 = time.perf_counter()
     model_file = resolve_model(model)
-    source = open_source(input_path, config.assume_aligned)
-    so = StageOutput(out, "embed", config, [model_file.ref(), source.ref], force=force)
+    # The backend first: its InputSpec decides how raw photos are aligned.
+    backend = load_backend(model_file, config.fusion, config.l2, config.device, config.fp16)
+    source = open_source(input_path, config.assume_aligned, backend.spec)
+    so = StageOutput(out, STAGE, config, [*model_inputs(model_file), source.ref], force=force)
     if so.up_to_date:
         assert so.existing is not None
         return EmbedResult(so.path, so.existing, True, 0, time.perf_counter() - t0, 0.0)
-    backend = load_backend(model_file, config.fusion, config.l2, config.device, config.fp16)
     work = so.begin()
     chunk_dir = work / CHUNKS
     chunk_dir.mkdir(exist_ok=True)
@@ -253,8 +257,13 @@ def _finish(
     status = [
         it.status if it.status != OK else s for it, s in zip(source.items, status, strict=True)
     ]
-    write_embeddings(
-        work / EMBEDDINGS_FILE,
+    skipped = reason_counts(status)
+    ok = n - sum(skipped.values())
+    if ok == 0:
+        shutil.rmtree(work)  # nothing usable: no artifact, and no partial one to resume
+        raise InputError(no_face_message(n, skipped), no_face_hint(skipped, backend))
+    written = write_embeddings(
+        work,
         vectors,
         keys=[i.key for i in source.items],
         paths=[i.path for i in source.items],
@@ -262,52 +271,41 @@ def _finish(
         status=status,
     )
     shutil.rmtree(chunk_dir)
-    skipped: dict[str, int] = {}
-    for s in status:
-        if s != OK:
-            skipped[s] = skipped.get(s, 0) + 1
-    ok = n - sum(skipped.values())
     counts = {"processed": n, "written": ok, "failed": n - ok, "skipped": skipped}
     extra = {
         **backend.describe(),
         "input_kind": source.kind,
         **source.notes,
-        "files": {EMBEDDINGS_FILE: sha256_file(work / EMBEDDINGS_FILE)},
+        "files": {written.name: sha256_file(written)},
     }
-    if ok == 0 and n:
-        console.print(f"[yellow]warning:[/] none of the {n} images could be embedded")
     return counts, extra
 
 
-def write_embeddings(
-    path: Path,
-    vectors: np.ndarray,
-    *,
-    keys: list[str],
-    paths: list[str],
-    identities: list[str],
-    status: list[str],
-) -> None:
-    """The ``embeddings.h5`` contract, written to a temp file and moved into place."""
-    import h5py
-
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.create_dataset("embeddings", data=np.asarray(vectors, dtype=np.float32))
-            text = h5py.string_dtype("utf-8")
-            for name, values in (
-                ("keys", keys),
-                ("paths", paths),
-                ("identities", identities),
-                ("status", status),
-            ):
-                f.create_dataset(name, data=np.array(values, dtype=object), dtype=text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def reason_counts(status: list[str]) -> dict[str, int]:
+    """How many rows failed for each reason (rows that are ``ok`` are not counted)."""
+    skipped: dict[str, int] = {}
+    for s in status:
+        if s != OK:
+            skipped[s] = skipped.get(s, 0) + 1
+    return skipped
 
 
-__all__ = ["EmbedResult", "ModelFile", "run_embed", "write_embeddings", "resolve_model"]
+def no_face_message(n: int, skipped: dict[str, int]) -> str:
+    """One line: ``no face embedded: 12 of 12 inputs failed (no face: 10; crop is ...: 2)``."""
+    if n == 0:
+        return "no face embedded: the input has no items"
+    reasons = "; ".join(f"{r}: {c}" for r, c in sorted(skipped.items(), key=lambda kv: -kv[1]))
+    return f"no face embedded: {n} of {n} inputs failed ({reasons})"
+
+
+def no_face_hint(skipped: dict[str, int], backend: Backend) -> str:
+    if any(r.startswith("crop is ") for r in skipped):
+        return (
+            f"the model takes {backend.spec.size_text} crops: align with "
+            f"'facecl align --size {backend.spec.template or backend.spec.size_text}', "
+            "or pass the raw photos"
+        )
+    return "check the input images (faces visible, files readable)"
+
+
+__all__ = ["EmbedResult", "ModelFile", "run_embed", "resolve_model"]

@@ -33,7 +33,8 @@ def register(app: typer.Typer) -> None:
             console.print(f"[green]verified[/] {checked['files']} file(s) against the manifest")
 
 
-def render_tree(node: dict[str, Any], config: dict[str, Any], extra: dict[str, Any]):
+def render_tree(node: dict[str, Any], config: dict[str, Any], extra: dict[str, Any]) -> Any:
+    """The manifest (config, counts, short extra values) and the lineage as a rich Tree."""
     from rich.tree import Tree
 
     root = Tree(_label(node))
@@ -58,10 +59,11 @@ def render_tree(node: dict[str, Any], config: dict[str, Any], extra: dict[str, A
 
 
 def _label(node: dict[str, Any]) -> str:
-    return f"[bold cyan]{node.get('schema', node.get('kind', '?'))}[/] {node['path']}"
+    role = f" [dim]({node['role']})[/]" if node.get("role") else ""
+    return f"[bold cyan]{node.get('schema', node.get('kind', '?'))}[/] {node['path']}{role}"
 
 
-def _add_mapping(tree, mapping: dict[str, Any]) -> None:
+def _add_mapping(tree: Any, mapping: dict[str, Any]) -> None:
     for k, v in sorted(mapping.items()):
         if isinstance(v, dict):
             _add_mapping(tree.add(str(k)), v)
@@ -69,12 +71,16 @@ def _add_mapping(tree, mapping: dict[str, Any]) -> None:
             tree.add(f"{k}: {v}")
 
 
-def _add_inputs(tree, node: dict[str, Any]) -> None:
+def _add_inputs(tree: Any, node: dict[str, Any]) -> None:
+    """Each input of ``node``: an artifact as a subtree (down to the raw data), else one line."""
     for inp in node.get("inputs", []):
         if "schema" in inp:
             flag = " [yellow](changed since)[/]" if inp.get("changed_since") else ""
             child = tree.add(_label(inp) + flag)
             _add_inputs(child, inp)
         else:
+            role = f" [dim]({inp['role']})[/]" if inp.get("role") else ""
             miss = " [red](missing)[/]" if inp.get("missing") else ""
-            tree.add(f"{inp.get('kind', 'file')} {inp['path']} sha256:{inp['sha256'][:12]}{miss}")
+            miss += " [red](cycle)[/]" if inp.get("cycle") else ""
+            sha = str(inp.get("sha256", ""))[:12]
+            tree.add(f"{inp.get('kind', 'file')} {inp['path']}{role} sha256:{sha}{miss}")

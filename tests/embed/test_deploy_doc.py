@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from facecl.cli import app
+from facecl.embed.artifact import EMBEDDINGS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,7 +37,7 @@ def test_deploy_snippet_matches_facecl_embed(tmp_path, tiny_ckpt, crops, with_fl
         app, ["embed", str(tiny_ckpt), str(crops), "--aligned", "-o", str(tmp_path / "e")]
     )
     assert r.exit_code == 0, r.output
-    with h5py.File(tmp_path / "e" / "embeddings.h5", "r") as f:
+    with h5py.File(tmp_path / "e" / EMBEDDINGS, "r") as f:
         want, paths = f["embeddings"][()], list(f["paths"].asstr()[()])
     ns = {"MODEL": str(model), "IMAGES": paths}
     with contextlib.redirect_stdout(io.StringIO()):

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from facecl.artifacts import StageOutput, read_manifest, sha256_file
 from facecl.cli import app
+from facecl.embed.artifact import EMBEDDINGS
 from facecl.embed.features import preprocess
 from facecl.embed.sources import read_rgb
 from facecl.train.checkpoint import save_checkpoint
@@ -27,7 +28,7 @@ def embed(*args):
 
 
 def read_h5(path):
-    with h5py.File(path / "embeddings.h5", "r") as f:
+    with h5py.File(path / EMBEDDINGS, "r") as f:
         return {k: f[k][()] for k in f}
 
 
@@ -66,7 +67,7 @@ def test_align_artifact_shape_dtype_keys_and_failures(tmp_path, tiny_ckpt, align
     assert m.extra["arch"] == "tiny" and m.extra["normalisation"].startswith("(x - 127.5) / 128")
     assert m.config["fusion"] == "concat" and m.config["l2"] is False
     assert m.counts["skipped"] == {"no face": 1, "missing file": 1, "unreadable image": 1}
-    assert m.extra["files"]["embeddings.h5"] == sha256_file(out / "embeddings.h5")
+    assert m.extra["files"][EMBEDDINGS] == sha256_file(out / EMBEDDINGS)
     # verify's reader accepts it and sees the failures.
     e = load_embeddings(out)
     assert e.dim == 32 and int(e.ok.sum()) == len(FACES)

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from facecl.artifacts import read_manifest, sha256_file
 from facecl.cli import app
+from facecl.embed.artifact import EMBEDDINGS
 
 from .conftest import FACES, make_align_artifact
 
@@ -54,8 +55,8 @@ def test_train_run_embeds_and_exports(tmp_path, crops):
     assert rep["parity_min_cosine"] >= 0.9999
     ok("embed", "--onnx", tmp_path / "m.onnx", aligned, "-o", tmp_path / "emb_onnx")
     with (
-        h5py.File(tmp_path / "emb" / "embeddings.h5") as a,
-        h5py.File(tmp_path / "emb_onnx" / "embeddings.h5") as b,
+        h5py.File(tmp_path / "emb" / EMBEDDINGS) as a,
+        h5py.File(tmp_path / "emb_onnx" / EMBEDDINGS) as b,
     ):
         np.testing.assert_allclose(a["embeddings"][()], b["embeddings"][()], rtol=1e-4, atol=1e-5)
 
@@ -68,8 +69,8 @@ def test_fp16_on_cuda_is_close_to_fp32(tmp_path, tiny_ckpt, crops):
     b = ok("embed", tiny_ckpt, crops, "--aligned", "-o", tmp_path / "b", "--device", "cuda")
     del a, b
     with (
-        h5py.File(tmp_path / "a" / "embeddings.h5") as fa,
-        h5py.File(tmp_path / "b" / "embeddings.h5") as fb,
+        h5py.File(tmp_path / "a" / EMBEDDINGS) as fa,
+        h5py.File(tmp_path / "b" / EMBEDDINGS) as fb,
     ):
         x, y = fa["embeddings"][()], fb["embeddings"][()]
     cos = (x * y).sum(1) / (np.linalg.norm(x, axis=1) * np.linalg.norm(y, axis=1))

@@ -10,6 +10,7 @@ import sys
 import time
 
 from facecl.artifacts import read_manifest, sha256_file
+from facecl.embed.artifact import EMBEDDINGS
 
 
 def run_embed(args, env=None, **kw):
@@ -54,5 +55,5 @@ def test_killed_embed_resumes_to_the_same_file(tmp_path, tiny_ckpt, crops):
     summary = json.loads(out)
     assert summary["resumed_from"] == 16 and summary["items"] == 45 and summary["ok"] == 45
     assert not (tmp_path / "emb.partial").exists()
-    assert sha256_file(target / "embeddings.h5") == sha256_file(tmp_path / "ref" / "embeddings.h5")
+    assert sha256_file(target / EMBEDDINGS) == sha256_file(tmp_path / "ref" / EMBEDDINGS)
     assert read_manifest(target).fingerprint == read_manifest(tmp_path / "ref").fingerprint

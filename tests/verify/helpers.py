@@ -1,4 +1,4 @@
-"""Build embed-stage artifacts for verify tests without the embed code (its contract only)."""
+"""Build embed-stage artifacts for verify tests with the embed stage's own writer."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from facecl.artifacts import StageOutput, sha256_file
+from facecl.embed.artifact import OK, STAGE, write_embeddings
 from facecl.verify.protocols import read_lfw_pairs
 
 
@@ -18,31 +19,23 @@ def make_embed_artifact(
     name: str = "emb",
     paths: list[str] | None = None,
 ) -> Path:
-    """An ``facecl.embed/1`` artifact: embeddings.h5 with embeddings/keys/paths/identities/status.
+    """A ``facecl.embed/1`` artifact written by ``facecl.embed.artifact.write_embeddings``.
 
     Rows whose status is not ``ok`` get NaN vectors, as the embed stage writes them.
     """
-    import h5py
-
     vectors = np.asarray(vectors, dtype=np.float32).copy()
-    status = list(status) if status is not None else ["ok"] * len(keys)
+    status = list(status) if status is not None else [OK] * len(keys)
     for i, s in enumerate(status):
-        if s != "ok":
+        if s != OK:
             vectors[i] = np.nan
     paths = paths if paths is not None else [f"/data/lfw/{k}.jpg" for k in keys]
-    so = StageOutput(tmp_path / name, "embed", {"test": True, "n": len(keys)}, [])
+    so = StageOutput(tmp_path / name, STAGE, {"test": True, "n": len(keys)}, [])
     work = so.begin()
-    s = h5py.string_dtype("utf-8")
-    with h5py.File(work / "embeddings.h5", "w") as f:
-        f["embeddings"] = vectors
-        f.create_dataset("keys", data=np.array(keys, dtype=object), dtype=s)
-        f.create_dataset("paths", data=np.array(paths, dtype=object), dtype=s)
-        ids = [k.split("/", 1)[0] for k in keys]
-        f.create_dataset("identities", data=np.array(ids, dtype=object), dtype=s)
-        f.create_dataset("status", data=np.array(status, dtype=object), dtype=s)
+    ids = [k.split("/", 1)[0] for k in keys]
+    h5 = write_embeddings(work, vectors, keys=keys, paths=paths, identities=ids, status=status)
     so.commit(
-        {"processed": len(keys), "written": sum(x == "ok" for x in status), "skipped": {}},
-        {"files": {"embeddings.h5": sha256_file(work / "embeddings.h5")}},
+        {"processed": len(keys), "written": sum(x == OK for x in status), "skipped": {}},
+        {"files": {h5.name: sha256_file(h5)}},
     )
     return tmp_path / name
 

@@ -1,0 +1,207 @@
+"""The embed artifact's layout: the only home of its file name, datasets, writer and reader.
+
+A ``facecl embed`` output directory (schema ``facecl.embed/1``)::
+
+    EMB/manifest.json   model reference (train run + model file), fusion, l2, input spec, counts
+    EMB/embeddings.h5   one row per input item:
+
+* ``embeddings``  float32 (N, D)
+* ``keys``        utf-8 ``<identity>/<stem>``, e.g. ``Abel_Pacheco/Abel_Pacheco_0001``
+* ``paths``       utf-8, the source image paths
+* ``identities``  utf-8 identity names
+* ``status``      utf-8, ``ok`` or the reason the item has no embedding (its row is NaN)
+
+:func:`write_embeddings` writes it, :func:`read_embeddings` reads an artifact directory back as
+:class:`Embeddings`; :func:`read_datasets` and :func:`embeddings_from_arrays` are the same reader
+for a plain ``.h5`` holding these datasets (only ``embeddings`` and ``keys`` required there).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from facecl.artifacts import input_ref, read_manifest
+from facecl.errors import ArtifactError, InputError
+
+STAGE = "embed"
+EMBEDDINGS = "embeddings.h5"
+OK = "ok"
+VECTORS = "embeddings"
+TEXT_COLUMNS = ("keys", "paths", "identities", "status")
+"""The utf-8 string datasets, one entry per row, in the order they are written."""
+DATASETS: dict[str, str] = {VECTORS: "float32", **dict.fromkeys(TEXT_COLUMNS, "utf-8")}
+REQUIRED = (VECTORS, "keys")
+"""What a plain file must hold; the other columns have defaults (see :func:`from_arrays`)."""
+
+
+@dataclass
+class Embeddings:
+    """vectors: (N, D) float32; keys, paths, identities, status: N strings each."""
+
+    vectors: np.ndarray
+    keys: list[str]
+    paths: list[str]
+    identities: list[str]
+    status: list[str]
+    source: Path
+    ref: dict[str, str]
+    _by_key: dict[str, int] = field(default_factory=dict, repr=False)
+    _by_path: dict[str, int] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        n = len(self.vectors)
+        for name in TEXT_COLUMNS:
+            if len(getattr(self, name)) != n:
+                raise ArtifactError(
+                    f"{self.source}: '{name}' has {len(getattr(self, name))} rows, "
+                    f"'{VECTORS}' has {n}",
+                    "rebuild the embeddings with 'facecl embed --force'",
+                )
+        finite = np.isfinite(self.vectors).all(1) & (np.abs(self.vectors).sum(1) > 0)
+        self.status = [
+            s if s != OK or f else "non-finite or zero vector"
+            for s, f in zip(self.status, finite, strict=True)
+        ]
+        self._by_key = {}
+        for i, k in enumerate(self.keys):
+            if k in self._by_key:
+                raise ArtifactError(
+                    f"{self.source}: key {k!r} appears twice", "each image needs a unique key"
+                )
+            self._by_key[k] = i
+        self._by_path = {}
+        for i, p in enumerate(self.paths):
+            self._by_path.setdefault(os.path.normpath(p), i)
+
+    @property
+    def ok(self) -> np.ndarray:
+        """(N,) bool: rows with a usable embedding."""
+        return np.array([s == OK for s in self.status], dtype=bool)
+
+    @property
+    def dim(self) -> int:
+        return int(self.vectors.shape[1])
+
+    def find(self, name: str) -> int:
+        """Row of an image named by key (``Name/Name_0001``), path, or ``.../Name/Name_0001.jpg``.
+
+        Returns -1 when it is not in the embeddings.
+        """
+        if name in self._by_key:
+            return self._by_key[name]
+        norm = os.path.normpath(name)
+        if norm in self._by_path:
+            return self._by_path[norm]
+        p = Path(name)
+        key = f"{p.parent.name}/{p.stem}" if p.parent.name else p.stem
+        if key in self._by_key:
+            return self._by_key[key]
+        resolved = os.path.normpath(str(p.resolve())) if p.is_absolute() or p.exists() else None
+        if resolved and resolved in self._by_path:
+            return self._by_path[resolved]
+        return -1
+
+    def reason(self, row: int) -> str:
+        """Why a row is unusable ('not in embeddings' for -1), or 'ok'."""
+        return "not in embeddings" if row < 0 else self.status[row]
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def write_embeddings(
+    directory: Path,
+    vectors: np.ndarray,
+    *,
+    keys: Sequence[str],
+    paths: Sequence[str],
+    identities: Sequence[str],
+    status: Sequence[str],
+) -> Path:
+    """Write ``directory/embeddings.h5`` (temp file, then ``os.replace``); returns its path."""
+    import h5py
+
+    path = Path(directory) / EMBEDDINGS
+    columns = {"keys": keys, "paths": paths, "identities": identities, "status": status}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.create_dataset(VECTORS, data=np.asarray(vectors, dtype=DATASETS[VECTORS]))
+            text = h5py.string_dtype("utf-8")
+            for name in TEXT_COLUMNS:
+                f.create_dataset(name, data=np.array(list(columns[name]), dtype=object), dtype=text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_embeddings(path: str | os.PathLike) -> Embeddings:
+    """An embed artifact directory (manifest checked: stage, schema, completeness)."""
+    p = Path(path)
+    read_manifest(p, stage=STAGE)
+    h5 = p / EMBEDDINGS
+    if not h5.is_file():
+        raise ArtifactError(f"{p} has no {EMBEDDINGS}", "re-run 'facecl embed' with --force")
+    return from_arrays(read_datasets(h5), p, input_ref(p))
+
+
+def read_datasets(path: Path) -> dict[str, np.ndarray]:
+    """Every dataset of an HDF5 file, by name."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return {k: f[k][()] for k in f.keys() if isinstance(f[k], h5py.Dataset)}
+    except OSError as e:
+        raise InputError(f"cannot read {path}: {e}", "is it an HDF5 file?") from None
+
+
+def _strings(values: np.ndarray) -> list[str]:
+    return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in np.asarray(values)]
+
+
+def from_arrays(data: Mapping[str, np.ndarray], source: Path, ref: dict[str, str]) -> Embeddings:
+    """:class:`Embeddings` from the datasets by name. Without ``paths`` the keys stand in,
+    without ``identities`` the key's folder (or the name before ``_NNNN``), without
+    ``status`` every row is ``ok``."""
+    for required in REQUIRED:
+        if required not in data:
+            raise InputError(
+                f"{source} has no '{required}' dataset",
+                f"expected datasets {', '.join(REQUIRED)}[, paths, identities, status]",
+            )
+    vectors = np.asarray(data[VECTORS], dtype=DATASETS[VECTORS])
+    if vectors.ndim != 2:
+        raise InputError(f"{source}: '{VECTORS}' has shape {vectors.shape}", "expected (N, D)")
+    keys = _strings(data["keys"])
+    paths = _strings(data["paths"]) if "paths" in data else list(keys)
+    if "identities" in data:
+        identities = _strings(data["identities"])
+    else:
+        identities = [k.split("/", 1)[0] if "/" in k else k.rsplit("_", 1)[0] for k in keys]
+    status = _strings(data["status"]) if "status" in data else [OK] * len(keys)
+    return Embeddings(vectors, keys, paths, identities, status, source, ref)
+
+
+__all__ = [
+    "EMBEDDINGS",
+    "DATASETS",
+    "OK",
+    "Embeddings",
+    "write_embeddings",
+    "read_embeddings",
+    "read_datasets",
+    "from_arrays",
+]
