@@ -1,4 +1,5 @@
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -124,6 +125,42 @@ def test_lineage_follows_artifact_inputs(tmp_path):
     child = tree["inputs"][0]
     assert child["schema"].startswith("facecl.align/") and child["changed_since"] is False
     assert child["inputs"][0]["kind"] == "tree"
+
+
+def _stage(out, stage, inputs, config=None, force=False):
+    so = StageOutput(out, stage, config or {"stage": stage}, inputs, force=force)
+    work = so.begin()
+    (work / "data.bin").write_bytes(stage.encode())
+    so.commit({"processed": 1})
+    return out
+
+
+def test_lineage_expands_an_ancestor_reached_twice_and_flags_changes(tmp_path):
+    """align -> pack -> train and align -> embed, both into verify: the align node appears
+    (expanded, with its raw tree) under both branches; stages are named in every node."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "1.jpg").write_bytes(b"123")
+    align = _stage(tmp_path / "aligned", "align", [input_ref(raw)])
+    pack = _stage(tmp_path / "packed", "pack", [input_ref(align)])
+    run = _stage(tmp_path / "run", "train", [input_ref(pack)])
+    model = {**input_ref(run / "data.bin"), "role": "model"}
+    emb = _stage(tmp_path / "emb", "embed", [input_ref(run), model, input_ref(align)])
+    tree = lineage(_stage(tmp_path / "rep", "verify", [input_ref(emb)]))
+    e = tree["inputs"][0]
+    assert (tree["stage"], e["stage"]) == ("verify", "embed")
+    t, m, a = e["inputs"]
+    assert t["stage"] == "train" and m["kind"] == "file" and m["role"] == "model"
+    assert t["inputs"][0]["stage"] == "pack"
+    via_pack = t["inputs"][0]["inputs"][0]
+    for node in (via_pack, a):
+        assert node["stage"] == "align" and node["path"] == str(align.resolve())
+        assert node["inputs"][0]["kind"] == "tree" and node["changed_since"] is False
+    # A rebuilt input is flagged where it is referenced; a deleted one is missing.
+    _stage(pack, "pack", [input_ref(align)], config={"other": 1}, force=True)
+    assert lineage(run)["inputs"][0]["changed_since"] is True
+    shutil.rmtree(pack)
+    assert lineage(run)["inputs"][0]["missing"] is True
 
 
 def test_output_that_is_not_an_artifact_is_refused(tmp_path):

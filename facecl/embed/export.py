@@ -106,20 +106,9 @@ def run_export(
     if verify_on is not None:
         inputs.append(input_ref(verify_on))
     fp = fingerprint("export", config_dict(config), inputs)
-    if out.exists():
-        if out.is_dir():
-            raise ArtifactError(f"output {out} is a directory", "pass a file name like model.onnx")
-        if not force:
-            prev = read_sidecar(side)
-            if prev.get("fingerprint") == fp and prev.get("extra", {}).get(
-                "onnx_sha256"
-            ) == sha256_file(out):
-                return {**prev["extra"]["report"], "output": str(out), "up_to_date": True}
-            why = "another checkpoint or config" if prev else "no matching sidecar"
-            raise ArtifactError(
-                f"output {out} exists ({why}: {side.name})",
-                "use --force to overwrite it, or choose another -o path",
-            )
+    previous = _existing_report(out, fp, force)
+    if previous is not None:
+        return previous
 
     ckpt = load_checkpoint(model_file.path)
     for key in ("arch", "model", "feature_dim", "input_size"):
@@ -166,6 +155,41 @@ def run_export(
         "fusion_in_graph": fusion,
         "up_to_date": False,
     }
+    extra = {"input_spec": spec.to_dict(), "metadata": meta, "report": report}
+    _write_sidecar(out, config, inputs, fp, extra)
+    return report
+
+
+def _existing_report(out: Path, fp: str, force: bool) -> dict[str, Any] | None:
+    """The report of an identical export already at ``out`` (None: write it). Raises for
+    a directory, or another export there without ``force``."""
+    if not out.exists():
+        return None
+    if out.is_dir():
+        raise ArtifactError(f"output {out} is a directory", "pass a file name like model.onnx")
+    if force:
+        return None
+    side = sidecar_path(out)
+    prev = read_sidecar(side)
+    if prev.get("fingerprint") == fp and prev.get("extra", {}).get("onnx_sha256") == sha256_file(
+        out
+    ):
+        return {**prev["extra"]["report"], "output": str(out), "up_to_date": True}
+    why = "another checkpoint or config" if prev else "no matching sidecar"
+    raise ArtifactError(
+        f"output {out} exists ({why}: {side.name})",
+        "use --force to overwrite it, or choose another -o path",
+    )
+
+
+def _write_sidecar(
+    out: Path,
+    config: ExportConfig,
+    inputs: list[dict[str, str]],
+    fp: str,
+    extra: dict[str, Any],
+) -> None:
+    """``model.onnx.json``: a manifest of the export (schema ``facecl.export/1``)."""
     manifest = Manifest(
         schema=schema_for("export"),
         stage="export",
@@ -174,15 +198,9 @@ def run_export(
         counts={"processed": 1, "written": 1, "skipped": {}},
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         fingerprint=fp,
-        extra={
-            "onnx_sha256": sha256_file(out),
-            "input_spec": spec.to_dict(),
-            "metadata": meta,
-            "report": report,
-        },
+        extra={"onnx_sha256": sha256_file(out), **extra},
     )
-    atomic_write_json(side, manifest.to_dict())
-    return report
+    atomic_write_json(sidecar_path(out), manifest.to_dict())
 
 
 def spec_metadata(spec: InputSpec) -> dict[str, str]:

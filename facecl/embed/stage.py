@@ -245,7 +245,8 @@ def _finish(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     n = len(source)
     n_chunks = -(-n // config.chunk_size)
-    vecs, status = [], []
+    vecs: list[np.ndarray] = []
+    status: list[str] = []
     for i in range(n_chunks):
         with np.load(_chunk_path(chunk_dir, i), allow_pickle=False) as z:
             vecs.append(z["embeddings"])

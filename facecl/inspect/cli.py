@@ -28,7 +28,8 @@ def register(app: typer.Typer) -> None:
         if json_out:
             emit_json({"manifest": manifest.to_dict(), "lineage": tree, "verified": checked})
             return
-        console.print(render_tree(tree, manifest.config, manifest.extra))
+        # Wrapped inside the tree, not cut at the width: the lineage is its paths.
+        console.print(render_tree(tree, manifest.config, manifest.extra), soft_wrap=False)
         if checked is not None:
             console.print(f"[green]verified[/] {checked['files']} file(s) against the manifest")
 

@@ -125,3 +125,26 @@ def test_export_verify_on_align_artifact_and_size_mismatch(tmp_path, tiny_ckpt, 
     r = export(tmp_path / "wide.pt", "-o", tmp_path / "w.onnx")
     assert r.exit_code == 1 and "no 112x112 aligned faces" in " ".join(r.output.split())
     assert not (tmp_path / "w.onnx").exists()
+
+
+def test_onnx_backend_reads_the_spec_and_derives_it_for_older_exports(tmp_path, tiny_ckpt):
+    from facecl.embed.backends import OnnxBackend, resolve_model
+    from facecl.models.input_spec import InputSpec
+    from facecl.train.checkpoint import checkpoint_input_spec
+
+    out = tmp_path / "m.onnx"
+    assert export(tiny_ckpt, "-o", out).exit_code == 0
+    spec = checkpoint_input_spec(load_checkpoint(tiny_ckpt))
+    meta = {p.key: p.value for p in onnx.load(out).metadata_props}
+    assert InputSpec.from_dict(json.loads(meta["input_spec"])) == spec
+    assert OnnxBackend(resolve_model(out), "concat", False, "cpu").spec == spec
+    # An export from before input_spec was written: the spec of its input_size's template.
+    old = onnx.load(out)
+    kept = [(p.key, p.value) for p in old.metadata_props if p.key != "input_spec"]
+    del old.metadata_props[:]
+    for k, v in kept:
+        entry = old.metadata_props.add()
+        entry.key, entry.value = k, v
+    onnx.save(old, tmp_path / "old.onnx")
+    back = OnnxBackend(resolve_model(tmp_path / "old.onnx"), "concat", False, "cpu")
+    assert back.spec == InputSpec.for_template("112x96") == spec
