@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from facecl.artifacts import read_manifest, sha256_file, sha256_json
+from facecl.artifacts import sha256_file, sha256_json
 from facecl.embed.features import fused_dim, preprocess, uses_flip
 from facecl.errors import CheckpointError, ConfigError, UsageError
 from facecl.models.input_spec import InputSpec
@@ -35,25 +35,12 @@ class ModelFile:
 
 def resolve_model(path: str | os.PathLike) -> ModelFile:
     """A train run directory (its ``model.pt``, else ``checkpoints/last.pt``), a ``.pt``
-    checkpoint or an ``.onnx`` file."""
-    p = Path(path)
-    if p.is_dir() or (not p.exists() and Path(str(p) + ".partial").is_dir()):
-        read_manifest(p, stage="train")  # a complete train run (else a clear error)
-        for cand in (p / "model.pt", p / "checkpoints" / "last.pt"):
-            if cand.is_file():
-                p = cand
-                break
-        else:
-            raise CheckpointError(
-                f"train run {path} has neither model.pt nor checkpoints/last.pt",
-                "pass a checkpoint file, or re-run 'facecl train'",
-            )
-    if not p.is_file():
-        raise CheckpointError(
-            f"model not found: {p}", "pass a train run directory, a .pt checkpoint or .onnx"
-        )
+    checkpoint or an ``.onnx`` file (``facecl.train.run.resolve_checkpoint``)."""
+    from facecl.train.run import resolve_checkpoint
+
+    p = resolve_checkpoint(path).checkpoint
     kind = "onnx" if p.suffix.lower() in ONNX_SUFFIXES else "checkpoint"
-    return ModelFile(p.resolve(), kind, sha256_file(p))
+    return ModelFile(p, kind, sha256_file(p))
 
 
 @dataclass

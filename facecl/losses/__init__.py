@@ -15,102 +15,49 @@ Use::
 has an absolutely weighted term gamma * L_I (Wu 2018 Eq. 9): use ``objective`` (or ``terms``)
 so it is not dropped. Centers are buffers (in ``state_dict``), not parameters: do not give
 them to the optimiser. ``acl`` / ``acl-gamma`` read ``head.weight``: pass the head.
+
+This package imports torch only when one of those names is first used (PEP 562
+``__getattr__``), so ``facecl.losses.config`` (the defaults, read by the train config and the
+CLI at startup) stays light.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
+import importlib
+from typing import Any
 
-from torch import nn
+from facecl.losses.config import HEAD_PRESETS, CenterLossConfig, HeadConfig, MarginConfig
 
-from facecl.errors import ConfigError
-from facecl.losses.center import (
-    CENTER_LOSS_CLASSES,
-    AdvancedCenterLoss,
-    CenterInvariantLoss,
-    CenterLoss,
-    CenterLossBase,
-    NoCenterLoss,
-    SharedGammaCenterLoss,
-    dynamic_center,
-)
-from facecl.losses.config import HEAD_PRESETS, CenterLossConfig, HeadConfig
-from facecl.losses.heads import MarginHead, SoftmaxHead
-from facecl.registry import Registry
-
-CENTER_LOSSES: Registry = Registry("center loss")
-"""name -> CenterLossBase subclass, built as cls(num_classes, feature_dim, config)."""
-
-HEADS: Registry = Registry("head")
-"""name -> factory(feature_dim, num_classes, **kw) -> nn.Module with forward(x, y) -> logits."""
-
-for _cls in CENTER_LOSS_CLASSES:
-    CENTER_LOSSES.register(_cls.name, _cls)
+_LAZY = {
+    "CENTER_LOSSES": "facecl.losses.factory",
+    "HEADS": "facecl.losses.factory",
+    "create_center_loss": "facecl.losses.factory",
+    "create_head": "facecl.losses.factory",
+    "list_center_losses": "facecl.losses.factory",
+    "list_heads": "facecl.losses.factory",
+    "AdvancedCenterLoss": "facecl.losses.center",
+    "CenterInvariantLoss": "facecl.losses.center",
+    "CenterLoss": "facecl.losses.center",
+    "CenterLossBase": "facecl.losses.center",
+    "NoCenterLoss": "facecl.losses.center",
+    "SharedGammaCenterLoss": "facecl.losses.center",
+    "dynamic_center": "facecl.losses.center",
+    "MarginHead": "facecl.losses.heads",
+    "SoftmaxHead": "facecl.losses.heads",
+}
 
 
-def _check_kwargs(kw: dict, valid: list[str], what: str) -> None:
-    for key in kw:
-        if key not in valid:
-            close = difflib.get_close_matches(key, valid, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            raise ConfigError(f"unknown {what} option {key!r}", f"{hint}valid: {', '.join(valid)}")
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'facecl.losses' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
 
-def _softmax(feature_dim: int, num_classes: int, bias: bool = True) -> nn.Module:
-    return SoftmaxHead(feature_dim, num_classes, bias=bias)
-
-
-HEADS.register("softmax", _softmax)
-
-
-def _margin_factory(preset: HeadConfig):
-    def make(feature_dim: int, num_classes: int, **kw: object) -> nn.Module:
-        _check_kwargs(kw, HeadConfig.field_names(), "head")
-        try:
-            config = dataclasses.replace(preset, **kw)
-        except ValueError as exc:
-            raise ConfigError(f"invalid head option: {exc}") from None
-        return MarginHead(feature_dim, num_classes, config)
-
-    return make
-
-
-for _name, _preset in HEAD_PRESETS.items():
-    HEADS.register(_name, _margin_factory(_preset))
-
-
-def create_center_loss(
-    name: str, num_classes: int, feature_dim: int, **kw: object
-) -> CenterLossBase:
-    """Build a registered center loss; ``kw`` are ``CenterLossConfig`` fields (or ``config=``)."""
-    cls = CENTER_LOSSES.get(name)
-    config = kw.pop("config", None)
-    if config is None:
-        _check_kwargs(kw, CenterLossConfig.field_names(), "center loss")
-        try:
-            config = CenterLossConfig(**kw)  # type: ignore[arg-type]
-        except ValueError as exc:
-            raise ConfigError(f"invalid center loss option: {exc}") from None
-    elif kw:
-        raise ConfigError("pass either config= or keyword options, not both")
-    return cls(num_classes, feature_dim, config)
-
-
-def create_head(name: str, feature_dim: int, num_classes: int, **kw: object) -> nn.Module:
-    """Build a registered head; margin heads take ``HeadConfig`` fields as overrides."""
-    factory = HEADS.get(name)
-    if name == "softmax":
-        _check_kwargs(kw, ["bias"], "head")
-    return factory(feature_dim, num_classes, **kw)
-
-
-def list_center_losses() -> list[str]:
-    return CENTER_LOSSES.names()
-
-
-def list_heads() -> list[str]:
-    return HEADS.names()
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
 
 
 __all__ = [
@@ -123,6 +70,7 @@ __all__ = [
     "CenterLossBase",
     "CenterLossConfig",
     "HeadConfig",
+    "MarginConfig",
     "MarginHead",
     "NoCenterLoss",
     "SharedGammaCenterLoss",

@@ -2,13 +2,18 @@
 
 ``CenterLossConfig`` holds every constructor argument of a center loss (each variant reads
 the fields it needs); ``HeadConfig`` those of the heads, with one preset per registered head
-name in ``HEAD_PRESETS``. The loss weight lambda lives in the train config (it multiplies the
-center term outside the loss module).
+name in ``HEAD_PRESETS``; ``MarginConfig`` the margin parameters a run may set on top of its
+head's preset (``None`` = the preset's value). The train config nests ``CenterLossConfig``
+and ``MarginConfig`` (``TrainConfig.center`` / ``.margin``), so these defaults are declared
+here only. The loss weight lambda lives in the train config (it multiplies the center term
+outside the loss module).
+
+This module imports nothing heavy (no torch): the train config and the CLI read it at startup.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 
 
 @dataclass(frozen=True)
@@ -113,3 +118,51 @@ HEAD_PRESETS: dict[str, HeadConfig] = {
     # ArcFace (Deng et al. 2019): s = 64, m = 0.5.
     "arcface": HeadConfig(s=64.0, m2=0.5),
 }
+
+
+@dataclass(frozen=True)
+class MarginConfig:
+    """The margin parameters of a run's head, each ``None`` = the head preset's value.
+
+    Applied on top of ``HEAD_PRESETS[head]`` (``apply``); the plain ``softmax`` head has no
+    margin, so a run with ``head = "softmax"`` and any of these set is rejected. A margin
+    config cannot switch a head to the feature-norm scale (``HeadConfig.s = None``): that is
+    the ``sphereface`` preset.
+    """
+
+    s: float | None = None
+    """Scale s of the target logit s * (cos(m1 theta + m2) - m3); None = the preset's
+    (64 for cosface and arcface, ||x|| for sphereface). AM-softmax uses 30."""
+
+    m1: float | None = None
+    """Multiplicative angular margin, >= 1; None = the preset's (sphereface 4, others 1)."""
+
+    m2: float | None = None
+    """Additive angular margin, >= 0; None = the preset's (arcface 0.5, others 0)."""
+
+    m3: float | None = None
+    """Additive cosine margin, >= 0; None = the preset's (cosface 0.35, others 0)."""
+
+    def __post_init__(self) -> None:
+        if self.s is not None and self.s <= 0:
+            raise ValueError(f"margin s must be > 0, got {self.s}")
+        if self.m1 is not None and self.m1 < 1:
+            raise ValueError(f"margin m1 must be >= 1, got {self.m1}")
+        for name in ("m2", "m3"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"margin {name} must be >= 0, got {value}")
+
+    def given(self) -> dict[str, float]:
+        """The parameters that were set (``HeadConfig`` field -> value), for ``create_head``."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    def apply(self, preset: HeadConfig) -> HeadConfig:
+        """``preset`` with the given parameters replaced."""
+        from dataclasses import replace
+
+        return replace(preset, **self.given())
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]

@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from facecl.train.run import METRICS
+
 # The papers' numbers beside ours (IJCV 2019 Tables 5 and 7: 64-layer nets on VGGFace2 3M,
 # LFW 6000 pairs, BLUFR VR@FAR=0.1% and DIR@FAR=1% rank 1; Wu 2018 for CIL on LFW).
 PAPER = {
@@ -41,7 +43,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 def _last_center_stats(run: Path) -> dict[str, float]:
     """The last logged center statistics of a run (metrics.jsonl)."""
     stats: dict[str, float] = {}
-    mpath = run / "metrics.jsonl"
+    mpath = run / METRICS
     if not mpath.is_file():
         return stats
     for line in mpath.read_text().splitlines():

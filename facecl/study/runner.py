@@ -21,6 +21,7 @@ from facecl.artifacts import atomic_write_json
 from facecl.console import console
 from facecl.errors import FaceclError, InputError
 from facecl.study.config import StudyConfig, Variant, cli_args
+from facecl.train.config import flat_options
 
 
 @dataclass
@@ -236,7 +237,8 @@ def run_variant(
 ) -> dict[str, Any]:
     tag = f"{variant.name}-s{seed}"
     run = out / "runs" / tag
-    train_opts = {**cfg.train, **variant.train, "seed": seed}
+    # Nested tables ([train.center], [train.margin]) become their flat CLI options.
+    train_opts = {**flat_options(cfg.train), **flat_options(variant.train), "seed": seed}
     step(f"train {tag}", ["train", str(packed), "-o", str(run), *cli_args(train_opts)], run)
     emb = out / "emb" / tag
     step(

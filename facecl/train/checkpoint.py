@@ -4,20 +4,35 @@ A checkpoint is a dict of tensors and plain data only (no pickled objects)::
 
     {
       "format": "facecl.checkpoint",
-      "version": 1,                 # bump (and note why here) when the layout changes
+      "version": 2,                 # bump (and note why below) when the layout changes
       "facecl_version": "0.1.0",
       "arch": "sphere20",           # backbone registry name
       "arch_kwargs": {...},         # kwargs for create_backbone(arch, **arch_kwargs)
       "feature_dim": 512,
       "input_size": [112, 96],
+      "input_spec": {...},          # InputSpec.to_dict(): crop size, align template and its
+                                    # landmarks, colour, channels, mean, scale
       "loss": "cl",                 # center-loss registry name ("none" for softmax only)
       "head": "softmax",
-      "config": {...},              # the resolved train config as a plain dict
+      "num_classes": 10575,
+      "config": {...},              # the resolved TrainConfig as a plain (nested) dict
       "model": state_dict,          # backbone weights
       "head_state": state_dict,     # classification head (may be {})
       "loss_state": state_dict,     # centers etc. (may be {})
-      "optimizer": state_dict | {}, "step": int, "rng": {...}   # for resuming
+      "step": int,
+      "optimizer": state_dict | {}, "scaler": ..., "rng": {...},   # for resuming
+      "metrics_window": {...}, "metrics_window_steps": int,        # (checkpoints/last.pt)
+      ...                           # the run's info (pack, classes_sha256, world, ...)
     }
+
+Versions:
+
+1. First layout.
+2. ``input_spec`` added, so the crop geometry and normalisation a model was trained on
+   travel with it (embed aligns raw photos with it, export writes it into the ONNX
+   metadata) instead of being guessed from ``input_size``. ``config`` became nested
+   (``center`` and ``margin`` tables; ``facecl.train.config.config_from_dict`` reads both).
+   Version 1 files still load: :func:`checkpoint_input_spec` derives their spec.
 
 Written atomically (temp file + ``os.replace``).
 """
@@ -36,7 +51,7 @@ from facecl.errors import CheckpointError
 from facecl.models.input_spec import InputSpec
 
 FORMAT = "facecl.checkpoint"
-VERSION = 1  # 1: first layout
+VERSION = 2  # see the module docstring for what each version changed
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:

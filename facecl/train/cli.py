@@ -72,8 +72,8 @@ def register(app: typer.Typer) -> None:
         """Train a backbone with a softmax or margin head plus a center-loss variant."""
         from facecl.console import console, emit_json
         from facecl.train.config import load_train_config
-        from facecl.train.loop import validate_names
         from facecl.train.stage import run_train
+        from facecl.train.state import validate_names
 
         overrides = {
             "arch": arch,
@@ -161,7 +161,7 @@ def register(app: typer.Typer) -> None:
         """Train LeNet++ (2-d features) on MNIST and plot train/test features with centers."""
         from facecl.console import console, emit_json
         from facecl.train.config import TOY_TRAIN_DEFAULTS, ToyConfig, load_train_config
-        from facecl.train.loop import validate_names
+        from facecl.train.state import validate_names
         from facecl.train.toy import run_toy
 
         overrides = {
@@ -190,7 +190,7 @@ def register(app: typer.Typer) -> None:
             console.print(f"[green]up to date[/]: {result.path} (use --force to rerun)")
         else:
             console.print(
-                f"[green]MNIST[/] {cfg.head}+{cfg.loss} (lambda {cfg.lam:g}, rho {cfg.rho:g}"
+                f"[green]MNIST[/] {cfg.head}+{cfg.loss} (lambda {cfg.lam:g}, rho {cfg.center.rho:g}"
                 f"{', imbalanced' if toy_cfg.imbalance else ''}): test accuracy "
                 f"{100 * s['test_accuracy']:.2f}% -> {s['figure']}",
                 highlight=False,

@@ -1,10 +1,19 @@
 """The one home of `facecl train` defaults, and the config-file reader.
 
 ``TrainConfig`` holds every option of a training run; each CLI option maps to one field.
+Two groups are nested dataclasses declared beside the code that uses them
+(``facecl.losses.config``): ``center`` (``CenterLossConfig``: alpha, rho, gamma, ...) and
+``margin`` (``MarginConfig``: the head's s, m1, m2, m3, None = the head preset's value).
+A nested field's ``metadata["cli_prefix"]`` names its flat spelling: ``center.alpha`` is
+``alpha`` (``--alpha``), ``margin.s`` is ``head_s`` (``--head-s``).
+
 A run is configured by, in increasing priority: these defaults, a TOML or YAML file
 (``--config FILE``), then the CLI options given explicitly. Keys are the field names, with
-``-`` accepted for ``_`` and ``lambda`` for ``lam``; an unknown key fails with the closest
-valid name. ``ToyConfig`` holds the extra options of ``facecl toy mnist``.
+``-`` accepted for ``_`` and ``lambda`` for ``lam``; a nested group is a table
+(``[train.center] alpha = 0.5``, ``[train.margin] s = 30``) or its flat keys
+(``alpha = 0.5``, ``head_s = 30``, as in configs written before the nesting). An unknown key,
+nested or flat, fails with the closest valid name. ``ToyConfig`` holds the extra options of
+``facecl toy mnist``.
 
 Paper defaults (ECCV 2016 Sec. 4.1, IJCV 2019 Sec. 5.1, Wu 2018 Sec. 4.1): SGD with momentum
 0.9 and weight decay 5e-4, lr 0.1 divided by 10 at 16K and 24K of 28K iterations, batch 256,
@@ -20,12 +29,13 @@ import difflib
 import json
 import types
 import typing
-from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from facecl.errors import ConfigError
+from facecl.losses.config import HEAD_PRESETS, CenterLossConfig, MarginConfig
 
 SAMPLERS = ("uniform", "balanced")
 DEVICES = ("auto", "cpu", "cuda")
@@ -55,16 +65,16 @@ class TrainConfig:
 
     lam: float = 0.003
     """lambda, the weight of the center term (ECCV Eq. 5; CLI ``--lambda``). ECCV Sec. 4.2:
-    0.003; IJCV Sec. 5.2 uses 0.01. Ignored with ``loss = none``."""
+    0.003; IJCV Sec. 5.2 uses 0.01. Ignored with ``loss = none``. It stays here, not in
+    ``center``: it weights the term outside the loss module."""
 
-    alpha: float = 0.5
-    """Center learning rate of ECCV Alg. 1 (c_j <- c_j - alpha Delta c_j), in [0, 1]."""
+    center: CenterLossConfig = field(default_factory=CenterLossConfig, metadata={"cli_prefix": ""})
+    """The center loss's own options (alpha, rho, gamma, ...; ``facecl.losses.config``).
+    Flat keys / CLI options without a prefix: ``alpha``, ``rho``, ``gamma``."""
 
-    rho: float = 0.0
-    """Radius of the generalized center (IJCV Eq. 9-10); 0 = plain center."""
-
-    gamma: float = 1e-3
-    """Weight of the center invariant term of ``cil`` (Wu 2018 Eq. 9; not times lambda)."""
+    margin: MarginConfig = field(default_factory=MarginConfig, metadata={"cli_prefix": "head-"})
+    """The margin head's s, m1, m2, m3 over its preset (None = the preset's value); flat keys
+    / CLI options ``head_s`` (``--head-s``), ``head_m1``, ... Not allowed with ``softmax``."""
 
     # ---- optimiser and schedule
     lr: float = 0.1
@@ -127,9 +137,6 @@ class TrainConfig:
     def __post_init__(self) -> None:
         checks = [
             (self.lam >= 0, f"lambda must be >= 0, got {self.lam}", "e.g. 0.003"),
-            (0 <= self.alpha <= 1, f"alpha must be in [0, 1], got {self.alpha}", "e.g. 0.5"),
-            (self.rho >= 0, f"rho must be >= 0, got {self.rho}", "e.g. 0 or 5"),
-            (self.gamma >= 0, f"gamma must be >= 0, got {self.gamma}", "e.g. 0.001"),
             (self.lr > 0, f"lr must be > 0, got {self.lr}", "e.g. 0.1"),
             (0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}", "0.9"),
             (self.weight_decay >= 0, "weight_decay must be >= 0", "e.g. 5e-4"),
@@ -162,6 +169,23 @@ class TrainConfig:
         ):
             if value not in valid:
                 raise ConfigError(f"unknown {name} {value!r}", f"valid: {', '.join(valid)}")
+        self._check_margin()
+
+    def _check_margin(self) -> None:
+        given = self.margin.given()
+        if not given:
+            return
+        if self.head == "softmax":
+            text = ", ".join(f"head_{k}={v:g}" for k, v in given.items())
+            raise ConfigError(
+                f"head 'softmax' has no margin parameters, got {text}",
+                "drop them, or choose a margin head: " + ", ".join(HEAD_PRESETS),
+            )
+        if self.head in HEAD_PRESETS:
+            try:
+                self.margin.apply(HEAD_PRESETS[self.head])
+            except ValueError as e:
+                raise ConfigError(f"invalid margin for head {self.head!r}: {e}") from None
 
     def milestones(self) -> list[int]:
         """The steps at which the lr drops (the fractions of ``lr_drops`` rounded)."""
@@ -220,13 +244,43 @@ def field_names(cls: type = TrainConfig) -> list[str]:
     return [f.name for f in fields(cls)]
 
 
+def nested_fields(cls: type = TrainConfig) -> dict[str, tuple[type, str]]:
+    """The nested dataclass fields of ``cls``: name -> (their class, their ``cli_prefix``)."""
+    hints = typing.get_type_hints(cls)
+    out: dict[str, tuple[type, str]] = {}
+    for f in fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            out[f.name] = (hints[f.name], str(f.metadata.get("cli_prefix", f"{f.name}-")))
+    return out
+
+
+def flat_keys(cls: type = TrainConfig) -> dict[str, tuple[str, str]]:
+    """Flat spellings of the nested fields: ``alpha`` -> ``("center", "alpha")``,
+    ``head_s`` -> ``("margin", "s")`` (the ``cli_prefix`` + the field name)."""
+    out: dict[str, tuple[str, str]] = {}
+    for name, (sub, prefix) in nested_fields(cls).items():
+        for f in fields(sub):
+            out[(prefix + f.name).replace("-", "_")] = (name, f.name)
+    return out
+
+
 def canonical_key(key: str, cls: type = TrainConfig, where: str = "") -> str:
-    """Map a user key (``batch-size``, ``lambda``) to a field name, or fail with a suggestion."""
-    k = ALIASES.get(key, key.replace("-", "_"))
+    """Map a user key (``batch-size``, ``lambda``) to a field name, a nested one to
+    ``group.field`` (``alpha`` -> ``center.alpha``, ``head-s`` -> ``margin.s``), or fail with
+    the closest valid spelling."""
     valid = field_names(cls)
+    aliases = {a: t for a, t in ALIASES.items() if t in valid}
+    k = aliases.get(key, key.replace("-", "_"))
     if k in valid:
         return k
-    spellings = valid + list(ALIASES)
+    flat = flat_keys(cls)
+    if k in flat:
+        return ".".join(flat[k])
+    group, _, sub = k.partition(".")
+    nested = nested_fields(cls)
+    if group in nested and sub in field_names(nested[group][0]):
+        return k
+    spellings = valid + list(aliases) + list(flat)
     close = difflib.get_close_matches(key.replace("-", "_"), spellings, n=1, cutoff=0.6)
     hint = f"did you mean {close[0]!r}? " if close else ""
     raise ConfigError(
@@ -309,6 +363,32 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def _layer_items(
+    layer: Mapping[str, Any], cls: type, where: str, skip_none: bool
+) -> Iterator[tuple[str, Any, str]]:
+    """(canonical key, value, where) of one layer; a nested table yields ``group.field`` keys."""
+    nested = nested_fields(cls)
+    for key, value in layer.items():
+        if skip_none and value is None:
+            continue
+        name = canonical_key(key, cls, where)
+        if name not in nested:
+            yield name, value, where
+            continue
+        sub_cls = nested[name][0]
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            value = dataclasses.asdict(value)
+        if not isinstance(value, Mapping):
+            raise ConfigError(
+                f"config key {key!r}{where} must be a table of {', '.join(field_names(sub_cls))}",
+                f"e.g. [train.{name}] with {field_names(sub_cls)[0]} = ...",
+            )
+        sub_where = f" in [{name}]{where}"
+        for sub_key, sub_value in value.items():
+            if not (skip_none and sub_value is None):
+                yield f"{name}.{canonical_key(sub_key, sub_cls, sub_where)}", sub_value, sub_where
+
+
 def merge_config(
     cls: type,
     base: Mapping[str, Any] | None = None,
@@ -319,17 +399,49 @@ def merge_config(
 ) -> Any:
     """``cls`` built from defaults <- ``base`` <- ``file_values`` <- ``overrides``.
 
-    Values of None in ``overrides`` mean "not given" (CLI options that were not passed).
+    Every layer may give a nested group as a table (``{"center": {"alpha": 0.5}}``) or as
+    flat keys (``{"alpha": 0.5}``); later layers win per field. Values of None in
+    ``overrides`` mean "not given" (CLI options that were not passed).
     """
-    hints = typing.get_type_hints(cls)
+    nested = nested_fields(cls)
     values: dict[str, Any] = {}
-    layers = [(base or {}, ""), (file_values or {}, f" in {source}" if source else "")]
-    layers.append(({k: v for k, v in (overrides or {}).items() if v is not None}, ""))
-    for layer, where in layers:
-        for key, value in layer.items():
-            name = canonical_key(key, cls, where)
-            values[name] = _coerce(name, value, hints[name], where)
+    groups: dict[str, dict[str, Any]] = {name: {} for name in nested}
+    layers = [
+        (base or {}, "", False),
+        (file_values or {}, f" in {source}" if source else "", False),
+        (overrides or {}, "", True),
+    ]
+    for layer, where, skip_none in layers:
+        for name, value, at in _layer_items(layer, cls, where, skip_none):
+            group, _, sub = name.partition(".")
+            if sub:
+                hint = typing.get_type_hints(nested[group][0])[sub]
+                groups[group][sub] = _coerce(sub, value, hint, at)
+            else:
+                values[name] = _coerce(name, value, typing.get_type_hints(cls)[name], at)
+    for group, given in groups.items():
+        try:
+            values[group] = nested[group][0](**given)
+        except ValueError as e:
+            hint = "fix the value in the config file or on the command line"
+            raise ConfigError(str(e), hint) from None
     return cls(**values)
+
+
+def flat_options(options: Mapping[str, Any], cls: type = TrainConfig) -> dict[str, Any]:
+    """``options`` with every nested table spelled as flat keys (``{"center": {"alpha": 0.5},
+    "margin": {"s": 30}}`` -> ``{"alpha": 0.5, "head_s": 30}``), e.g. to pass them as CLI
+    options; other keys are kept as they are."""
+    nested = nested_fields(cls)
+    out: dict[str, Any] = {}
+    for key, value in options.items():
+        name = key.replace("-", "_")
+        if name in nested and isinstance(value, Mapping):
+            prefix = nested[name][1]
+            out.update({(prefix + k).replace("-", "_"): v for k, v in value.items()})
+        else:
+            out[key] = value
+    return out
 
 
 def load_train_config(

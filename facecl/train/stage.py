@@ -1,15 +1,8 @@
 """`facecl train` as a stage: a pack artifact in, a run artifact out (atomic, resumable).
 
-Run layout (see docs/architecture.md ``### train``)::
-
-    RUN/
-      manifest.json        config = TrainConfig; inputs = the pack artifact
-      model.pt             final checkpoint (weights, no optimiser state)
-      checkpoints/last.pt  last full checkpoint (optimiser, step): what a resume starts from
-      metrics.jsonl        one JSON record per log step
-      training_curve.png   loss terms, center distances, lr, images/s
-      classes.json         the pack's class map (label -> identity), copied
-      summary.json         throughput, loader wait share, the final record
+The run layout (model.pt, checkpoints/last.pt, metrics.jsonl, ...) is ``facecl.train.run``'s,
+the only home of its file names (see also docs/architecture.md ``### train``); the manifest's
+``config`` is the ``TrainConfig`` and its inputs the pack artifact.
 
 A killed run leaves ``RUN.partial/``; re-running the same command resumes from
 ``checkpoints/last.pt`` (CPU: bit-identical to an uninterrupted run). ``--ddp N`` spawns N
@@ -44,20 +37,11 @@ from facecl.artifacts import (
 from facecl.errors import ConfigError, UsageError
 from facecl.train import distributed as ddp_util
 from facecl.train.config import TrainConfig, config_from_dict
-from facecl.train.loop import (
-    CHECKPOINTS,
-    LAST,
-    METRICS,
-    MODEL,
-    StopFlag,
-    read_metrics,
-    resolve_device,
-    train,
-    validate_names,
-)
+from facecl.train.loop import StopFlag, resolve_device, train
+from facecl.train.metrics import read_metrics
+from facecl.train.run import CHECKPOINTS, CURVE, LAST, LAST_REL, METRICS, MODEL, SUMMARY
+from facecl.train.state import validate_names
 
-CURVE = "training_curve.png"
-SUMMARY = "summary.json"
 CLASSES = "classes.json"
 
 ProgressFn = Callable[[int, dict[str, Any] | None], None]
@@ -231,7 +215,7 @@ def finalize(work: Path, cfg: TrainConfig, summary: dict[str, Any], title: str =
         training_curve(records, work / CURVE, title=title)
     atomic_write_json(work / SUMMARY, summary)
     files = {}
-    for rel in (MODEL, f"{CHECKPOINTS}/{LAST}", METRICS, CURVE, SUMMARY, CLASSES):
+    for rel in (MODEL, LAST_REL, METRICS, CURVE, SUMMARY, CLASSES):
         if (work / rel).is_file():
             files[rel] = sha256_file(work / rel)
     return {
@@ -311,7 +295,7 @@ def _checkpoint_step(work: Path) -> int:
 def _commit(
     so: StageOutput, work: Path, cfg: TrainConfig, summary: dict, dataset: Any, resumed_from: int
 ) -> TrainResult:
-    title = f"{cfg.arch} | {cfg.head} + {cfg.loss} (lambda {cfg.lam:g}, rho {cfg.rho:g})"
+    title = f"{cfg.arch} | {cfg.head} + {cfg.loss} (lambda {cfg.lam:g}, rho {cfg.center.rho:g})"
     summary = {**summary, "resumed_from": resumed_from}
     extra = finalize(work, cfg, summary, title)
     counts = {

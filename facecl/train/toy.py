@@ -24,8 +24,10 @@ import torch
 
 from facecl.artifacts import StageOutput, input_ref, sha256_file
 from facecl.errors import InputError
-from facecl.train.config import ToyConfig, TrainConfig
-from facecl.train.loop import MODEL, StopFlag
+from facecl.models.input_spec import InputSpec
+from facecl.train.config import ToyConfig, TrainConfig, config_from_dict
+from facecl.train.loop import StopFlag
+from facecl.train.run import MODEL
 from facecl.train.stage import TrainResult, finalize, fit, stop_on_signals
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -104,7 +106,8 @@ def imbalance_indices(
 
 
 class ArrayDataset(torch.utils.data.Dataset):
-    """In-memory uint8 images (N, H, W) as (1, H, W) float (x - 127.5) / 128 and labels."""
+    """In-memory uint8 grey images (N, H, W) as (1, H, W) float, normalised as ``input_spec``
+    says (``(x - MEAN) / SCALE``, ``facecl.models.input_spec``), and labels."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, num_classes: int = 10):
         self.images = torch.from_numpy(np.ascontiguousarray(images))  # (N, H, W) uint8
@@ -112,12 +115,13 @@ class ArrayDataset(torch.utils.data.Dataset):
         self._labels = torch.from_numpy(self.labels)
         self.num_classes = num_classes
         self.image_size = (int(images.shape[1]), int(images.shape[2]))
+        self.input_spec = InputSpec(size=self.image_size, channels=1, color="L")
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
     def _norm(self, x: torch.Tensor) -> torch.Tensor:
-        return (x.float().unsqueeze(-3) - 127.5) / 128.0
+        return (x.float().unsqueeze(-3) - self.input_spec.mean) / self.input_spec.scale
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         return self._norm(self.images[i]), int(self.labels[i])
@@ -137,17 +141,11 @@ def load_run(path: Path) -> tuple[Any, Any, Any, dict[str, Any]]:
 
     ckpt = load_checkpoint(path)
     backbone = build_backbone(ckpt)
-    cfg = ckpt["config"]
-    head = create_head(ckpt["head"], ckpt["feature_dim"], ckpt["num_classes"])
+    cfg = config_from_dict(ckpt["config"])  # nested, or flat from a version 1 checkpoint
+    dim, classes = ckpt["feature_dim"], ckpt["num_classes"]
+    head = create_head(ckpt["head"], dim, classes, **cfg.margin.given())
     head.load_state_dict(ckpt["head_state"])
-    center = create_center_loss(
-        ckpt["loss"],
-        ckpt["num_classes"],
-        ckpt["feature_dim"],
-        alpha=cfg["alpha"],
-        rho=cfg["rho"],
-        gamma=cfg["gamma"],
-    )
+    center = create_center_loss(ckpt["loss"], classes, dim, config=cfg.center)
     center.load_state_dict(ckpt["loss_state"])
     return backbone, head.eval(), center, ckpt
 
@@ -171,43 +169,24 @@ def per_class_accuracy(pred: np.ndarray, labels: np.ndarray, classes: int = 10) 
     ]
 
 
-def run_toy(
-    cfg: TrainConfig,
-    toy: ToyConfig,
-    out: str | os.PathLike,
-    *,
-    force: bool = False,
-    show_progress: bool = True,
-) -> TrainResult:
-    """Train LeNet++ on MNIST into ``out``, then plot and evaluate (see the module docstring)."""
-    from facecl.artifacts import atomic_write_json
-    from facecl.train.plots import feature_scatter
-
-    mnist = load_mnist(toy.data or None)
-    config = {"train": cfg, "toy": toy}
-    so = StageOutput(out, "train", config, [input_ref(f) for f in mnist.files], force=force)
-    if so.up_to_date:
-        m = so.existing
-        return TrainResult(so.path, m, up_to_date=True, summary=dict(m.extra.get("toy", {})))
-    x_train, y_train = mnist.x_train, mnist.y_train
+def _title(cfg: TrainConfig, toy: ToyConfig) -> str:
+    variant = f"{cfg.head} + {cfg.loss}" if cfg.loss != "none" else cfg.head
+    title = f"LeNet++ MNIST: {variant}"
+    if cfg.loss != "none":
+        c = cfg.center
+        title += f" (lambda {cfg.lam:g}, alpha {c.alpha:g}, rho {c.rho:g}"
+        title += f", gamma {c.gamma:g})" if cfg.loss == "cil" else ")"
     if toy.imbalance:
-        keep = imbalance_indices(y_train, toy.imbalance_classes, toy.imbalance_keep, cfg.seed)
-        x_train, y_train = x_train[keep], y_train[keep]
-    train_ds = ArrayDataset(x_train, y_train)
-    test_ds = ArrayDataset(mnist.x_test, mnist.y_test)
+        title += f"; classes {list(toy.imbalance_classes)} cut to {toy.imbalance_keep}"
+    return title
 
-    work = so.begin()
-    stop = StopFlag()
-    with stop_on_signals(stop):
-        summary = fit(
-            cfg,
-            train_ds,
-            work,
-            arch_kwargs={"in_channels": 1},
-            info={"dataset": "mnist", "imbalance": toy.imbalance},
-            show_progress=show_progress,
-            stop=stop,
-        )
+
+def _features_and_figure(
+    work: Path, cfg: TrainConfig, toy: ToyConfig, train_ds: ArrayDataset, test_ds: ArrayDataset
+) -> dict[str, Any]:
+    """The trained model's features of a seeded train subset and of the test set, written to
+    ``features.npz`` and drawn with the centers in ``features.png``; returns the accuracies."""
+    from facecl.train.plots import feature_scatter
 
     backbone, head, center, _ = load_run(work / MODEL)
     rng = np.random.default_rng(cfg.seed)
@@ -240,20 +219,54 @@ def run_toy(
         if len(sel) > toy.plot_points:
             sel = np.sort(rng.choice(sel, toy.plot_points, replace=False))
         panels.append((f"{name} ({100 * acc:.2f}% acc.)", feats[sel], labels[sel]))
-    variant = f"{cfg.head} + {cfg.loss}" if cfg.loss != "none" else cfg.head
-    title = f"LeNet++ MNIST: {variant}"
-    if cfg.loss != "none":
-        title += f" (lambda {cfg.lam:g}, alpha {cfg.alpha:g}, rho {cfg.rho:g}"
-        title += f", gamma {cfg.gamma:g})" if cfg.loss == "cil" else ")"
-    if toy.imbalance:
-        title += f"; classes {list(toy.imbalance_classes)} cut to {toy.imbalance_keep}"
-    feature_scatter(panels, centers, work / FIGURE, title=title)
-
-    result = {
+    feature_scatter(panels, centers, work / FIGURE, title=_title(cfg, toy))
+    return {
         "test_accuracy": test_acc,
         "test_accuracy_per_class": per_class_accuracy(test_pred, test_ds.labels),
         "train_accuracy": train_acc,
         "train_accuracy_on": int(len(train_sub)),
+    }
+
+
+def run_toy(
+    cfg: TrainConfig,
+    toy: ToyConfig,
+    out: str | os.PathLike,
+    *,
+    force: bool = False,
+    show_progress: bool = True,
+) -> TrainResult:
+    """Train LeNet++ on MNIST into ``out``, then plot and evaluate (see the module docstring)."""
+    from facecl.artifacts import atomic_write_json
+
+    mnist = load_mnist(toy.data or None)
+    config = {"train": cfg, "toy": toy}
+    so = StageOutput(out, "train", config, [input_ref(f) for f in mnist.files], force=force)
+    if so.up_to_date:
+        m = so.existing
+        return TrainResult(so.path, m, up_to_date=True, summary=dict(m.extra.get("toy", {})))
+    x_train, y_train = mnist.x_train, mnist.y_train
+    if toy.imbalance:
+        keep = imbalance_indices(y_train, toy.imbalance_classes, toy.imbalance_keep, cfg.seed)
+        x_train, y_train = x_train[keep], y_train[keep]
+    train_ds = ArrayDataset(x_train, y_train)
+    test_ds = ArrayDataset(mnist.x_test, mnist.y_test)
+
+    work = so.begin()
+    stop = StopFlag()
+    with stop_on_signals(stop):
+        summary = fit(
+            cfg,
+            train_ds,
+            work,
+            arch_kwargs={"in_channels": 1},
+            info={"dataset": "mnist", "imbalance": toy.imbalance},
+            show_progress=show_progress,
+            stop=stop,
+        )
+
+    result = {
+        **_features_and_figure(work, cfg, toy, train_ds, test_ds),
         "train_samples": int(len(train_ds)),
         "per_class_train": np.bincount(train_ds.labels, minlength=10).tolist(),
         "data": [str(f) for f in mnist.files],
@@ -261,7 +274,7 @@ def run_toy(
         "images_per_s": summary.get("images_per_s"),
     }
     atomic_write_json(work / "toy.json", result)
-    extra = finalize(work, cfg, summary, title)
+    extra = finalize(work, cfg, summary, _title(cfg, toy))
     for rel in (FIGURE, FEATURES, "toy.json"):
         extra["files"][rel] = sha256_file(work / rel)
     extra["toy"] = result

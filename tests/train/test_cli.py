@@ -16,7 +16,7 @@ from facecl.losses import list_center_losses, list_heads
 from facecl.models import list_backbones
 from facecl.train import cli as train_cli
 from facecl.train.checkpoint import build_backbone, load_checkpoint
-from facecl.train.loop import read_metrics
+from facecl.train.metrics import read_metrics
 
 runner = CliRunner()
 TINY = ["--arch", "tiny", "--steps", "4", "--batch-size", "8", "--workers", "0"]
@@ -93,6 +93,27 @@ def test_bad_config_value_is_a_one_line_error(pack, tmp_path):
     assert r.exit_code == 1 and "alpha must be in [0, 1]" in r.output
     r = runner.invoke(app, ["train", str(tmp_path), "-o", str(tmp_path / "r")])
     assert r.exit_code == 1 and "manifest" in r.output
+
+
+def test_margin_head_parameters_from_the_config_file(pack, tmp_path):
+    """``--head cosface`` with ``[train.margin] s = 30``: the trained head has s = 30 (and the
+    preset's m3), recorded in the run's config; softmax with a margin is a one-line error."""
+    from facecl.train.config import config_from_dict
+    from facecl.train.state import build_state
+
+    f = tmp_path / "margin.toml"
+    f.write_text("[train.margin]\ns = 30\n")
+    run = tmp_path / "run"
+    args = ["train", str(pack), "-o", str(run), "--config", str(f), *TINY, "--lr", "0.001"]
+    r = runner.invoke(app, [*args, "--head", "cosface"])
+    assert r.exit_code == 0, r.output
+    m = read_manifest(run, stage="train")
+    assert m.config["head"] == "cosface" and m.config["margin"]["s"] == 30.0
+    cfg = config_from_dict(load_checkpoint(run / "model.pt")["config"])
+    head = build_state(cfg, 4, {"input_size": [24, 20]}, torch.device("cpu")).net.head
+    assert (head.config.s, head.config.m3) == (30.0, 0.35)
+    r = runner.invoke(app, [*args[:3], str(tmp_path / "soft"), *args[4:]])
+    assert r.exit_code == 1 and "head 'softmax' has no margin parameters" in r.output
 
 
 class _Evil:

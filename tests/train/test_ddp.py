@@ -7,8 +7,9 @@ import torch
 from facecl.pack.dataset import ShardDataset
 from facecl.train.checkpoint import load_checkpoint
 from facecl.train.config import TrainConfig
-from facecl.train.loop import build_state, read_metrics
+from facecl.train.metrics import read_metrics
 from facecl.train.stage import fit
+from facecl.train.state import build_state
 
 
 def test_two_processes_equal_one(pack, tmp_path):

@@ -8,17 +8,14 @@ import numpy as np
 import pytest
 import torch
 
+from facecl.losses.config import CenterLossConfig
 from facecl.pack.dataset import ShardDataset
 from facecl.train.checkpoint import build_backbone, load_checkpoint
-from facecl.train.config import TrainConfig
-from facecl.train.loop import (
-    StepBatchSampler,
-    build_state,
-    flip_mask,
-    read_metrics,
-    train,
-    train_step,
-)
+from facecl.train.config import TrainConfig, load_train_config
+from facecl.train.loop import train, train_step
+from facecl.train.metrics import read_metrics
+from facecl.train.sampler import StepBatchSampler, flip_mask
+from facecl.train.state import build_state
 
 
 def test_batches_cover_each_epoch_once_and_ranks_split_the_global_batch():
@@ -58,7 +55,9 @@ def test_flip_mask_is_a_function_of_seed_and_step():
 def test_one_step_follows_algorithm_1():
     """Centers move by ECCV Eq. 4 with the features of the forward pass (before the SGD
     step), and the backbone by SGD on L_S + lambda L_C."""
-    cfg = TrainConfig(arch="tiny", loss="cl", lam=0.5, alpha=0.5, weight_decay=0.0, lr=0.1)
+    cfg = TrainConfig(
+        arch="tiny", loss="cl", lam=0.5, center=CenterLossConfig(alpha=0.5), weight_decay=0.0
+    )
     state = build_state(cfg, 3, {"input_size": [16, 16], "feature_dim": 4}, torch.device("cpu"))
     torch.manual_seed(1)
     images = torch.randn(6, 3, 16, 16)
@@ -73,7 +72,7 @@ def test_one_step_follows_algorithm_1():
     want = c0.clone()
     for j in range(3):
         sel = labels == j
-        want[j] -= cfg.alpha * (c0[j] - x[sel]).sum(0) / (1 + sel.sum())
+        want[j] -= cfg.center.alpha * (c0[j] - x[sel]).sum(0) / (1 + sel.sum())
     assert torch.allclose(state.center.centers, want, atol=1e-6)
     lc = 0.5 * (x - c0[labels]).pow(2).sum() / 6
     assert float(terms["center"]) == pytest.approx(float(lc), rel=1e-5)
@@ -83,10 +82,8 @@ def test_one_step_follows_algorithm_1():
 
 
 def _run(pack, tmp, **kw):
-    kw = {"lr": 0.05, **kw}
-    cfg = TrainConfig(
-        arch="tiny", steps=6, batch_size=8, workers=0, log_every=2, checkpoint_every=3, **kw
-    )
+    base = {"arch": "tiny", "steps": 6, "batch_size": 8, "workers": 0, "log_every": 2}
+    cfg = load_train_config(None, {**base, "checkpoint_every": 3, "lr": 0.05, **kw})
     summary = train(cfg, ShardDataset(pack), tmp)
     return cfg, summary, load_checkpoint(tmp / "model.pt")
 

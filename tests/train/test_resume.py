@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from facecl.cli import app
 from facecl.train.checkpoint import load_checkpoint
-from facecl.train.loop import read_metrics
+from facecl.train.metrics import read_metrics
 
 runner = CliRunner()
 ARGS = ["--arch", "tiny", "--steps", "24", "--batch-size", "8", "--workers", "0"]

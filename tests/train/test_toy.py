@@ -13,6 +13,8 @@ from typer.testing import CliRunner
 from facecl.artifacts import read_manifest
 from facecl.cli import app
 from facecl.errors import InputError
+from facecl.models.input_spec import InputSpec
+from facecl.train.checkpoint import checkpoint_input_spec, load_checkpoint
 from facecl.train.toy import (
     BUNDLED,
     TEST_IMAGES,
@@ -78,9 +80,12 @@ def test_toy_mnist_cli(mnist_dir, tmp_path):
     assert 0.0 <= doc["test_accuracy"] <= 1.0 and len(doc["test_accuracy_per_class"]) == 10
     assert doc["per_class_train"] == [4] * 5 + [20] * 5
     m = read_manifest(out, stage="train")
-    assert m.config["train"]["arch"] == "lenetpp" and m.config["train"]["rho"] == 1.0
+    assert m.config["train"]["arch"] == "lenetpp" and m.config["train"]["center"]["rho"] == 1.0
     assert m.config["toy"]["imbalance"] is True
     assert {"features.png", "features.npz", "model.pt"} <= set(m.extra["files"])
+    # The grey 28x28 geometry travels with the model (no align template: not a face crop).
+    spec = checkpoint_input_spec(load_checkpoint(out / "model.pt"))
+    assert spec == InputSpec(size=(28, 28), channels=1, color="L")
     with np.load(out / "features.npz") as z:
         assert z["test_features"].shape == (50, 2) and z["centers"].shape == (10, 2)
     r = runner.invoke(app, ["toy", "mnist", "-o", str(out), "--loss", "nope"])

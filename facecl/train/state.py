@@ -1,0 +1,191 @@
+"""The training state (network, center loss, optimiser) and its checkpoint payload.
+
+``build_state`` makes a fresh state from a ``TrainConfig`` (seeded); ``checkpoint_payload``
+turns a state into the dict ``facecl.train.checkpoint.save_checkpoint`` writes (the layout is
+documented there) and ``restore`` loads a full checkpoint back into a state built by the same
+config, for a resume.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from facecl.artifacts import config_dict
+from facecl.errors import ConfigError, FaceclError, InputError
+from facecl.models.input_spec import InputSpec
+from facecl.train.checkpoint import checkpoint_input_spec
+from facecl.train.config import TrainConfig, config_from_dict
+
+if TYPE_CHECKING:
+    from facecl.losses.center import CenterLossBase
+
+
+class FaceNet(nn.Module):
+    """Backbone + classification head as one module (what DDP wraps)."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+
+    def forward(
+        self, images: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        feats = self.backbone(images)  # (B, D)
+        return feats, self.head(feats, labels)  # (B, D), (B, C)
+
+
+@dataclass
+class TrainState:
+    """Everything that changes during training (and goes into a checkpoint), with what the
+    checkpoint needs to rebuild the model (``arch_kwargs``, ``input_spec``)."""
+
+    net: FaceNet
+    center: CenterLossBase
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler | None
+    arch_kwargs: dict[str, Any]
+    num_classes: int
+    step: int = 0
+    input_spec: InputSpec | None = None  # None: derived from the backbone's input size
+
+
+def validate_names(cfg: TrainConfig) -> None:
+    """Fail early (UnknownNameError listing the valid names) on a wrong arch/head/loss."""
+    from facecl.losses import CENTER_LOSSES, HEADS
+    from facecl.models import BACKBONES, list_backbones
+
+    list_backbones()  # loads the built-in backbones
+    BACKBONES.get(cfg.arch)
+    HEADS.get(cfg.head)
+    CENTER_LOSSES.get(cfg.loss)
+
+
+def dataset_input_spec(dataset: Any, arch_kwargs: Mapping[str, Any]) -> InputSpec:
+    """The geometry and normalisation of the training crops: the dataset's ``input_spec``
+    (an ``InputSpec`` or its dict) when it has one, else derived from its image size."""
+    spec = getattr(dataset, "input_spec", None)
+    h, w = (int(s) for s in dataset.image_size)
+    if spec is None:
+        return checkpoint_input_spec({"input_size": [h, w], "arch_kwargs": dict(arch_kwargs)})
+    if isinstance(spec, Mapping):
+        spec = InputSpec.from_dict(spec)
+    if not isinstance(spec, InputSpec) or tuple(spec.size) != (h, w):
+        raise InputError(
+            f"the dataset's input_spec {spec!r} does not match its {h}x{w} images",
+            "re-run 'facecl pack'",
+        )
+    return spec
+
+
+def build_state(
+    cfg: TrainConfig,
+    num_classes: int,
+    arch_kwargs: dict[str, Any],
+    device: torch.device,
+    input_spec: InputSpec | None = None,
+) -> TrainState:
+    """Backbone, head, center loss and optimiser, initialised from ``cfg.seed``."""
+    from facecl.losses import create_center_loss, create_head
+    from facecl.models import create_backbone
+
+    torch.manual_seed(cfg.seed)
+    backbone = create_backbone(cfg.arch, **arch_kwargs)
+    dim = int(backbone.feature_dim)
+    head = create_head(cfg.head, dim, num_classes, **cfg.margin.given())
+    center = create_center_loss(cfg.loss, num_classes, dim, config=cfg.center)
+    net = FaceNet(backbone, head).to(device)
+    center = center.to(device)
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
+    for name, p in net.named_parameters():
+        (no_decay if name.endswith("bias") else decay).append(p)
+    optimizer = torch.optim.SGD(
+        [
+            {"params": decay, "weight_decay": cfg.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+    )
+    scaler = None
+    if device.type == "cuda" and cfg.amp and cfg.amp_dtype == "float16":
+        scaler = torch.amp.GradScaler("cuda")
+    return TrainState(
+        net, center, optimizer, scaler, dict(arch_kwargs), num_classes, input_spec=input_spec
+    )
+
+
+def checkpoint_payload(
+    state: TrainState,
+    cfg: TrainConfig,
+    *,
+    step: int,
+    with_optimizer: bool,
+    info: dict[str, Any],
+    window: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The checkpoint of ``state`` at ``step``: weights, head, centers, config, input spec;
+    with the optimiser, scaler and RNG state (and the partial metrics ``window`` payload) for
+    a full, resumable one."""
+    backbone: Any = state.net.backbone  # a facecl.models backbone (feature_dim, input_size)
+    spec = state.input_spec or checkpoint_input_spec(
+        {"input_size": list(backbone.input_size), "arch_kwargs": state.arch_kwargs}
+    )
+    payload = {
+        "arch": cfg.arch,
+        "arch_kwargs": state.arch_kwargs,
+        "feature_dim": int(backbone.feature_dim),
+        "input_size": list(backbone.input_size),
+        "input_spec": spec.to_dict(),
+        "loss": cfg.loss,
+        "head": cfg.head,
+        "num_classes": state.num_classes,
+        "config": config_dict(cfg),
+        "model": backbone.state_dict(),
+        "head_state": state.net.head.state_dict(),
+        "loss_state": state.center.state_dict(),
+        "step": int(step),
+        **info,
+    }
+    payload["optimizer"] = {}
+    if with_optimizer:
+        payload["optimizer"] = state.optimizer.state_dict()
+        payload["scaler"] = state.scaler.state_dict() if state.scaler is not None else {}
+        payload["rng"] = {"torch": torch.get_rng_state()}
+        payload.update(window or {})  # the partial metrics window: a resumed run logs the same
+    return payload
+
+
+def _same_config(recorded: Any, cfg: TrainConfig) -> bool:
+    """Whether a checkpoint's ``config`` dict (nested, or flat from before the nesting)
+    describes ``cfg``."""
+    if not isinstance(recorded, Mapping):
+        return False
+    try:
+        return bool(config_from_dict(recorded) == cfg)
+    except FaceclError:
+        return False
+
+
+def restore(state: TrainState, ckpt: dict[str, Any], cfg: TrainConfig) -> int:
+    """Load a checkpoint written by this run's config into ``state``; returns its step."""
+    if not _same_config(ckpt.get("config"), cfg):
+        raise ConfigError(
+            "the checkpoint in the run directory was written with another config",
+            "use --force to start the run afresh",
+        )
+    state.net.backbone.load_state_dict(ckpt["model"])
+    state.net.head.load_state_dict(ckpt["head_state"])
+    state.center.load_state_dict(ckpt["loss_state"])
+    state.optimizer.load_state_dict(ckpt["optimizer"])
+    if state.scaler is not None and ckpt.get("scaler"):
+        state.scaler.load_state_dict(ckpt["scaler"])
+    if "rng" in ckpt:
+        torch.set_rng_state(ckpt["rng"]["torch"])
+    return int(ckpt["step"])

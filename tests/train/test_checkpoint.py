@@ -1,0 +1,72 @@
+"""Checkpoint version 2: the input spec travels with the model; version 1 files still load."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from facecl.embed.backends import resolve_model
+from facecl.errors import ConfigError
+from facecl.models.input_spec import InputSpec
+from facecl.pack.dataset import ShardDataset
+from facecl.train.checkpoint import VERSION, checkpoint_input_spec, load_checkpoint
+from facecl.train.config import load_train_config
+from facecl.train.loop import train
+from facecl.train.run import resolve_checkpoint
+from facecl.train.state import build_state, checkpoint_payload, restore
+from facecl.train.toy import load_run
+
+from .helpers import make_pack
+
+TINY = {"arch": "tiny", "steps": 2, "batch_size": 8, "workers": 0, "log_every": 1, "lr": 0.05}
+
+
+def _flat_v1(ckpt: dict) -> dict:
+    """``ckpt`` as version 1 wrote it: no input_spec, a flat config (alpha, rho, gamma)."""
+    old = {k: v for k, v in ckpt.items() if k != "input_spec"}
+    config = {k: v for k, v in ckpt["config"].items() if k not in ("center", "margin")}
+    config.update({k: ckpt["config"]["center"][k] for k in ("alpha", "rho", "gamma")})
+    return {**old, "version": 1, "config": config}
+
+
+def test_model_records_the_pack_geometry_and_v1_still_resolves(tmp_path):
+    pack = make_pack(tmp_path, size=(112, 96))  # the 112x96 align template's crops
+    run = tmp_path / "run"
+    cfg = load_train_config(None, {**TINY, "loss": "cl", "rho": 0.5})
+    train(cfg, ShardDataset(pack), run)
+    ckpt = load_checkpoint(run / "model.pt")
+    assert ckpt["version"] == VERSION == 2
+    want = InputSpec.for_template("112x96")
+    assert ckpt["input_spec"] == want.to_dict() and want.landmarks  # the template's 5 points
+    assert checkpoint_input_spec(ckpt) == want
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["input_spec"] == want.to_dict()
+
+    v1 = tmp_path / "v1.pt"
+    torch.save(_flat_v1(ckpt), v1)
+    old = load_checkpoint(v1)
+    assert "input_spec" not in old and old["version"] == 1
+    assert checkpoint_input_spec(old) == want
+    assert resolve_model(v1).path == resolve_checkpoint(v1).checkpoint == v1.resolve()
+    _, _, center, _ = load_run(v1)  # the flat config still rebuilds the center loss
+    assert center.config == cfg.center
+    assert torch.equal(center.centers, ckpt["loss_state"]["centers"])
+
+
+def test_dataset_input_spec_wins(pack, tmp_path):
+    ds = ShardDataset(pack)
+    spec = InputSpec(size=(24, 20), template="", color="RGB", mean=100.0, scale=64.0)
+    ds.input_spec = spec  # what the pack recorded
+    train(load_train_config(None, TINY), ds, tmp_path / "run")
+    assert checkpoint_input_spec(load_checkpoint(tmp_path / "run" / "model.pt")) == spec
+
+
+def test_resume_accepts_an_old_flat_config_and_refuses_another(tmp_path):
+    cfg = load_train_config(None, {**TINY, "loss": "cl", "rho": 0.5})
+    kw = {"input_size": [16, 16], "feature_dim": 4}
+    state = build_state(cfg, 3, kw, torch.device("cpu"))
+    ckpt = checkpoint_payload(state, cfg, step=1, with_optimizer=True, info={})
+    fresh = build_state(cfg, 3, kw, torch.device("cpu"))
+    assert restore(fresh, _flat_v1(ckpt), cfg) == 1
+    other = load_train_config(None, {**TINY, "loss": "cl", "rho": 0.25})
+    with pytest.raises(ConfigError, match="another config"):
+        restore(build_state(other, 3, kw, torch.device("cpu")), ckpt, other)
