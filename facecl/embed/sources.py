@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from facecl.artifacts import input_ref, is_artifact, read_manifest, sha256_json
-from facecl.errors import InputError, NotBuiltError
+from facecl.errors import InputError
 
 OK = "ok"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm"}
@@ -252,14 +252,9 @@ ALIGN_BATCH = 64  # photos aligned per call (bounded memory; a resumed run re-al
 def _aligner() -> Callable[[list[Path]], list[ImageOrReason]]:
     """Photos -> crops with the align stage's code and its default config (the same crops
     'facecl align' writes), or the reason there is none."""
-    try:
-        from facecl.align.config import AlignConfig, AlignRuntime
-        from facecl.align.stage import Aligner, align_images
-    except ImportError:
-        raise NotBuiltError(
-            "embedding raw photos needs 'facecl align', which is not built yet",
-            "pass an align artifact, or --aligned for folders of ready 112x96 crops",
-        ) from None
+    from facecl.align.config import AlignConfig, AlignRuntime
+    from facecl.align.stage import Aligner, align_images
+
     cfg, runtime = AlignConfig(), AlignRuntime()
     detector = Aligner(cfg, runtime).detector  # built once, shared by every call
 
