@@ -30,7 +30,7 @@ from facecl.train.loop import MODEL, StopFlag
 from facecl.train.stage import TrainResult, finalize, fit, stop_on_signals
 
 # The shared datasets: $FACECL_SHARED, else ../shared from where the command runs (a checkout).
-SHARED_MNIST = Path(os.environ.get("FACECL_SHARED", "../shared")) / "data" / "mnist"
+SHARED_MNIST = Path(os.environ.get("FACECL_SHARED", "../shared")).resolve() / "data" / "mnist"
 # Package data: a seeded subset (300 train / 100 test images per digit), see facecl/data.
 BUNDLED = Path(__file__).resolve().parents[1] / "data" / "mnist_small.npz"
 TRAIN_NPZ = "mnist_train_approx_from_tsuga_png.npz"
