@@ -54,9 +54,9 @@ class Plan:
     loader_workers: int = 4
     align_batch: int = 32
     align_rounds: int = 2
-    embed_images: int = 1024
+    embed_images: int = 512
     embed_batch: int = 256
-    embed_rounds: int = 3
+    embed_rounds: int = 2
     train_seconds: float = 120.0
     min_steps: int = 50
     pytest_timeout_s: int = 240
