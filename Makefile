@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.facecl-installed
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
 
-.PHONY: install test test-all lint demo bench study clean
+.PHONY: install test test-all lint typecheck demo bench gpu-check study clean
 
 install: $(STAMP)
 
@@ -25,12 +25,22 @@ test-all: install
 
 lint: install
 	$(BIN)/ruff check facecl tests benchmarks
+	$(BIN)/ruff format --check facecl tests benchmarks
+
+typecheck: install
+	$(BIN)/mypy facecl
 
 demo: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh
 
 bench: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash benchmarks/run_all.sh
+
+# Everything that needs a GPU in one command (< 8 min on one GPU): the GPU-marked tests, the
+# GPU benchmarks and a CUDA+AMP chain on the sample; figures in gpu_check.json. Without CUDA:
+# "no CUDA device: skipped", exit 0.
+gpu-check: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/gpu_check.py --out gpu_check.json
 
 # The full-LFW study (needs ../shared/data): every variant x the config's seeds (0, 1, 2) on
 # the CPU config; `make study SEEDS="--seed 0"` runs a subset (results merge into one table,
@@ -40,4 +50,4 @@ study: install
 	$(BIN)/facecl study experiments/lfw_view1_cpu.toml -o runs/study_cpu $(SEEDS) --results docs/results.md
 
 clean:
-	rm -rf demo_out .pytest_cache
+	rm -rf demo_out .pytest_cache .mypy_cache gpu_check.json

@@ -20,9 +20,68 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+
+
+def make_model(arch: str, tmp: Path) -> tuple[torch.nn.Module, dict, float]:
+    """A randomly initialised ``arch`` checkpoint at tmp/model.pt, exported to tmp/model.onnx
+    with ``facecl export`` (parity-checked): the net, the export report and its seconds."""
+    from facecl.embed.config import ExportConfig
+    from facecl.embed.export import run_export
+    from facecl.models import create_backbone
+    from facecl.train.checkpoint import save_checkpoint
+
+    net = create_backbone(arch)
+    save_checkpoint(
+        tmp / "model.pt",
+        {
+            "arch": arch,
+            "arch_kwargs": {},
+            "feature_dim": int(net.feature_dim),
+            "input_size": list(net.input_size),
+            "config": {},
+            "model": net.state_dict(),
+        },
+    )
+    t = time.perf_counter()
+    rep = run_export(tmp / "model.pt", tmp / "model.onnx", ExportConfig())
+    return net, rep, time.perf_counter() - t
+
+
+def bench_images(size: tuple[int, int], n: int) -> np.ndarray:
+    """``n`` real aligned faces (N, H, W, 3) uint8 (the bundled ones, repeated)."""
+    from facecl.embed.export import load_faces
+
+    faces = load_faces(None, size, 10_000)
+    return np.concatenate([faces] * -(-n // len(faces)))[:n]
+
+
+def time_backends(
+    backends: dict[str, Any], images: np.ndarray, batch: int, rounds: int
+) -> dict[str, Any]:
+    """Interleaved per batch (a, b, a, b, ...) so every backend sees the same machine load.
+    Returns images/s and per-batch seconds of each, and the first round's outputs."""
+    for b in backends.values():  # warm-up
+        b.embed(images[:batch])
+    times: dict[str, list[float]] = {k: [] for k in backends}
+    outs: dict[str, list[np.ndarray]] = {k: [] for k in backends}
+    for r in range(rounds):
+        for i in range(0, len(images), batch):
+            for name, b in backends.items():
+                t0 = time.perf_counter()
+                out = b.embed(images[i : i + batch])  # returns host arrays: synchronised
+                times[name].append(time.perf_counter() - t0)
+                if r == 0:
+                    outs[name].append(out)
+    n_img = len(images) * rounds
+    return {
+        "images_per_s": {k: n_img / sum(v) for k, v in times.items()},
+        "batch_s": times,
+        "outputs": {k: np.concatenate(v) for k, v in outs.items()},
+    }
 
 
 def main() -> None:
@@ -37,10 +96,8 @@ def main() -> None:
     args = ap.parse_args()
 
     from facecl.embed.backends import OnnxBackend, TorchBackend, resolve_model
-    from facecl.embed.config import ExportConfig
-    from facecl.embed.export import cosine_rows, load_faces, run_export
+    from facecl.embed.export import cosine_rows
     from facecl.models import create_backbone, list_backbones
-    from facecl.train.checkpoint import save_checkpoint
 
     torch.set_num_threads(args.threads)
     arch = args.arch
@@ -48,51 +105,18 @@ def main() -> None:
         biggest = max(list_backbones(), key=lambda n: _params(create_backbone(n)))
         print(f"note: backbone {arch!r} does not exist here; using the largest, {biggest!r}")
         arch = biggest
-    net = create_backbone(arch)
     tmp = Path(tempfile.mkdtemp(prefix="bench_embed_"))
-    save_checkpoint(
-        tmp / "model.pt",
-        {
-            "arch": arch,
-            "arch_kwargs": {},
-            "feature_dim": int(net.feature_dim),
-            "input_size": list(net.input_size),
-            "config": {},
-            "model": net.state_dict(),
-        },
-    )
-    t = time.perf_counter()
-    rep = run_export(tmp / "model.pt", tmp / "model.onnx", ExportConfig())
-    export_s = time.perf_counter() - t
-
-    faces = load_faces(None, tuple(net.input_size), 10_000)
-    reps = -(-args.images // len(faces))
-    images = np.concatenate([faces] * reps)[: args.images]  # (N,H,W,3) uint8
-    torch_b = TorchBackend(resolve_model(tmp / "model.pt"), args.fusion, False, args.device)
-    onnx_b = OnnxBackend(resolve_model(tmp / "model.onnx"), args.fusion, False, args.device)
-
-    def timed(backend, batch: np.ndarray) -> tuple[float, np.ndarray]:
-        t0 = time.perf_counter()
-        out = backend.embed(batch)
-        if backend.device == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - t0, out
-
-    for b in (torch_b, onnx_b):  # warm-up
-        b.embed(images[: args.batch])
-    # Interleaved per batch (torch, onnxruntime, torch, ...) so both see the same load.
-    times: dict[str, list[float]] = {"torch": [], "onnxruntime": []}
-    outs: dict[str, list[np.ndarray]] = {"torch": [], "onnxruntime": []}
-    for r in range(args.rounds):
-        for i in range(0, len(images), args.batch):
-            for name, b in (("torch", torch_b), ("onnxruntime", onnx_b)):
-                dt, out = timed(b, images[i : i + args.batch])
-                times[name].append(dt)
-                if r == 0:
-                    outs[name].append(out)
-    cos = cosine_rows(np.concatenate(outs["torch"]), np.concatenate(outs["onnxruntime"]))
-    n_img = len(images) * args.rounds
-    speeds = {k: n_img / sum(v) for k, v in times.items()}
+    net, rep, export_s = make_model(arch, tmp)
+    images = bench_images(tuple(net.input_size), args.images)
+    backends = {
+        "torch": TorchBackend(resolve_model(tmp / "model.pt"), args.fusion, False, args.device),
+        "onnxruntime": OnnxBackend(
+            resolve_model(tmp / "model.onnx"), args.fusion, False, args.device
+        ),
+    }
+    res = time_backends(backends, images, args.batch, args.rounds)
+    times, speeds = res["batch_s"], res["images_per_s"]
+    cos = cosine_rows(res["outputs"]["torch"], res["outputs"]["onnxruntime"])
     paired = [t / o for t, o in zip(times["torch"], times["onnxruntime"], strict=True)]
 
     dev = torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or "cpu"

@@ -11,11 +11,13 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    Task,
     TaskProgressColumn,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
 # soft_wrap: a message is never broken at the console width (CI logs are 80 columns), so an
 # error or warning stays the one line a script can grep; rich renderables still fit the width.
@@ -28,8 +30,7 @@ class RateColumn(TextColumn):
     def __init__(self) -> None:
         super().__init__("")
 
-    def render(self, task):  # type: ignore[override]
-        from rich.text import Text
+    def render(self, task: Task) -> Text:
 
         speed = task.finished_speed or task.speed
         unit = task.fields.get("unit", "it")

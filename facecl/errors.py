@@ -27,10 +27,6 @@ class UsageError(FaceclError):
     exit_code = 2
 
 
-class NotBuiltError(UsageError):
-    """A command or option that exists in the interface but is not implemented yet."""
-
-
 class ConfigError(FaceclError):
     """Invalid configuration value or key."""
 

@@ -1,5 +1,7 @@
 import json
 
+import pytest
+import typer
 from typer.testing import CliRunner
 
 from facecl import __version__
@@ -8,7 +10,28 @@ from facecl.cli import app
 
 runner = CliRunner()
 
-STAGES = ["align", "pack", "train", "embed", "verify", "export", "inspect"]
+# The command line's whole surface, in --help order: (name, subcommands or None).
+COMMANDS = [
+    ("align", None),
+    ("pack", None),
+    ("train", None),
+    ("embed", None),
+    ("export", None),
+    ("verify", None),
+    ("inspect", None),
+    ("study", None),
+    ("toy", ["mnist"]),
+]
+
+
+def command_table(group: typer.core.TyperGroup) -> list[tuple[str, list[str] | None]]:
+    ctx = typer.Context(group)
+    table = []
+    for name in group.list_commands(ctx):
+        cmd = group.get_command(ctx, name)
+        group_of = isinstance(cmd, typer.core.TyperGroup)
+        table.append((name, cmd.list_commands(typer.Context(cmd)) if group_of else None))
+    return table
 
 
 def test_version():
@@ -16,11 +39,19 @@ def test_version():
     assert r.exit_code == 0 and __version__ in r.stdout
 
 
-def test_help_lists_every_stage():
-    r = runner.invoke(app, ["--help"])
-    assert r.exit_code == 0
-    for s in STAGES:
-        assert s in r.stdout
+def test_commands_table_is_exactly_the_stages_in_order():
+    root = typer.main.get_command(app)
+    assert isinstance(root, typer.core.TyperGroup)
+    assert command_table(root) == COMMANDS
+
+
+@pytest.mark.parametrize(
+    "argv", [[n] if sub is None else [n, s] for n, sub in COMMANDS for s in (sub or [None])]
+)
+def test_every_command_has_help(argv):
+    r = runner.invoke(app, [*argv, "--help"])
+    assert r.exit_code == 0, r.output
+    assert "Usage:" in r.stdout and "--help" in r.stdout
 
 
 def test_unknown_command_is_usage_error():

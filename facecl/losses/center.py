@@ -79,7 +79,6 @@ class CenterLossBase(nn.Module):
     """
 
     name: ClassVar[str] = "base"
-    uses_head: ClassVar[bool] = False  # True when centers are built from head.weight
 
     def __init__(self, num_classes: int, feature_dim: int, config: CenterLossConfig | None = None):
         super().__init__()
@@ -267,7 +266,6 @@ class AdvancedCenterLoss(CenterLossBase):
     """``acl``: IJCV Eq. 6-7, c_j = gamma_j w_j with a (C,) buffer of gammas."""
 
     name = "acl"
-    uses_head = True
     gammas: torch.Tensor
 
     def _init_state(self) -> None:
@@ -293,7 +291,6 @@ class SharedGammaCenterLoss(CenterLossBase):
     """``acl-gamma``: IJCV Eq. 8, c_j = gamma w_j with one shared scalar gamma."""
 
     name = "acl-gamma"
-    uses_head = True
     gamma: torch.Tensor
 
     def _init_state(self) -> None:

@@ -51,7 +51,8 @@ class ResidualUnit(nn.Module):
         self.relu2 = nn.PReLU(width)
         for conv in (self.conv1, self.conv2):
             nn.init.normal_(conv.weight, 0.0, 0.01)
-            nn.init.zeros_(conv.bias)
+            if conv.bias is not None:
+                nn.init.zeros_(conv.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, W, H, W') -> same
         return x + self.relu2(self.conv2(self.relu1(self.conv1(x))))
@@ -80,7 +81,8 @@ class SphereNet(nn.Module):
         for n_units, width in zip(units, widths, strict=True):
             down = nn.Conv2d(prev, width, 3, 2, 1)
             nn.init.xavier_uniform_(down.weight)
-            nn.init.zeros_(down.bias)
+            if down.bias is not None:
+                nn.init.zeros_(down.bias)
             layers += [down, nn.PReLU(width)]
             layers += [ResidualUnit(width) for _ in range(n_units)]
             h, w = _conv_out(h), _conv_out(w)

@@ -1,8 +1,9 @@
 """``facecl toy mnist``: LeNet++ with 2-d features on MNIST, as ECCV Fig. 3 / IJCV Fig. 5.
 
-Data: ``../shared/data/mnist`` (``t10k-*-idx*-ubyte.gz`` for the test set,
-``mnist_train_approx_from_tsuga_png.npz`` with ``x_train``/``y_train`` for the training set),
-or the bundled ``tests/data/mnist_small.npz`` (a seeded subset of both) when absent.
+Data: ``--data DIR``, else ``$FACECL_SHARED/data/mnist`` (default ``../shared`` from the
+working directory), holding ``t10k-*-idx*-ubyte.gz`` for the test set and
+``mnist_train_approx_from_tsuga_png.npz`` with ``x_train``/``y_train`` for the training set;
+else the subset of both shipped with the package (``facecl/data/mnist_small.npz``).
 ``--imbalance`` reproduces Wu 2018 Sec. 3.1: five of the ten classes keep only 200 training
 samples (a seeded choice), the rest keep all of theirs.
 
@@ -30,9 +31,10 @@ from facecl.train.loop import StopFlag
 from facecl.train.run import MODEL
 from facecl.train.stage import TrainResult, finalize, fit, stop_on_signals
 
-ROOT = Path(__file__).resolve().parents[2]
-SHARED_MNIST = Path(os.environ.get("FACECL_SHARED", ROOT.parent / "shared")) / "data" / "mnist"
-BUNDLED = ROOT / "tests" / "data" / "mnist_small.npz"
+# The shared datasets: $FACECL_SHARED, else ../shared from where the command runs (a checkout).
+SHARED_MNIST = Path(os.environ.get("FACECL_SHARED", "../shared")).resolve() / "data" / "mnist"
+# Package data: a seeded subset (300 train / 100 test images per digit), see facecl/data.
+BUNDLED = Path(__file__).resolve().parents[1] / "data" / "mnist_small.npz"
 TRAIN_NPZ = "mnist_train_approx_from_tsuga_png.npz"
 TEST_IMAGES = "t10k-images-idx3-ubyte.gz"
 TEST_LABELS = "t10k-labels-idx1-ubyte.gz"
@@ -65,14 +67,14 @@ def read_idx(path: Path) -> np.ndarray:
 
 
 def load_mnist(data: str | os.PathLike | None = None) -> Mnist:
-    """MNIST from ``data`` (a directory), else ../shared/data/mnist, else the bundled subset."""
+    """MNIST from ``data`` (a directory), else the shared MNIST, else the packaged subset."""
     d = Path(data) if data else SHARED_MNIST
     if (d / TRAIN_NPZ).is_file() and (d / TEST_IMAGES).is_file():
         with np.load(d / TRAIN_NPZ) as z:
             x_train, y_train = z["x_train"], z["y_train"].astype(np.int64)
         x_test = read_idx(d / TEST_IMAGES)
         y_test = read_idx(d / TEST_LABELS).astype(np.int64)
-        files = (d / TRAIN_NPZ, d / TEST_IMAGES, d / TEST_LABELS)
+        files: tuple[Path, ...] = (d / TRAIN_NPZ, d / TEST_IMAGES, d / TEST_LABELS)
     elif data:
         raise InputError(
             f"no MNIST at {d} (need {TRAIN_NPZ} and {TEST_IMAGES}, {TEST_LABELS})",
@@ -85,8 +87,8 @@ def load_mnist(data: str | os.PathLike | None = None) -> Mnist:
         files = (BUNDLED,)
     else:
         raise InputError(
-            f"MNIST not found at {d} and no bundled subset at {BUNDLED}",
-            "pass --data DIR with the MNIST files",
+            f"MNIST not found at {d} and the packaged subset {BUNDLED} is missing",
+            "pass --data DIR with the MNIST files, or reinstall facecl",
         )
     return Mnist(x_train, y_train, x_test, y_test, files)
 
