@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar, overload
 
 from facecl.errors import UnknownNameError
 
@@ -20,6 +20,10 @@ class Registry(Generic[T]):
         self.kind = kind
         self._entries: dict[str, T] = {}
 
+    @overload
+    def register(self, name: str) -> Callable[[T], T]: ...
+    @overload
+    def register(self, name: str, obj: T) -> T: ...
     def register(self, name: str, obj: T | None = None) -> Callable[[T], T] | T:
         """``reg.register("x", obj)`` or ``@reg.register("x")``."""
 
@@ -42,7 +46,7 @@ class Registry(Generic[T]):
                 f"unknown {self.kind} {name!r}", f"{hint}valid {self.kind} names: {valid}"
             ) from None
 
-    def create(self, name: str, *args, **kwargs):
+    def create(self, name: str, *args: Any, **kwargs: Any) -> Any:
         return self.get(name)(*args, **kwargs)  # type: ignore[operator]
 
     def names(self) -> list[str]:

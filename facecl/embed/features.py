@@ -17,6 +17,7 @@ module holds that computation, independent of files and backends:
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 import numpy as np
 import torch
@@ -112,8 +113,9 @@ class FlipFusion(nn.Module):
         self.backbone = backbone
         self.fusion = fusion
         self.l2 = l2
-        self.feature_dim = fused_dim(int(backbone.feature_dim), fusion)
-        self.input_size = tuple(backbone.input_size)
+        # nn.Module attributes type as Tensor | Module: these are the backbone's plain ints.
+        self.feature_dim = fused_dim(int(cast(int, backbone.feature_dim)), fusion)
+        self.input_size = tuple(cast(tuple[int, int], backbone.input_size))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B,3,H,W) -> (B,D')
         return flip_features(self.backbone, x, self.fusion, self.l2)

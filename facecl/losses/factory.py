@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+from collections.abc import Callable
+from typing import Any
 
 from torch import nn
 
@@ -26,7 +28,7 @@ for _cls in CENTER_LOSS_CLASSES:
     CENTER_LOSSES.register(_cls.name, _cls)
 
 
-def _check_kwargs(kw: dict, valid: list[str], what: str) -> None:
+def _check_kwargs(kw: dict[str, Any], valid: list[str], what: str) -> None:
     for key in kw:
         if key not in valid:
             close = difflib.get_close_matches(key, valid, n=1)
@@ -41,8 +43,8 @@ def _softmax(feature_dim: int, num_classes: int, bias: bool = True) -> nn.Module
 HEADS.register("softmax", _softmax)
 
 
-def _margin_factory(preset: HeadConfig):
-    def make(feature_dim: int, num_classes: int, **kw: object) -> nn.Module:
+def _margin_factory(preset: HeadConfig) -> Callable[..., nn.Module]:
+    def make(feature_dim: int, num_classes: int, **kw: Any) -> nn.Module:
         _check_kwargs(kw, HeadConfig.field_names(), "head")
         try:
             config = dataclasses.replace(preset, **kw)

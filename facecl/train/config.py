@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import sys
 import types
 import typing
 from collections.abc import Iterator, Mapping
@@ -335,7 +336,10 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     suffix = p.suffix.lower()
     try:
         if suffix == ".toml":
-            import tomllib
+            if sys.version_info >= (3, 11):
+                import tomllib
+            else:  # pragma: no cover - Python 3.10
+                import tomli as tomllib
 
             with open(p, "rb") as f:
                 data = tomllib.load(f)

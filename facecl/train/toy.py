@@ -246,6 +246,7 @@ def run_toy(
     so = StageOutput(out, "train", config, [input_ref(f) for f in mnist.files], force=force)
     if so.up_to_date:
         m = so.existing
+        assert m is not None  # up_to_date means a complete manifest was read
         return TrainResult(so.path, m, up_to_date=True, summary=dict(m.extra.get("toy", {})))
     x_train, y_train = mnist.x_train, mnist.y_train
     if toy.imbalance:
