@@ -140,7 +140,7 @@ def _decode_pil(
     old_limit = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = None  # we apply our own limit below
     try:
-        im = Image.open(path)
+        im: Image.Image = Image.open(path)
     finally:
         Image.MAX_IMAGE_PIXELS = old_limit
     with im:
@@ -191,21 +191,21 @@ def _decode_error(e: BaseException, w: int, h: int) -> Decoded:
     return _fail("corrupt", msg, w, h)
 
 
-def _exif_orientation(im) -> int | None:
+def _exif_orientation(im: Any) -> int | None:
     try:
         return im.getexif().get(0x0112)
     except Exception:
         return None
 
 
-def _draft_size(im, r: float) -> tuple[int, int]:
+def _draft_size(im: Any, r: float) -> tuple[int, int]:
     """The size to ask ``Image.draft`` for: JPEG decodes at 1/2, 1/4 or 1/8 scale, the
     smallest reduction that brings the linear scale to ``r`` or below."""
     k = min(3, max(0, math.ceil(math.log2(1.0 / r))))
     return max(1, -(-im.size[0] // 2**k)), max(1, -(-im.size[1] // 2**k))
 
 
-def _to_rgb(im, notes: list[str]) -> np.ndarray:
+def _to_rgb(im: Any, notes: list[str]) -> np.ndarray:
     """Any Pillow mode -> (h, w, 3) uint8 RGB."""
 
     mode = im.mode

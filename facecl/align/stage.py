@@ -98,9 +98,8 @@ def run_align(
         )
     inputs = [input_ref(source)] + ([input_ref(landmarks)] if landmarks is not None else [])
     so = StageOutput(out, "align", cfg, inputs, force=force)
-    if so.up_to_date:
-        m = so.existing
-        return AlignSummary(str(so.path), True, False, 0, m.counts, 0.0, 0.0)
+    if so.existing is not None:  # up to date
+        return AlignSummary(str(so.path), True, False, 0, so.existing.counts, 0.0, 0.0)
     work = so.begin()
     parts = work / PARTS
     parts.mkdir(exist_ok=True)
@@ -259,7 +258,7 @@ def merge_shards(
     if any(m.inputs != manifests[0].inputs for m in manifests):
         raise UsageError("the shards have different inputs", "merge shards of the same source")
     so = StageOutput(out, "align", cfg, [input_ref(s) for s in shards], force=force)
-    if so.up_to_date:
+    if so.existing is not None:  # up to date
         return AlignSummary(str(so.path), True, False, 0, so.existing.counts, 0.0, 0.0)
     work = so.begin()
     rows = []

@@ -213,7 +213,8 @@ def make_plan(artifacts: Sequence[Path], config: PackConfig, lists: Sequence[Nam
                 for it in by_id[ident]
             ]
 
-    kept, few = [], []
+    kept: list[str] = []
+    few: list[str] = []
     for ident in overlap.kept:
         (kept if len(by_id[ident]) >= config.min_images else few).append(ident)
     for ident in few:
@@ -226,7 +227,7 @@ def make_plan(artifacts: Sequence[Path], config: PackConfig, lists: Sequence[Nam
             }
             for it in by_id[ident]
         ]
-    min_images = {
+    min_images: dict[str, Any] = {
         "k": config.min_images,
         "identities_removed": len(few),
         "images_removed": sum(len(by_id[i]) for i in few),
