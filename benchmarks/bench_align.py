@@ -291,21 +291,20 @@ def full(args) -> None:
 
 
 def sheet(args) -> None:
-    import csv
-
     import cv2
 
+    from facecl.align.artifact import read_faces
+
     out = Path(args.sheet)
-    with open(out / "faces.csv", newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r["status"] == "ok"]
+    rows = [r for r in read_faces(out) if r.status == "ok"]
     seen, pick_rows = set(), []
     for r in rows:
-        if r["identity"] not in seen:
-            seen.add(r["identity"])
+        if r.identity not in seen:
+            seen.add(r.identity)
             pick_rows.append(r)
     step = max(1, len(pick_rows) // (args.rows * args.cols))
     pick_rows = pick_rows[::step][: args.rows * args.cols]
-    tiles = [cv2.imread(str(out / r["output"])) for r in pick_rows]
+    tiles = [cv2.imread(str(out / r.output)) for r in pick_rows]
     h, w = tiles[0].shape[:2]
     grid = np.zeros((args.rows * (h + 2), args.cols * (w + 2), 3), np.uint8) + 255
     for i, tile in enumerate(tiles):

@@ -14,6 +14,7 @@ import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -80,9 +81,39 @@ def _fail(reason: str, detail: str, w: int = 0, h: int = 0) -> Decoded:
 
 def decode_image(path: str | os.PathLike, max_pixels: int = 100_000_000) -> Decoded:
     """Decode any file to RGB uint8, or say why not. Never raises for bad data."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
+    head = _read_head(path)
+    if isinstance(head, Decoded):
+        return head
+    notes: list[str] = []
+    dims = [0, 0]  # upright (width, height), known once the header has been read
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # DecompressionBombWarning, EXIF warnings
+            arr = _decode_pil(path, max_pixels, notes, dims)
+    except UnidentifiedImageError:
+        kind = _sniff_image_kind(head)
+        if kind:
+            return _fail("unsupported_format", f"{kind} data that Pillow cannot decode")
+        return _fail("not_an_image", "not a recognised image format")
+    except Image.DecompressionBombError as e:
+        return _fail("too_large", str(e), *dims)
+    except MemoryError:
+        return _fail("too_large", "out of memory while decoding", *dims)
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, KeyError) as e:
+        return _decode_error(e, *dims)
+    if isinstance(arr, Decoded):
+        return arr
+    w, h = dims
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        return _fail("corrupt", "image with zero width or height", w, h)
+    return Decoded(arr, "", "", w or arr.shape[1], h or arr.shape[0], tuple(notes))
+
+
+def _read_head(path: Path) -> bytes | Decoded:
+    """The first 32 bytes of a non-empty regular file, or why it cannot be decoded."""
     try:
         size = path.stat().st_size
         if not path.is_file():
@@ -95,85 +126,86 @@ def decode_image(path: str | os.PathLike, max_pixels: int = 100_000_000) -> Deco
         return _fail("read_error", f"{type(e).__name__}: {e.strerror or e}")
     if size == 0:
         return _fail("empty_file", "zero-byte file")
-    notes: list[str] = []
-    w = h = 0
+    return head
+
+
+def _decode_pil(
+    path: Path, max_pixels: int, notes: list[str], dims: list[int]
+) -> np.ndarray | Decoded:
+    """Pillow's decode, upright, as RGB uint8 (or too large). Sets ``dims`` to the upright
+    (width, height) as soon as it is known and appends what it converted to ``notes``;
+    Pillow's exceptions propagate (``decode_image`` names them)."""
+    from PIL import Image, ImageOps
+
+    old_limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None  # we apply our own limit below
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # DecompressionBombWarning, EXIF warnings
-            old_limit = Image.MAX_IMAGE_PIXELS
-            Image.MAX_IMAGE_PIXELS = None  # we apply our own limit below
+        im: Image.Image = Image.open(path)
+    finally:
+        Image.MAX_IMAGE_PIXELS = old_limit
+    with im:
+        w, h = im.size
+        orient = _exif_orientation(im)
+        if orient in (5, 6, 7, 8):
+            w, h = h, w
+        dims[:] = [w, h]
+        if w * h > max_pixels:
+            too_large = _reduce(im, w, h, max_pixels)
+            if too_large is not None:
+                return too_large
+            notes.append("reduced")
+        if getattr(im, "n_frames", 1) > 1:
+            notes.append("multi_frame")
+        im.load()
+        if orient not in (None, 1):
             try:
-                im = Image.open(path)
-            finally:
-                Image.MAX_IMAGE_PIXELS = old_limit
-            with im:
-                w, h = im.size
-                orient = _exif_orientation(im)
+                im = ImageOps.exif_transpose(im)
+                notes.append("exif_rotated")
+            except Exception:  # a broken EXIF block must not lose the image
+                notes.append("bad_exif")
                 if orient in (5, 6, 7, 8):
-                    w, h = h, w
-                if w * h > max_pixels:
-                    if im.format != "JPEG":
-                        return _fail(
-                            "too_large", f"{w}x{h} = {w * h:,} px > max_pixels {max_pixels:,}", w, h
-                        )
-                    r = math.sqrt(max_pixels / (w * h))
-                    im.draft(im.mode if im.mode in ("RGB", "L") else None, _draft_size(im, r))
-                    if im.size[0] * im.size[1] > max_pixels:
-                        return _fail(
-                            "too_large",
-                            f"{w}x{h} = {w * h:,} px > max_pixels even at 1/8 scale",
-                            w,
-                            h,
-                        )
-                    notes.append("reduced")
-                if getattr(im, "n_frames", 1) > 1:
-                    notes.append("multi_frame")
-                im.load()
-                if orient not in (None, 1):
-                    try:
-                        im = ImageOps.exif_transpose(im)
-                        notes.append("exif_rotated")
-                    except Exception:  # a broken EXIF block must not lose the image
-                        notes.append("bad_exif")
-                        w, h = (h, w) if orient in (5, 6, 7, 8) else (w, h)
-                arr = _to_rgb(im, notes)
-    except UnidentifiedImageError:
-        kind = _sniff_image_kind(head)
-        if kind:
-            return _fail("unsupported_format", f"{kind} data that Pillow cannot decode")
-        return _fail("not_an_image", "not a recognised image format")
-    except Image.DecompressionBombError as e:
-        return _fail("too_large", str(e), w, h)
-    except MemoryError:
-        return _fail("too_large", "out of memory while decoding", w, h)
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, KeyError) as e:
-        msg = str(e) or type(e).__name__
-        low = msg.lower()
-        if "truncated" in low or isinstance(e, EOFError) or "premature end" in low:
-            return _fail("truncated", msg, w, h)
-        if "unsupported" in low or "not supported" in low or "decoder" in low:
-            return _fail("unsupported_format", msg, w, h)
-        return _fail("corrupt", msg, w, h)
-    if arr.shape[0] == 0 or arr.shape[1] == 0:
-        return _fail("corrupt", "image with zero width or height", w, h)
-    return Decoded(arr, "", "", w or arr.shape[1], h or arr.shape[0], tuple(notes))
+                    dims[:] = [h, w]
+        return _to_rgb(im, notes)
 
 
-def _exif_orientation(im) -> int | None:
+def _reduce(im: Any, w: int, h: int, max_pixels: int) -> Decoded | None:
+    """Set a JPEG's draft mode so that it decodes within ``max_pixels``; the reason it
+    cannot be (not a JPEG, or too large even at 1/8 scale) otherwise."""
+    if im.format != "JPEG":
+        return _fail("too_large", f"{w}x{h} = {w * h:,} px > max_pixels {max_pixels:,}", w, h)
+    r = math.sqrt(max_pixels / (w * h))
+    im.draft(im.mode if im.mode in ("RGB", "L") else None, _draft_size(im, r))
+    if im.size[0] * im.size[1] > max_pixels:
+        return _fail("too_large", f"{w}x{h} = {w * h:,} px > max_pixels even at 1/8 scale", w, h)
+    return None
+
+
+def _decode_error(e: BaseException, w: int, h: int) -> Decoded:
+    """A Pillow decode error as a reason code: truncated, unsupported or corrupt."""
+    msg = str(e) or type(e).__name__
+    low = msg.lower()
+    if "truncated" in low or isinstance(e, EOFError) or "premature end" in low:
+        return _fail("truncated", msg, w, h)
+    if "unsupported" in low or "not supported" in low or "decoder" in low:
+        return _fail("unsupported_format", msg, w, h)
+    return _fail("corrupt", msg, w, h)
+
+
+def _exif_orientation(im: Any) -> int | None:
     try:
         return im.getexif().get(0x0112)
     except Exception:
         return None
 
 
-def _draft_size(im, r: float) -> tuple[int, int]:
+def _draft_size(im: Any, r: float) -> tuple[int, int]:
     """The size to ask ``Image.draft`` for: JPEG decodes at 1/2, 1/4 or 1/8 scale, the
     smallest reduction that brings the linear scale to ``r`` or below."""
     k = min(3, max(0, math.ceil(math.log2(1.0 / r))))
     return max(1, -(-im.size[0] // 2**k)), max(1, -(-im.size[1] // 2**k))
 
 
-def _to_rgb(im, notes: list[str]) -> np.ndarray:
+def _to_rgb(im: Any, notes: list[str]) -> np.ndarray:
     """Any Pillow mode -> (h, w, 3) uint8 RGB."""
 
     mode = im.mode
@@ -398,13 +430,15 @@ class LandmarkTable:
     def read(cls, path: Path) -> LandmarkTable:
         import csv
 
+        from facecl.align.artifact import LM_COLUMNS
+
         try:
             text = Path(path).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
             raise InputError(f"cannot read landmarks file {path}: {e}", "check the path") from None
         entries: dict[str, np.ndarray] = {}
         first = text.splitlines()[0] if text.strip() else ""
-        cols = [f"lm_{a}{i}" for i in range(1, 6) for a in "xy"]
+        cols = LM_COLUMNS
         if "lm_x1" in first and "source" in first:
             for row in csv.DictReader(text.splitlines()):
                 try:

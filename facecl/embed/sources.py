@@ -11,7 +11,6 @@ Keys are ``<identity>/<stem>`` (``Abel_Pacheco/Abel_Pacheco_0001``); a repeated 
 
 from __future__ import annotations
 
-import csv
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facecl.align.artifact import read_faces
 from facecl.artifacts import input_ref, is_artifact, read_manifest, sha256_json
 from facecl.embed.artifact import OK
 from facecl.errors import InputError, UsageError
@@ -26,7 +26,6 @@ from facecl.models.input_spec import InputSpec
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm"}
 LIST_SUFFIXES = {".txt", ".lst", ".list"}
-FACES_CSV = "faces.csv"
 
 ImageOrReason = np.ndarray | str
 
@@ -126,30 +125,20 @@ def open_source(
 
 def align_source(path: Path) -> Source:
     """An align artifact: one item per row of ``faces.csv``; failed rows keep their reason."""
-    csv_path = path / FACES_CSV
-    if not csv_path.is_file():
-        raise InputError(f"{path} has no {FACES_CSV}", "re-run 'facecl align' with --force")
-    with open(csv_path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    need = {"source", "identity", "output", "status"}
-    if rows and not need <= set(rows[0]):
-        raise InputError(
-            f"{csv_path} lacks columns {sorted(need - set(rows[0]))}",
-            "re-run 'facecl align' with --force",
-        )
+    rows = read_faces(path)
     base = _source_root(path)
     items, files = [], []
     for r in rows:
-        out = (r.get("output") or "").strip()
-        stem = Path(out).stem if out else Path(r["source"]).stem
+        out = r.output.strip()
+        stem = Path(out).stem if out else Path(r.source).stem
         status = OK
         if not out:
-            status = (r.get("reason") or "").strip() or (r.get("status") or "").strip()
+            status = r.reason.strip() or r.status.strip()
             status = status if status and status != OK else "not aligned"
-        src = r["source"]
+        src = r.source
         if base is not None and src and not os.path.isabs(src):
             src = str(base / src)
-        items.append(Item(key_for(r["identity"], stem), src, r["identity"], status))
+        items.append(Item(key_for(r.identity, stem), src, r.identity, status))
         files.append(path / out if out else None)
     items = _with_unique_keys(items)
 
@@ -276,7 +265,7 @@ def _aligner(template: str) -> Callable[[list[Path]], list[ImageOrReason]]:
     """Photos -> crops of ``template`` with the align stage's code and config (the same
     crops 'facecl align --size TEMPLATE' writes), or the reason there is none."""
     from facecl.align.config import AlignConfig, AlignRuntime
-    from facecl.align.stage import Aligner, align_images
+    from facecl.align.inmemory import Aligner, align_images
 
     cfg, runtime = AlignConfig(size=template), AlignRuntime()
     detector = Aligner(cfg, runtime).detector  # built once, shared by every call

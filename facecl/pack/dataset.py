@@ -10,7 +10,6 @@ from torch's RNG, which DataLoader seeds differently in each worker.
 from __future__ import annotations
 
 import difflib
-import json
 import os
 import warnings
 import zlib
@@ -24,6 +23,8 @@ from torch.utils.data import Dataset, WeightedRandomSampler
 
 from facecl.artifacts import read_manifest
 from facecl.errors import ConfigError, IntegrityError, UnknownNameError
+from facecl.models.input_spec import InputSpec, normalise
+from facecl.pack.artifact import manifest_input_spec, read_classes
 from facecl.pack.shards import open_shard
 
 SPLIT_CHOICES = ("train", "val", "all")
@@ -109,12 +110,9 @@ class _Augment:
 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:
-    """uint8 (H, W, 3) RGB -> float32 (3, H, W), (x - 127.5) / 128."""
-    chw = np.asarray(image).transpose(2, 0, 1)  # (3, H, W) view
-    x = np.empty(chw.shape, np.float32)
-    np.subtract(chw, np.float32(127.5), out=x, dtype=np.float32)
-    x *= np.float32(1 / 128)
-    return torch.from_numpy(x)
+    """uint8 (H, W, 3) RGB -> float32 (3, H, W), normalised as every backbone's input
+    (:func:`facecl.models.input_spec.normalise`)."""
+    return torch.from_numpy(normalise(image))
 
 
 class ShardDataset(Dataset):
@@ -136,13 +134,11 @@ class ShardDataset(Dataset):
         self.split = split
         self.flip = flip
         manifest, shards = _shards(self.root, split)
-        classes = json.loads((self.root / "classes.json").read_text())["classes"]
-        self.class_names: list[str] = [
-            n for n, _ in sorted(classes.items(), key=lambda kv: kv[1]["label"])
-        ]
+        self.class_names: list[str] = [c.name for c in read_classes(self.root)]
         self.num_classes = len(self.class_names)
         h, w = manifest.extra["image_size"]
         self.image_size: tuple[int, int] = (int(h), int(w))
+        self._input_spec = manifest_input_spec(manifest)
         self._files = [self.root / s["path"] for s in shards]
         labels = []
         for s, f in zip(shards, self._files, strict=True):
@@ -159,6 +155,11 @@ class ShardDataset(Dataset):
         self.transform = _Augment(transform) if transform is not None else None
         self._pid: int | None = None
         self._handles: dict[int, Any] = {}
+
+    @property
+    def input_spec(self) -> InputSpec:
+        """The crop geometry (size, align template) and normalisation of the images."""
+        return self._input_spec
 
     def __len__(self) -> int:
         return int(self._offsets[-1])
@@ -235,10 +236,9 @@ class ShardDataset(Dataset):
             self._read_into(int(i), img)
             chw = img.transpose(2, 0, 1)  # the flip rides along with the transposing copy
             batch[j] = chw[:, :, ::-1] if flip[j] else chw
-        x = np.empty(batch.shape, np.float32)  # (B, 3, H, W); one fused cast-and-subtract pass
-        np.subtract(batch, np.float32(127.5), out=x, dtype=np.float32)
-        x *= np.float32(1 / 128)  # exact: (x - 127.5) / 128
-        x = torch.from_numpy(x)
+        # normalise takes (..., H, W, C): hand it an HWC view of the CHW buffer, which it turns
+        # back into CHW, so its one fused pass reads memory in order
+        x = torch.from_numpy(normalise(batch.transpose(0, 2, 3, 1)))  # (B, 3, H, W) float32
         return [(x[j], int(self.labels[i])) for j, i in enumerate(indices)]
 
     def close(self) -> None:

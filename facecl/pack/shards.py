@@ -1,6 +1,7 @@
 """HDF5 shard files: one writer that publishes a shard atomically, and small readers.
 
-A shard ``shard-NNNNN.h5`` holds N images of one split::
+A shard (named by ``facecl.pack.artifact.shard_name``: ``shard-NNNNN.h5``) holds N images of
+one split::
 
     images   uint8  (N, H, W, 3)  RGB, chunked one image per chunk, lossless filter optional
     labels   int64  (N,)          class label (see classes.json)
@@ -27,10 +28,6 @@ import numpy as np
 from facecl.errors import IntegrityError
 
 SHARD_SCHEMA = "facecl.pack.shard/1"
-
-
-def shard_name(index: int) -> str:
-    return f"shard-{index:05d}.h5"
 
 
 class ShardWriter:

@@ -9,7 +9,6 @@ and the manifest.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
 import json
@@ -23,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from facecl.align.artifact import ALIGNED, read_faces
 from facecl.artifacts import (
     StageOutput,
     atomic_write_json,
@@ -31,6 +31,17 @@ from facecl.artifacts import (
     sha256_file,
 )
 from facecl.errors import InputError
+from facecl.models.input_spec import InputSpec
+from facecl.pack.artifact import (
+    CLASSES,
+    HISTOGRAM,
+    SKIPPED,
+    SPLITS,
+    PackClass,
+    shard_path,
+    write_classes,
+    write_skipped,
+)
 from facecl.pack.config import PackConfig
 from facecl.pack.overlap import (
     BUILTIN_LISTS,
@@ -39,15 +50,9 @@ from facecl.pack.overlap import (
     load_name_list,
     normalization_collisions,
 )
-from facecl.pack.shards import ShardWriter, shard_name
+from facecl.pack.shards import ShardWriter
 
-FACES_CSV = "faces.csv"
-REQUIRED_COLUMNS = ("source", "identity", "output", "status", "reason")
 PROGRESS = "_pack_progress.json"
-CLASSES = "classes.json"
-SKIPPED = "skipped.csv"
-HISTOGRAM = "class_hist.png"
-SPLITS = ("train", "val")
 
 
 @dataclass(frozen=True)
@@ -76,47 +81,48 @@ def read_align_rows(
     artifact: Path,
 ) -> tuple[list[Item], list[dict[str, str]]]:
     """The packable crops of one align artifact and the rows it did not crop."""
-    read_manifest(artifact, stage="align")
-    csv_path = artifact / FACES_CSV
-    if not csv_path.is_file():
-        raise InputError(f"{csv_path} is missing", "the align artifact is damaged; re-run align")
     items: list[Item] = []
     skipped: list[dict[str, str]] = []
-    with open(csv_path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise InputError(
-                f"{csv_path} lacks column(s) {', '.join(missing)}",
-                "pass an artifact written by 'facecl align'",
+    for row in read_faces(artifact):
+        output = row.output.strip()
+        status = row.status.strip()
+        if not output or status == "skipped":
+            reason = row.reason.strip() or status or "no_crop"
+            skipped.append(
+                {
+                    "key": row.source,
+                    "identity": row.identity,
+                    "reason": f"align:{reason}",
+                    "detail": str(artifact),
+                }
             )
-        for row in reader:
-            output = (row["output"] or "").strip()
-            status = (row["status"] or "").strip()
-            if not output or status == "skipped":
-                reason = (row["reason"] or "").strip() or status or "no_crop"
-                skipped.append(
-                    {
-                        "key": row["source"],
-                        "identity": row["identity"],
-                        "reason": f"align:{reason}",
-                        "detail": str(artifact),
-                    }
-                )
-                continue
-            file = artifact / output
-            rel = Path(output).with_suffix("")
-            if rel.parts[0] == "aligned" and len(rel.parts) > 2:
-                rel = Path(*rel.parts[1:])  # aligned/<identity>/<stem>.png -> <identity>/<stem>
-            items.append(
-                Item(
-                    key=rel.as_posix(),
-                    identity=row["identity"],
-                    file=file,
-                    source=row["source"],
-                )
-            )
+            continue
+        rel = Path(output).with_suffix("")
+        if rel.parts[0] == ALIGNED and len(rel.parts) > 2:
+            rel = Path(*rel.parts[1:])  # aligned/<identity>/<stem>.png -> <identity>/<stem>
+        file = artifact / output
+        items.append(Item(key=rel.as_posix(), identity=row.identity, file=file, source=row.source))
     return items, skipped
+
+
+def align_input_spec(artifacts: Sequence[Path]) -> InputSpec:
+    """The crop geometry shared by the align artifacts (their ``size``); raises unless they
+    were all aligned with the same ``--size``."""
+    sizes: dict[str, list[Path]] = defaultdict(list)
+    for a in artifacts:
+        size = read_manifest(a, stage="align").config.get("size")
+        if not isinstance(size, str) or not size:
+            raise InputError(
+                f"align artifact {a} records no crop size", "pass an output of 'facecl align'"
+            )
+        sizes[size].append(a)
+    if len(sizes) > 1:
+        seen = ", ".join(f"{s} ({', '.join(p.name for p in ps)})" for s, ps in sizes.items())
+        raise InputError(
+            f"the align artifacts have different crop sizes: {seen}",
+            "all packed crops must share one size; align them with the same --size",
+        )
+    return InputSpec.for_template(next(iter(sizes)))
 
 
 def split_identity(keys: Sequence[str], identity: str, fraction: float, seed: int) -> set[str]:
@@ -148,6 +154,11 @@ class Plan:
     min_images: dict[str, Any]
     rows: int
     collisions: dict[str, list[str]]
+
+    @property
+    def n_images(self) -> int:
+        """Images to pack (every split)."""
+        return sum(len(v) for v in self.items.values())
 
     def shards(self, shard_size: int) -> list[tuple[str, int, list[tuple[Item, int]]]]:
         """[(split, index, items)] with at most ``shard_size`` items each."""
@@ -202,7 +213,8 @@ def make_plan(artifacts: Sequence[Path], config: PackConfig, lists: Sequence[Nam
                 for it in by_id[ident]
             ]
 
-    kept, few = [], []
+    kept: list[str] = []
+    few: list[str] = []
     for ident in overlap.kept:
         (kept if len(by_id[ident]) >= config.min_images else few).append(ident)
     for ident in few:
@@ -215,7 +227,7 @@ def make_plan(artifacts: Sequence[Path], config: PackConfig, lists: Sequence[Nam
             }
             for it in by_id[ident]
         ]
-    min_images = {
+    min_images: dict[str, Any] = {
         "k": config.min_images,
         "identities_removed": len(few),
         "images_removed": sum(len(by_id[i]) for i in few),
@@ -330,8 +342,7 @@ def run_pack(
     artifacts = [Path(a).resolve() for a in aligned]
     if len(set(artifacts)) != len(artifacts):
         raise InputError("an align artifact is given twice", "pass each artifact once")
-    for a in artifacts:
-        read_manifest(a, stage="align")
+    spec = align_input_spec(artifacts)
     lists = [load_name_list(s) for s in config.exclude]
     inputs = [input_ref(a) for a in artifacts] + [input_ref(nl.path) for nl in lists]
 
@@ -340,29 +351,61 @@ def run_pack(
         return PackResult(path=so.path, manifest=so.existing, up_to_date=True)
 
     plan = make_plan(artifacts, config, lists)
-    n_images = sum(len(v) for v in plan.items.values())
-    if n_images == 0:
+    if plan.n_images == 0:
         raise InputError(
             f"nothing left to pack: {plan.rows} rows, {len(plan.skipped)} skipped",
             "check the exclusion lists and --min-images (see the reasons in the align output)",
         )
-    shards = plan.shards(config.shard_size)
-
     work = so.begin()
+    written = write_shards(
+        work,
+        plan,
+        config,
+        spec,
+        resume=so.resumed,
+        threads=threads,
+        on_plan=on_plan,
+        on_image=on_image,
+    )
+    return finalize(so, work, plan, config, spec, written)
+
+
+@dataclass
+class Written:
+    """What :func:`write_shards` leaves: every shard's sha256 and how many were reused."""
+
+    hashes: dict[str, str]  # shard path -> sha256
+    resumed: int
+
+
+def write_shards(
+    work: Path,
+    plan: Plan,
+    config: PackConfig,
+    spec: InputSpec,
+    *,
+    resume: bool,
+    threads: int = 2,
+    on_plan: Callable[[Plan, int], None] | None = None,
+    on_image: Callable[[int], None] | None = None,
+) -> Written:
+    """Write the plan's shards into ``work``, reusing the ones a killed run finished.
+
+    A shard listed in the progress file, present, and with its recorded hash is reused; the
+    progress file is updated after each shard so a kill loses at most the one in flight.
+    """
     progress_file = work / PROGRESS
     done: dict[str, str] = {}
-    if so.resumed and progress_file.is_file():
+    if resume and progress_file.is_file():
         done = json.loads(progress_file.read_text()).get("shards", {})
     for split in SPLITS:
         (work / split).mkdir(exist_ok=True)
         for stale in (work / split).glob("*.tmp"):
             stale.unlink()
-
-    # A shard listed in the progress file, present, and with its recorded hash is reused.
     resumed = 0
     todo = []
-    for split, index, chunk in shards:
-        rel = f"{split}/{shard_name(index)}"
+    for split, index, chunk in plan.shards(config.shard_size):
+        rel = shard_path(split, index)
         f = work / rel
         if rel in done and f.is_file() and sha256_file(f) == done[rel]:
             resumed += 1
@@ -371,66 +414,84 @@ def run_pack(
         else:
             done.pop(rel, None)
             f.unlink(missing_ok=True)
-            todo.append((split, index, chunk))
+            todo.append((rel, split, index, chunk))
     if on_plan:
-        on_plan(plan, sum(len(c) for _, _, c in todo))
-
-    image_size: tuple[int, int] | None = None
-    first = shards[0][2][0][0]
-    h, w = read_rgb(first.file).shape[:2]
-    image_size = (h, w)
-    for split, index, chunk in todo:
-        rel = f"{split}/{shard_name(index)}"
-        with ShardWriter(
-            work / rel,
-            len(chunk),
-            image_size,
-            split=split,
-            index=index,
-            compression=config.compression,
-            gzip_level=config.gzip_level,
-        ) as writer:
-            for (item, label), img in zip(chunk, _decoded(chunk, threads), strict=True):
-                if img.shape != (h, w, 3):
-                    raise InputError(
-                        f"crop {item.file} is {img.shape[1]}x{img.shape[0]}, expected {w}x{h}",
-                        "all packed crops must share one size; align them with the same --size",
-                    )
-                writer.add(img, label, item.key, item.source)
-                if on_image:
-                    on_image(1)
-            writer.close()
+        on_plan(plan, sum(len(c) for *_, c in todo))
+    size = _crop_size(plan, spec)
+    for rel, split, index, chunk in todo:
+        _write_shard(work / rel, split, index, chunk, size, config, threads, on_image)
         done[rel] = sha256_file(work / rel)
         atomic_write_json(progress_file, {"shards": done})
+    return Written(hashes=done, resumed=resumed)
 
-    # ---- class map, skipped listing, stats, histogram
+
+def _crop_size(plan: Plan, spec: InputSpec) -> tuple[int, int]:
+    """(H, W) of the first planned crop, checked against the align artifacts' size."""
+    first = next(items[0][0] for items in (plan.items[s] for s in SPLITS) if items)
+    h, w = read_rgb(first.file).shape[:2]
+    if (h, w) != spec.size:
+        raise InputError(
+            f"crop {first.file} is {h} px high and {w} px wide, but its align artifact was "
+            f"made with --size {spec.size_text}",
+            "the align artifact is damaged; re-run 'facecl align'",
+        )
+    return h, w
+
+
+def _write_shard(
+    path: Path,
+    split: str,
+    index: int,
+    chunk: Sequence[tuple[Item, int]],
+    size: tuple[int, int],
+    config: PackConfig,
+    threads: int,
+    on_image: Callable[[int], None] | None,
+) -> None:
+    h, w = size
+    with ShardWriter(
+        path,
+        len(chunk),
+        size,
+        split=split,
+        index=index,
+        compression=config.compression,
+        gzip_level=config.gzip_level,
+    ) as writer:
+        for (item, label), img in zip(chunk, _decoded(chunk, threads), strict=True):
+            if img.shape != (h, w, 3):
+                raise InputError(
+                    f"crop {item.file} is {img.shape[1]}x{img.shape[0]}, expected {w}x{h}",
+                    "all packed crops must share one size; align them with the same --size",
+                )
+            writer.add(img, label, item.key, item.source)
+            if on_image:
+                on_image(1)
+        writer.close()
+
+
+def finalize(
+    so: StageOutput,
+    work: Path,
+    plan: Plan,
+    config: PackConfig,
+    spec: InputSpec,
+    written: Written,
+) -> PackResult:
+    """Write the class map, the skip listing and the histogram, then commit the manifest."""
     per_split = {s: Counter(lab for _, lab in plan.items[s]) for s in SPLITS}
     totals = [per_split["train"][i] + per_split["val"][i] for i in range(len(plan.classes))]
-    atomic_write_json(
-        work / CLASSES,
-        {
-            "num_classes": len(plan.classes),
-            "classes": {
-                name: {
-                    "label": i,
-                    "images": totals[i],
-                    "train": per_split["train"][i],
-                    "val": per_split["val"][i],
-                }
-                for i, name in enumerate(plan.classes)
-            },
-        },
-    )
-    with open(work / SKIPPED, "w", newline="", encoding="utf-8") as f:
-        wr = csv.DictWriter(f, fieldnames=["key", "identity", "reason", "detail"])
-        wr.writeheader()
-        wr.writerows(sorted(plan.skipped, key=lambda r: (r["reason"], r["key"])))
-    write_histogram(totals, work / HISTOGRAM)
-    progress_file.unlink(missing_ok=True)
-
-    shard_list = [
-        {"path": f"{s}/{shard_name(i)}", "split": s, "images": len(c)} for s, i, c in shards
+    classes = [
+        PackClass(name, i, totals[i], per_split["train"][i], per_split["val"][i])
+        for i, name in enumerate(plan.classes)
     ]
+    write_classes(work, classes)
+    write_skipped(work / SKIPPED, sorted(plan.skipped, key=lambda r: (r["reason"], r["key"])))
+    write_histogram(totals, work / HISTOGRAM)
+    (work / PROGRESS).unlink(missing_ok=True)
+
+    shards = plan.shards(config.shard_size)
+    done = written.hashes
     files = {r: done[r] for r in sorted(done)}
     for rel in (CLASSES, SKIPPED, HISTOGRAM):
         files[rel] = sha256_file(work / rel)
@@ -438,7 +499,7 @@ def run_pack(
     stats = class_stats(totals)
     counts = {
         "processed": plan.rows,
-        "written": n_images,
+        "written": plan.n_images,
         "skipped": skipped_counts,
         "classes": len(plan.classes),
         "train": len(plan.items["train"]),
@@ -447,9 +508,10 @@ def run_pack(
     }
     extra = {
         "files": files,
-        "image_size": list(image_size),
+        "image_size": list(spec.size),
+        "input_spec": spec.to_dict(),
         "layout": "one HDF5 file per shard under <split>/; see docs/architecture.md",
-        "shards": shard_list,
+        "shards": [{"path": shard_path(s, i), "split": s, "images": len(c)} for s, i, c in shards],
         "exclusions": plan.exclusions,
         "min_images": plan.min_images,
         "class_stats": stats,
@@ -459,12 +521,12 @@ def run_pack(
     manifest = so.commit(counts, extra)
     summary = {
         "output": str(so.path),
-        "images": n_images,
+        "images": plan.n_images,
         "classes": len(plan.classes),
         "train": counts["train"],
         "val": counts["val"],
         "shards": len(shards),
-        "resumed_shards": resumed,
+        "resumed_shards": written.resumed,
         "skipped": skipped_counts,
         "exclusions": [
             {k: e[k] for k in ("list", "identities_removed", "images_removed")}
@@ -472,6 +534,8 @@ def run_pack(
         ],
         "min_images": plan.min_images,
         "class_stats": stats,
-        "image_size": list(image_size),
+        "image_size": list(spec.size),
     }
-    return PackResult(path=so.path, manifest=manifest, resumed_shards=resumed, summary=summary)
+    return PackResult(
+        path=so.path, manifest=manifest, resumed_shards=written.resumed, summary=summary
+    )

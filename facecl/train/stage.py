@@ -35,6 +35,7 @@ from facecl.artifacts import (
     sha256_file,
 )
 from facecl.errors import ConfigError, UsageError
+from facecl.pack.artifact import CLASSES as PACK_CLASSES
 from facecl.train import distributed as ddp_util
 from facecl.train.config import TrainConfig, config_from_dict
 from facecl.train.loop import StopFlag, resolve_device, train
@@ -248,7 +249,7 @@ def _begin(shards: Path, out: str | os.PathLike, cfg: TrainConfig, force: bool, 
     work = so.begin()
     if not so.resumed:
         shutil.rmtree(work / CHECKPOINTS, ignore_errors=True)
-    shutil.copyfile(shards / CLASSES, work / CLASSES)
+    shutil.copyfile(shards / PACK_CLASSES, work / CLASSES)
     return so, work
 
 
@@ -272,7 +273,7 @@ def run_train(
     so, work = _begin(shards, out, cfg, force, resume)
     if work is None:
         return TrainResult(so.path, so.existing, up_to_date=True)
-    info = {"classes_sha256": sha256_file(shards / CLASSES), "pack": str(shards)}
+    info = {"classes_sha256": sha256_file(shards / PACK_CLASSES), "pack": str(shards)}
     resumed_from = _checkpoint_step(work)
     if ddp > 1:
         dataset = _pack_dataset(shards, cfg)
@@ -352,7 +353,7 @@ def _run_train_torchrun(
         if str(decision[0]).startswith("error:"):
             raise ConfigError(f"rank 0 failed: {decision[0][6:]}", "see rank 0's message")
         work_path = Path(decision[0])
-        info = {"classes_sha256": sha256_file(shards / CLASSES), "pack": str(shards)}
+        info = {"classes_sha256": sha256_file(shards / PACK_CLASSES), "pack": str(shards)}
         resumed_from = _checkpoint_step(work_path)
         dataset = _pack_dataset(shards, cfg)
         summary = fit(cfg, dataset, work_path, info=info, show_progress=show_progress)

@@ -15,8 +15,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from facecl.align.artifact import COLUMNS, FACES_CSV, read_faces
 from facecl.align.config import AlignConfig
-from facecl.align.stage import FACES_COLUMNS, align_images, merge_shards, read_faces, run_align
+from facecl.align.inmemory import align_images
+from facecl.align.stage import merge_shards, run_align
 from facecl.artifacts import read_manifest, sha256_file
 from facecl.errors import UsageError
 from facecl.inspect.verify import verify_artifact
@@ -37,7 +39,7 @@ def _tree(dst: Path, paths: list[Path]) -> Path:
 
 def _snapshot(out: Path) -> dict[str, str]:
     """faces.csv text and every crop's hash: what must be equal between two runs."""
-    snap = {"faces.csv": (out / "faces.csv").read_text()}
+    snap = {FACES_CSV: (out / FACES_CSV).read_text()}
     for p in sorted((out / "aligned").rglob("*.png")):
         snap[p.relative_to(out).as_posix()] = sha256_file(p)
     return snap
@@ -55,10 +57,10 @@ def test_artifact_layout_and_contract(tmp_path, small_tree, detector):
     m = read_manifest(out, stage="align")
     assert m.config["size"] == "112x96" and m.counts["status"]["ok"] == 12
     assert verify_artifact(out, m)["files"] == 13  # 12 crops + faces.csv
-    with open(out / "faces.csv", newline="") as f:
+    with open(out / FACES_CSV, newline="") as f:
         reader = csv.DictReader(f)
         assert reader.fieldnames[: len(CONTRACT)] == CONTRACT
-        assert reader.fieldnames == FACES_COLUMNS
+        assert reader.fieldnames == list(COLUMNS)
         rows = list(reader)
     for r in rows:
         assert r["status"] == "ok" and r["reason"] == "" and r["face_index"] == "0"
@@ -66,7 +68,7 @@ def test_artifact_layout_and_contract(tmp_path, small_tree, detector):
         assert r["source"] == f"{r['identity']}/{Path(r['source']).name}"
         crop = np.asarray(Image.open(out / r["output"]))
         assert crop.shape == (112, 96, 3) and crop.dtype == np.uint8
-    assert read_faces(out) == rows
+    assert [r.record() for r in read_faces(out)] == rows
     again = run_align(AlignConfig(), small_tree, out, detector=detector)
     assert again.noop
 
@@ -132,13 +134,13 @@ def test_bad_files_get_statuses_and_counts(tmp_path, mini_paths, detector):
     expected = _bad_corpus(src, mini_paths[0])
     out = tmp_path / "out"
     s = run_align(AlignConfig(max_pixels=250_000), src, out, detector=detector)
-    rows = {r["source"]: r for r in read_faces(out)}
+    rows = {r.source: r for r in read_faces(out)}
     assert set(rows) == set(expected)
     for name, (status, reason) in expected.items():
-        assert (rows[name]["status"], rows[name]["reason"]) == (status, reason), name
-        assert bool(rows[name]["output"]) == (status != "skipped")
+        assert (rows[name].status, rows[name].reason) == (status, reason), name
+        assert bool(rows[name].output) == (status != "skipped")
         if status == "skipped":
-            assert rows[name]["detail"]
+            assert rows[name].detail
     skipped = {}
     for st, reason in expected.values():
         if st == "skipped":
@@ -150,13 +152,11 @@ def test_bad_files_get_statuses_and_counts(tmp_path, mini_paths, detector):
     lm_ref = ref.landmarks[0]
 
     def lms(name):
-        return np.array(
-            [float(rows[name][f"lm_{a}{i}"]) for i in range(1, 6) for a in "xy"]
-        ).reshape(5, 2)
+        return rows[name].landmarks_array()
 
     assert np.abs(lms("Bad/exif.jpg") - lm_ref).max() < 2.5
     assert np.abs(lms("Bad/huge.jpg") / 5 - lm_ref).max() < 2.5  # 750 / 150
-    assert "reduced" in rows["Bad/huge.jpg"]["notes"]
+    assert "reduced" in rows["Bad/huge.jpg"].notes
 
 
 def test_on_miss_center_and_landmarks(tmp_path, small_tree, detector):
@@ -166,22 +166,22 @@ def test_on_miss_center_and_landmarks(tmp_path, small_tree, detector):
     Image.new("RGB", (150, 150), (90, 90, 90)).save(blank / "b.png")
     out = tmp_path / "center"
     run_align(AlignConfig(on_miss="center"), small_tree, out, detector=detector)
-    rows = {r["source"]: r for r in read_faces(out)}
-    assert rows["Nobody/a.png"]["status"] == "center"
-    assert rows["Nobody/a.png"]["reason"] == "no_face"
-    assert (out / rows["Nobody/a.png"]["output"]).is_file()
+    rows = {r.source: r for r in read_faces(out)}
+    assert rows["Nobody/a.png"].status == "center"
+    assert rows["Nobody/a.png"].reason == "no_face"
+    assert (out / rows["Nobody/a.png"].output).is_file()
     lmf = tmp_path / "lm.txt"
     lmf.write_text("Nobody/a.png 50 60 90 60 70 80 55 100 85 100\n")
     with pytest.raises(UsageError, match="--landmarks"):
         run_align(AlignConfig(on_miss="landmarks"), small_tree, tmp_path / "x", detector=detector)
     out2 = tmp_path / "lm"
     run_align(AlignConfig(on_miss="landmarks"), small_tree, out2, landmarks=lmf, detector=detector)
-    rows = {r["source"]: r for r in read_faces(out2)}
+    rows = {r.source: r for r in read_faces(out2)}
     a, b = rows["Nobody/a.png"], rows["Nobody/b.png"]
-    assert (a["status"], a["reason"], a["lm_x1"]) == ("landmarks", "no_face", "50.000")
-    assert (b["status"], b["reason"]) == ("skipped", "no_face")
-    assert "no provided landmarks" in b["detail"]
-    assert sum(r["status"] == "ok" for r in rows.values()) == 12
+    assert (a.status, a.reason, a.record()["lm_x1"]) == ("landmarks", "no_face", "50.000")
+    assert (b.status, b.reason) == ("skipped", "no_face")
+    assert "no provided landmarks" in b.detail
+    assert sum(r.status == "ok" for r in rows.values()) == 12
 
 
 def test_all_faces_and_central_choice(tmp_path, mini_paths, detector):
@@ -195,13 +195,13 @@ def test_all_faces_and_central_choice(tmp_path, mini_paths, detector):
     out = tmp_path / "one"
     run_align(AlignConfig(), tmp_path / "src", out, detector=detector)
     (row,) = read_faces(out)
-    assert row["n_faces"] == "3" and 150 < float(row["lm_x3"]) < 300
+    assert row.n_faces == 3 and 150 < row.landmarks[2][0] < 300
     out = tmp_path / "all"
     run_align(AlignConfig(all_faces=True), tmp_path / "src", out, detector=detector)
     rows = read_faces(out)
-    assert [r["face_index"] for r in rows] == ["0", "1", "2"]
-    assert [r["output"] for r in rows] == [f"aligned/Group/three.face{k}.png" for k in range(3)]
-    assert rows[0]["lm_x1"] == row["lm_x1"]
+    assert [r.face_index for r in rows] == [0, 1, 2]
+    assert [r.output for r in rows] == [f"aligned/Group/three.face{k}.png" for k in range(3)]
+    assert rows[0].landmarks[0] == row.landmarks[0]
 
 
 def test_list_file_input_and_unsafe_identity(tmp_path, mini_paths, detector):
@@ -210,12 +210,12 @@ def test_list_file_input_and_unsafe_identity(tmp_path, mini_paths, detector):
     out = tmp_path / "out"
     run_align(AlignConfig(), lst, out, detector=detector)
     rows = read_faces(out)
-    assert [r["status"] for r in rows] == ["ok", "skipped", "ok"]
-    assert rows[1]["reason"] == "unsafe_name"
-    assert rows[0]["output"] == f"aligned/Alice/{mini_paths[0].stem}.png"
-    assert rows[2]["identity"] == mini_paths[2].parent.name
+    assert [r.status for r in rows] == ["ok", "skipped", "ok"]
+    assert rows[1].reason == "unsafe_name"
+    assert rows[0].output == f"aligned/Alice/{mini_paths[0].stem}.png"
+    assert rows[2].identity == mini_paths[2].parent.name
     written = {p.relative_to(out).as_posix() for p in out.rglob("*.png")}
-    assert written == {rows[0]["output"], rows[2]["output"]}
+    assert written == {rows[0].output, rows[2].output}
     assert not list(tmp_path.glob("escape*"))
 
 
@@ -282,7 +282,7 @@ def test_stream_batches_respect_batch_size_pixel_budget_and_keys(tmp_path, monke
     from concurrent.futures import ThreadPoolExecutor
     from types import SimpleNamespace
 
-    import facecl.align.stage as stage
+    import facecl.align.inmemory as inmemory
     from facecl.align.config import AlignRuntime
     from facecl.align.io import Item
 
@@ -297,10 +297,10 @@ def test_stream_batches_respect_batch_size_pixel_budget_and_keys(tmp_path, monke
         runtime=AlignRuntime(batch_size=4, workers=2),
         align=lambda its, decs: (seen.append([d.image.size for d in decs]), [[]] * len(its))[1],
     )
-    monkeypatch.setattr(stage, "PIXEL_BUDGET", 250_000)
+    monkeypatch.setattr(inmemory, "PIXEL_BUDGET", 250_000)
     keyed = [(i // 6, it) for i, it in enumerate(items)]  # keys: two chunks of 6
     with ThreadPoolExecutor(2) as pool:
-        out = list(stage.stream_align(keyed, fake, pool))
+        out = list(inmemory.stream_align(keyed, fake, pool))
     assert [it.index for _, its, _ in out for it in its] == list(range(12))  # order kept
     for key, its, _ in out:
         assert len(its) <= 4 and {k for k, it in keyed if it in its} == {key}

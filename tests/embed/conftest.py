@@ -1,14 +1,16 @@
-"""Fixtures for embed/export: a tiny checkpoint, crops, and a hand-built align artifact."""
+"""Fixtures for embed/export: a tiny checkpoint, crops, and an align artifact built without
+the detector (its faces.csv written by the align stage's own writer)."""
 
 from __future__ import annotations
 
-import csv
+import dataclasses
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
+from facecl.align.artifact import ALIGNED, FACES_CSV, FaceRow, write_faces
 from facecl.artifacts import StageOutput
 from facecl.embed.export import BUNDLED_FACES
 from facecl.models import create_backbone
@@ -60,24 +62,30 @@ def make_align_artifact(out: Path, crops: Path, extra_rows: bool = True) -> Path
     rows = []
     for f in sorted(crops.rglob("*.png")):
         ident = f.parent.name
-        dst = work / "aligned" / ident / f.name
+        dst = work / ALIGNED / ident / f.name
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(f, dst)
-        rows.append([f"/photos/{ident}/{f.stem}.jpg", ident, f"aligned/{ident}/{f.name}", "ok", ""])
+        rows.append(
+            FaceRow(f"/photos/{ident}/{f.stem}.jpg", ident, f"{ALIGNED}/{ident}/{f.name}", "ok")
+        )
     if extra_rows:
-        rows.append(["/photos/Nobody/Nobody_0001.jpg", "Nobody", "", "skipped", "no face"])
-        rows.append(["/photos/Gone/Gone_0001.jpg", "Gone", "aligned/Gone/Gone_0001.png", "ok", ""])
-        bad = work / "aligned" / "Broken" / "Broken_0001.png"
+        rows.append(FaceRow("/photos/Nobody/Nobody_0001.jpg", "Nobody", "", "skipped", "no face"))
+        rows.append(
+            FaceRow("/photos/Gone/Gone_0001.jpg", "Gone", f"{ALIGNED}/Gone/Gone_0001.png", "ok")
+        )
+        bad = work / ALIGNED / "Broken" / "Broken_0001.png"
         bad.parent.mkdir(parents=True)
         bad.write_bytes(b"\x89PNG\r\n\x1a\nnot really a png")
         rows.append(
-            ["/photos/Broken/Broken_0001.jpg", "Broken", "aligned/Broken/Broken_0001.png", "ok", ""]
+            FaceRow(
+                "/photos/Broken/Broken_0001.jpg",
+                "Broken",
+                f"{ALIGNED}/Broken/Broken_0001.png",
+                "ok",
+            )
         )
-    with open(work / "faces.csv", "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["source", "identity", "output", "status", "reason", "score"])
-        for r in rows:
-            w.writerow([*r, "0.99"])
+    rows = [dataclasses.replace(r, index=i) for i, r in enumerate(rows)]
+    write_faces(work / FACES_CSV, rows)
     so.commit({"processed": len(rows), "written": len(rows) - 1, "skipped": {"no face": 1}})
     return out
 

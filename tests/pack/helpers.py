@@ -1,20 +1,20 @@
-"""Build align-stage artifacts for pack tests without the align code (its contract only).
+"""Build align-stage artifacts for pack tests without running the detector.
 
 A ``facecl.align/1`` artifact holds ``aligned/<identity>/<stem>.png`` RGB crops and a
-``faces.csv`` with ``source, identity, output, status, reason`` (``output`` relative to the
-artifact, empty when no crop was made). The crops here are a centre crop of the 150 px LFW
-originals resized to the requested size: real faces, not a real alignment.
+``faces.csv`` written with the align stage's own writer (``facecl.align.artifact``). The
+crops here are a centre crop of the 150 px LFW originals resized to the requested size: real
+faces, not a real alignment (so their rows have status ``center``).
 """
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from facecl.align.artifact import ALIGNED, FACES_CSV, FaceRow, write_faces
 from facecl.artifacts import StageOutput, input_ref, sha256_file
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,8 +62,8 @@ def make_align_artifact(
 
     ``people``: identity folder -> source images (default: all of lfw_mini). ``rename`` maps
     a folder name to the identity written in the artifact (to test name variants).
-    ``no_face``: how many extra rows (taken from the first identity) get no crop, half with
-    status ``skipped`` and half with an empty output.
+    ``no_face``: how many extra rows (taken from the first identity) get no crop, with the
+    skip reasons ``no_face`` and ``too_small`` in turn.
     """
     people = dict(people) if people is not None else lfw_mini_people()
     rename = dict(rename or {})
@@ -73,37 +73,22 @@ def make_align_artifact(
     files = {}
     for folder, srcs in people.items():
         ident = rename.get(folder, folder)
-        (work / "aligned" / ident).mkdir(parents=True, exist_ok=True)
+        (work / ALIGNED / ident).mkdir(parents=True, exist_ok=True)
         for src in srcs:
-            rel = f"aligned/{ident}/{src.stem}.png"
+            rel = f"{ALIGNED}/{ident}/{src.stem}.png"
             cv2.imwrite(str(work / rel), centre_crop(src, size)[..., ::-1])
             files[rel] = sha256_file(work / rel)
-            rows.append(
-                {
-                    "source": str(src),
-                    "identity": ident,
-                    "output": rel,
-                    "status": "center",
-                    "reason": "",
-                }
-            )
+            rows.append(FaceRow(str(src), ident, rel, "center", "no_face", index=len(rows)))
     first = next(iter(people))
     for i in range(no_face):
-        rows.append(
-            {
-                "source": f"{root}/{first}/missing_{i:04d}.jpg",
-                "identity": rename.get(first, first),
-                "output": "",
-                "status": "skipped" if i % 2 == 0 else "",
-                "reason": "no_face" if i % 2 == 0 else "",
-            }
-        )
-    with open(work / "faces.csv", "w", newline="", encoding="utf-8") as f:
-        wr = csv.DictWriter(f, fieldnames=["source", "identity", "output", "status", "reason"])
-        wr.writeheader()
-        wr.writerows(rows)
+        src = f"{root}/{first}/missing_{i:04d}.jpg"
+        reason = "no_face" if i % 2 == 0 else "too_small"
+        rows.append(FaceRow(src, rename.get(first, first), "", "skipped", reason, index=len(rows)))
+    written = len(files)
+    write_faces(work / FACES_CSV, rows)
+    files[FACES_CSV] = sha256_file(work / FACES_CSV)
     so.commit(
-        {"processed": len(rows), "written": len(files), "skipped": {"no_face": no_face}},
+        {"processed": len(rows), "written": written, "skipped": {"no_face": no_face}},
         {"files": files},
     )
     return tmp_path / name

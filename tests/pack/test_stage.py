@@ -13,6 +13,7 @@ import h5py
 import numpy as np
 import pytest
 
+from facecl.align.artifact import FACES_CSV, read_faces
 from facecl.artifacts import read_manifest, sha256_file
 from facecl.errors import ArtifactError, ConfigError, InputError, IntegrityError
 from facecl.pack.config import PackConfig
@@ -23,11 +24,6 @@ from facecl.pack.stage import run_pack, split_identity
 from .helpers import lfw_mini_people, make_align_artifact, read_png_rgb
 
 
-def _faces(artifact):
-    with open(artifact / "faces.csv", newline="") as f:
-        return list(csv.DictReader(f))
-
-
 def _keys_by_split(pack):
     return {s: sorted(k for k, _, _ in iter_pack_images(pack, split=s)) for s in ("train", "val")}
 
@@ -36,7 +32,7 @@ def test_round_trip_pixels_labels_and_manifest(tmp_path, aligned):
     res = run_pack([aligned], tmp_path / "p", PackConfig(shard_size=50, compression="lzf"))
     pack = res.path
     m = read_manifest(pack, stage="pack")
-    rows = [r for r in _faces(aligned) if r["output"]]
+    rows = [r for r in read_faces(aligned) if r.output]
     classes = json.loads((pack / "classes.json").read_text())["classes"]
 
     seen = 0
@@ -48,10 +44,10 @@ def test_round_trip_pixels_labels_and_manifest(tmp_path, aligned):
         seen += 1
     assert seen == len(rows) == m.counts["written"] == 176
     assert m.counts["processed"] == 179
-    assert m.counts["skipped"] == {"align:no_face": 2, "align:no_crop": 1}
-    assert sorted(classes) == sorted({r["identity"] for r in rows})
+    assert m.counts["skipped"] == {"align:no_face": 2, "align:too_small": 1}
+    assert sorted(classes) == sorted({r.identity for r in rows})
     assert [classes[n]["label"] for n in sorted(classes)] == list(range(len(classes)))
-    per_id = Counter(r["identity"] for r in rows)
+    per_id = Counter(r.identity for r in rows)
     assert {n: c["images"] for n, c in classes.items()} == dict(per_id)
     # 176 train images in shards of 50: 4 shards, every file hashed for inspect --verify
     assert [s["images"] for s in m.extra["shards"]] == [50, 50, 50, 26]
@@ -132,7 +128,7 @@ def test_lfw_exclusion_removes_every_lfw_identity(tmp_path, aligned):
 
 def test_min_images(tmp_path, aligned):
     res = run_pack([aligned], tmp_path / "p", PackConfig(min_images=4))
-    per_id = Counter(r["identity"] for r in _faces(aligned) if r["output"])
+    per_id = Counter(r.identity for r in read_faces(aligned) if r.output)
     keep = {i for i, n in per_id.items() if n >= 4}
     classes = json.loads((res.path / "classes.json").read_text())["classes"]
     assert set(classes) == keep and 0 < len(keep) < len(per_id)
@@ -211,7 +207,7 @@ def test_bad_inputs(tmp_path, aligned):
     with pytest.raises(InputError, match="share one size"):
         run_pack([aligned, mixed], tmp_path / "r", PackConfig())
     broken = make_align_artifact(tmp_path, lfw_mini_people(["Alec_Baldwin"]), name="broken")
-    (broken / "faces.csv").write_text("source,identity\nx,y\n")
+    (broken / FACES_CSV).write_text("source,identity\nx,y\n")
     with pytest.raises(InputError, match="lacks column"):
         run_pack([broken], tmp_path / "s", PackConfig())
     with pytest.raises(ConfigError, match="compression"):

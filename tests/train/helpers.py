@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from facecl.artifacts import StageOutput, sha256_file
-from facecl.pack.shards import ShardWriter, shard_name
+from facecl.pack.artifact import shard_name
+from facecl.pack.shards import ShardWriter
 
 
 def synthetic_images(

@@ -1,0 +1,233 @@
+"""The align artifact's layout: the one home of its file names, ``faces.csv`` columns, row
+type, writer and reader. Consumers (pack, embed, test fixtures) import these.
+
+Layout (``facecl.align/1``)::
+
+    OUT/manifest.json
+    OUT/faces.csv                      one row per face (or per image without a crop)
+    OUT/aligned/<identity>/<stem>.png  RGB crops, lossless
+
+``faces.csv`` columns, in this order (new columns are only ever added at the end):
+``source, identity, output, status, reason, face_index, x1, y1, x2, y2, score,
+lm_x1, lm_y1 .. lm_x5, lm_y5, n_faces, width, height, index, detail, notes``.
+Box coordinates are written with 2 decimals, the score with 5 and landmarks with 3 (pixels
+of the upright original image); empty cells mean "none" (no box, no landmarks, unknown
+size). Writing the rows read from a file gives the same bytes back.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from facecl.errors import InputError
+
+FACES_CSV = "faces.csv"
+"""The per-face table, at the artifact root."""
+
+ALIGNED = "aligned"
+"""Folder of the crops: ``aligned/<identity>/<stem>.png``."""
+
+STATUSES = ("ok", "landmarks", "center", "skipped")
+"""``ok``: detected face; ``landmarks``/``center``: a fallback crop; ``skipped``: no crop."""
+
+BOX_COLUMNS = ("x1", "y1", "x2", "y2")
+LM_COLUMNS = tuple(f"lm_{a}{i}" for i in range(1, 6) for a in "xy")
+COLUMNS = (
+    "source",
+    "identity",
+    "output",
+    "status",
+    "reason",
+    "face_index",
+    *BOX_COLUMNS,
+    "score",
+    *LM_COLUMNS,
+    "n_faces",
+    "width",
+    "height",
+    "index",
+    "detail",
+    "notes",
+)
+
+Box = tuple[float, float, float, float]
+Points = tuple[tuple[float, float], ...]
+
+
+@dataclass(frozen=True)
+class FaceRow:
+    """One row of ``faces.csv``: one face of one image, or one image that gave no crop."""
+
+    source: str
+    """The image as listed by the align input (relative to its tree, or as in the list)."""
+    identity: str
+    output: str
+    """The crop's path relative to the artifact (``aligned/...png``); empty without a crop."""
+    status: str
+    """One of :data:`STATUSES`."""
+    reason: str = ""
+    """Empty for ``ok``; why a fallback or a skip happened (``facecl.align.io.SKIP_REASONS``)."""
+    face_index: int = 0
+    """Rank of this face in its image (0: the one kept by default)."""
+    box: Box | None = None
+    """x1, y1, x2, y2 in original-image pixels."""
+    score: float | None = None
+    landmarks: Points | None = None
+    """Five (x, y) points in original-image pixels."""
+    n_faces: int = 0
+    """Faces detected in the image."""
+    width: int = 0
+    """Original image width (0: unknown, written empty)."""
+    height: int = 0
+    index: int = 0
+    """Position of the image in the align input's sorted listing."""
+    detail: str = ""
+    notes: tuple[str, ...] = ()
+    """Decode notes (e.g. ``reduced``)."""
+
+    def landmarks_array(self) -> np.ndarray | None:
+        """The landmarks as float64 (5, 2), or None."""
+        return None if self.landmarks is None else np.asarray(self.landmarks, np.float64)
+
+    def record(self) -> dict[str, str]:
+        """The row's cells as ``faces.csv`` writes them, by column name."""
+        r = dict.fromkeys(COLUMNS, "")
+        r.update(
+            source=self.source,
+            identity=self.identity,
+            output=self.output,
+            status=self.status,
+            reason=self.reason,
+            face_index=str(self.face_index),
+            n_faces=str(self.n_faces),
+            width=str(self.width) if self.width else "",
+            height=str(self.height) if self.height else "",
+            index=str(self.index),
+            detail=self.detail,
+            notes=" ".join(self.notes),
+        )
+        if self.box is not None:
+            r.update(zip(BOX_COLUMNS, (f"{v:.2f}" for v in self.box), strict=True))
+        if self.score is not None:
+            r["score"] = f"{self.score:.5f}"
+        if self.landmarks is not None:
+            flat = [v for pt in self.landmarks for v in pt]
+            r.update(zip(LM_COLUMNS, (f"{v:.3f}" for v in flat), strict=True))
+        return r
+
+
+def faces_text(rows: Iterable[FaceRow]) -> str:
+    """The ``faces.csv`` text of ``rows`` (header included)."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow(r.record())
+    return buf.getvalue()
+
+
+def write_faces(path: str | os.PathLike, rows: Iterable[FaceRow]) -> None:
+    """Write ``rows`` as a ``faces.csv``-format file at ``path`` (atomically)."""
+    from facecl.artifacts import atomic_write_text
+
+    atomic_write_text(path, faces_text(rows))
+
+
+def read_faces(artifact: str | os.PathLike) -> list[FaceRow]:
+    """The rows of a complete align artifact's ``faces.csv``, in file order.
+
+    Raises ``ArtifactError`` when ``artifact`` is not a finished align artifact and
+    ``InputError`` (naming the line and column) for a missing or malformed ``faces.csv``.
+    """
+    from facecl.artifacts import read_manifest
+
+    read_manifest(artifact, stage="align")
+    return read_faces_file(Path(artifact) / FACES_CSV)
+
+
+def read_faces_file(path: str | os.PathLike) -> list[FaceRow]:
+    """The rows of one ``faces.csv``-format file (no manifest check: for the align stage's
+    own work in progress)."""
+    path = Path(path)
+    hint = "the align artifact is damaged or not written by 'facecl align'; re-run align"
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            header = list(reader.fieldnames or [])
+            missing = [c for c in COLUMNS if c not in header]
+            if missing:
+                raise InputError(f"{path} lacks column(s) {', '.join(missing)}", hint)
+            rows = []
+            for rec in reader:
+                if None in rec or None in rec.values():
+                    n = sum(v is not None for k, v in rec.items() if k is not None)
+                    n += len(rec.get(None) or [])  # type: ignore[call-overload]
+                    raise InputError(
+                        f"{path}:{reader.line_num}: {n} fields, the header has {len(header)}",
+                        hint,
+                    )
+                rows.append(_parse(rec, f"{path}:{reader.line_num}", hint))
+    except FileNotFoundError:
+        raise InputError(f"{path} is missing", hint) from None
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise InputError(f"cannot read {path}: {e}", hint) from None
+    return rows
+
+
+def _int(rec: dict[str, str], col: str, where: str, hint: str, empty: int | None = None) -> int:
+    text = rec[col]
+    if text == "" and empty is not None:
+        return empty
+    try:
+        return int(text)
+    except ValueError:
+        raise InputError(f"{where}: column {col}: {text!r} is not an integer", hint) from None
+
+
+def _floats(rec: dict[str, str], cols: Iterable[str], where: str, hint: str) -> list[float] | None:
+    """The values of ``cols`` as floats, or None when all of them are empty."""
+    cols = list(cols)
+    if all(rec[c] == "" for c in cols):
+        return None
+    out = []
+    for c in cols:
+        try:
+            out.append(float(rec[c]))
+        except ValueError:
+            raise InputError(f"{where}: column {c}: {rec[c]!r} is not a number", hint) from None
+    return out
+
+
+def _parse(rec: dict[str, str], where: str, hint: str) -> FaceRow:
+    if rec["status"] not in STATUSES:
+        raise InputError(
+            f"{where}: column status: {rec['status']!r} is not one of {', '.join(STATUSES)}",
+            hint,
+        )
+    box = _floats(rec, BOX_COLUMNS, where, hint)
+    score = _floats(rec, ("score",), where, hint)
+    lm = _floats(rec, LM_COLUMNS, where, hint)
+    return FaceRow(
+        source=rec["source"],
+        identity=rec["identity"],
+        output=rec["output"],
+        status=rec["status"],
+        reason=rec["reason"],
+        face_index=_int(rec, "face_index", where, hint),
+        box=None if box is None else (box[0], box[1], box[2], box[3]),
+        score=None if score is None else score[0],
+        landmarks=None if lm is None else tuple(zip(lm[0::2], lm[1::2], strict=True)),
+        n_faces=_int(rec, "n_faces", where, hint),
+        width=_int(rec, "width", where, hint, empty=0),
+        height=_int(rec, "height", where, hint, empty=0),
+        index=_int(rec, "index", where, hint),
+        detail=rec["detail"],
+        notes=tuple(rec["notes"].split()),
+    )
