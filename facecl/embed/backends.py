@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from facecl.artifacts import read_manifest, sha256_file, sha256_json
+from facecl.device import resolve_device
 from facecl.embed.features import NORMALISATION, fused_dim, preprocess, uses_flip
 from facecl.errors import CheckpointError, ConfigError, UsageError
 
@@ -95,16 +96,6 @@ class Backend:
 
     def embed(self, images: np.ndarray) -> np.ndarray:  # (B,H,W,3) uint8 -> (B,dim) float32
         raise NotImplementedError
-
-
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda, but CUDA is not available", "use --device cpu or auto")
-    return device
 
 
 class TorchBackend(Backend):
