@@ -34,7 +34,7 @@ import re
 import textwrap
 import types
 import typing
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -77,6 +77,8 @@ class Leaf:
     """The dataclass default (shown in the help)."""
     join: bool = False
     """A repeatable tuple option: the parsed pieces are concatenated into one tuple."""
+    csv: bool = False
+    """A tuple of numbers written ``a,b,c`` on the command line."""
 
     @property
     def flag(self) -> str:
@@ -212,7 +214,7 @@ def _leaf(
     base = _choices(f, _strip_optional(annotation))
     decls: list[str] = [flag]
     kw: dict[str, Any] = {}
-    join = False
+    join = csv = False
     if base is bool:
         decls = [f"{flag}/--no-{flag.lstrip('-')}"]
     elif (tup := _tuple_items(base)) is not None:
@@ -221,7 +223,7 @@ def _leaf(
             base, kw["metavar"] = list[str], "<text>"
             join = True
         elif item in (int, float):
-            kw["parser"] = _number_parser(item, n, flag)
+            kw["parser"], csv = _number_parser(item, n, flag), True
             sig = ",".join([item.__name__] * (n or 1)) + ("" if n else ",...")
             kw["metavar"] = f"<{sig}>"
             base, join = (list[str], True) if n is None else (str, False)
@@ -248,6 +250,7 @@ def _leaf(
         annotation=Annotated[base | None, option],  # type: ignore[operator]
         default=default,
         join=join,
+        csv=csv,
     )
 
 
@@ -328,20 +331,21 @@ def _collect(group: list[Leaf], kwargs: dict[str, Any]) -> Given:
     return out
 
 
-def option_flag(specs: Iterable[type | Options], key: str) -> tuple[Leaf, str] | None:
-    """The option for a settings key: a dotted field path (``center.alpha``), a field name
-    when only one option has it (``alpha``), or an option name (``lambda``/``--lambda``).
-    Returns (leaf, flag) or None."""
-    all_leaves = [leaf for spec in specs for leaf in leaves(spec)]
-    norm = key.replace("-", "_")
-    for test in (
+def find_option(specs: Sequence[type | Options], key: str) -> tuple[int, Leaf] | None:
+    """The option for a settings key: a dotted field path (``center.alpha``), an option name
+    (``lambda``, ``--lambda``) or a field name that only one option has (``alpha``).
+    Returns (index of the spec it belongs to, its leaf), or None."""
+    found = [(i, lf) for i, spec in enumerate(specs) for lf in leaves(spec)]
+    norm = key.lstrip("-").replace("-", "_")
+    tests: list[Callable[[Leaf], bool]] = [
         lambda lf: ".".join(lf.path) == norm,
         lambda lf: lf.flag.lstrip("-").replace("-", "_") == norm,
         lambda lf: lf.path[-1] == norm,
-    ):
-        hits = [lf for lf in all_leaves if test(lf)]
+    ]
+    for test in tests:
+        hits = [(i, lf) for i, lf in found if test(lf)]
         if len(hits) == 1:
-            return hits[0], hits[0].flag
+            return hits[0]
     return None
 
 

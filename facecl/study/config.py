@@ -111,6 +111,9 @@ def load_study_config(path: str | Path) -> StudyConfig:
         variants.append(Variant(name=v["name"], train={k: x for k, x in v.items() if k != "name"}))
     if not variants:
         raise ConfigError(f"{path}: no [[variants]]", "add at least one variant")
+    train = raw.get("train", {})
+    check_train(path, train, variants)
+    stages = {name: stage_options(path, name, raw.get(name, {})) for name in STAGE_CONFIGS}
     test_pairs = resolve(data["test_pairs"])
     return StudyConfig(
         name=raw.get("name", path.stem),
@@ -121,24 +124,90 @@ def load_study_config(path: str | Path) -> StudyConfig:
         train_pairs=resolve(data.get("train_pairs")) or (test_pairs.parent / "pairsDevTrain.txt"),
         blufr_config=resolve(data.get("blufr_config")),
         seeds=tuple(int(s) for s in raw.get("seeds", [0])),
-        align=raw.get("align", {}),
-        pack=raw.get("pack", {}),
-        train=raw.get("train", {}),
-        embed=raw.get("embed", {}),
-        verify=raw.get("verify", {}),
+        align=stages["align"],
+        pack=stages["pack"],
+        train=train,
+        embed=stages["embed"],
+        verify=stages["verify"],
         variants=tuple(variants),
         source=path.resolve(),
     )
 
 
+def check_train(path: Path, train: dict[str, Any], variants: list[Variant]) -> None:
+    """Build ``[train]`` and every variant's ``TrainConfig`` now, so a typo in any of them
+    (a key, a type, a value, an arch/head/loss name) fails before anything runs."""
+    from facecl.train.config import TrainConfig, merge_config
+    from facecl.train.loop import validate_names
+
+    for where, overrides in [
+        ("[train]", {}),
+        *((f"variant {v.name!r}", v.train) for v in variants),
+    ]:
+        try:
+            validate_names(merge_config(TrainConfig, train, overrides))
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {where}: {e.message}", e.hint) from None
+
+
+# The config classes behind each stage section's options (train is checked by check_train).
+STAGE_CONFIGS: dict[str, tuple[str, ...]] = {
+    "align": ("facecl.align.config:AlignConfig", "facecl.align.config:AlignRuntime"),
+    "pack": ("facecl.pack.config:PackConfig",),
+    "embed": ("facecl.embed.config:EmbedConfig",),
+    "verify": ("facecl.verify.config:VerifyConfig",),
+}
+
+
+def _classes(stage: str) -> list[type]:
+    import importlib
+
+    out = []
+    for ref in STAGE_CONFIGS[stage]:
+        module, name = ref.split(":")
+        out.append(getattr(importlib.import_module(module), name))
+    return out
+
+
+def stage_options(path: Path, stage: str, section: dict[str, Any]) -> dict[str, Any]:
+    """A stage section checked against its config classes: each key must name an option
+    (field name or option name), the values must build the configs. Returns the section
+    keyed by option name (``pca_dim`` -> ``pca``), a fixed-length list as ``"a,b,c"``."""
+    from facecl.cliconfig import build, find_option, leaves
+
+    classes = _classes(stage)
+    out: dict[str, Any] = {}
+    values: list[dict[str, Any]] = [{} for _ in classes]
+    for key, value in section.items():
+        found = find_option(classes, key)
+        if found is None:
+            names = sorted(lf.path[-1] for cls in classes for lf in leaves(cls))
+            close = difflib.get_close_matches(key.replace("-", "_"), names, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"valid keys: {', '.join(names)}"
+            raise ConfigError(f"{path}: unknown [{stage}] key {key!r}", hint)
+        i, leaf = found
+        node = values[i]
+        for part in leaf.path[:-1]:
+            node = node.setdefault(part, {})
+        node[leaf.path[-1]] = tuple(value) if isinstance(value, list) else value
+        csv = isinstance(value, list) and leaf.csv
+        out[leaf.flag.lstrip("-")] = ",".join(str(v) for v in value) if csv else value
+    for cls, given in zip(classes, values, strict=True):
+        try:
+            build(cls, given)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: [{stage}]: {e.message}", e.hint) from None
+    return out
+
+
 def cli_args(options: dict[str, Any]) -> list[str]:
-    """``{"min_images": 5, "all_faces": True, "exclude": ["a", "b"]}`` -> CLI flags."""
+    """``{"min_images": 5, "flip": False, "exclude": ["a", "b"]}`` -> CLI flags (a False
+    bool is ``--no-x``, a list repeats its option)."""
     args: list[str] = []
     for key, value in options.items():
         flag = "--" + key.replace("_", "-")
         if isinstance(value, bool):
-            if value:
-                args.append(flag)
+            args.append(flag if value else "--no-" + flag[2:])
         elif isinstance(value, (list, tuple)):
             for item in value:
                 args += [flag, str(item)]
