@@ -57,8 +57,33 @@ class Options:
     """Prepended to every option name (``"head-"`` -> ``--head-s``)."""
     exclude: tuple[str, ...] = ()
     """Field names (dotted for nested fields) left off this command."""
+    only: tuple[str, ...] = ()
+    """When given: only these fields (dotted for nested fields) are options."""
+    defaults: Mapping[str, Any] | None = None
+    """Defaults shown instead of the dataclass's (dotted or leaf field names), for a command
+    that merges its own base over the dataclass (e.g. ``facecl toy``)."""
     panel: str | None = None
     """Rich help panel the options are listed under (None = the command's Options)."""
+
+    def __hash__(self) -> int:
+        return hash((self.cls, self.prefix, self.exclude, self.only, self.panel))
+
+    def skips(self, path: tuple[str, ...]) -> bool:
+        dotted = ".".join(path)
+        if dotted in self.exclude:
+            return True
+        return bool(self.only) and not any(
+            dotted == o or dotted.startswith(o + ".") or o.startswith(dotted + ".")
+            for o in self.only
+        )
+
+    def default_for(self, path: tuple[str, ...], value: Any) -> Any:
+        if not self.defaults:
+            return value
+        for key in (".".join(path), path[-1]):
+            if key in self.defaults:
+                return self.defaults[key]
+        return value
 
 
 @dataclass(frozen=True)
@@ -267,15 +292,16 @@ def leaves(spec: type | Options, _path: tuple[str, ...] = (), _base: Any = None)
     out: list[Leaf] = []
     for f in dataclasses.fields(cls):
         path = (*_path, f.name)
-        if f.metadata.get("cli_exclude") or ".".join(path) in opts.exclude:
+        if f.metadata.get("cli_exclude") or opts.skips(path):
             continue
         annotation = hints[f.name]
         default = getattr(_base, f.name) if _base is not None else _field_default(f)
         if isinstance(annotation, type) and dataclasses.is_dataclass(annotation):
             prefix = f.metadata.get("cli_prefix", f.name.replace("_", "-") + "-")
-            inner = Options(annotation, opts.prefix + prefix, opts.exclude, opts.panel)
+            inner = dataclasses.replace(opts, cls=annotation, prefix=opts.prefix + prefix)
             out += leaves(inner, path, default)
             continue
+        default = opts.default_for(path, default)
         out.append(_leaf(f, annotation, default, path, opts, docs.get(f.name, "")))
     return out
 

@@ -179,3 +179,11 @@ def test_a_clash_with_the_commands_own_option_fails_at_definition():
         @config_command(rt=Runtime)
         def cmd(rt: Given, device: Annotated[str, typer.Option("--device")] = "") -> None:
             pass
+
+
+def test_a_subset_with_its_own_shown_defaults():
+    """What ``facecl toy`` needs: a few TrainConfig fields, with the toy's base shown."""
+    spec = Options(Demo, only=("lam", "center.alpha"), defaults={"lam": 0.01, "alpha": 0.1})
+    got = {lf.flag: lf.default for lf in leaves(spec)}
+    assert got == {"--lambda": 0.01, "--alpha": 0.1}
+    assert [lf.flag for lf in leaves(Options(Demo, exclude=("center", "head.s")))][-1] == "--root"

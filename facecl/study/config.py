@@ -1,9 +1,12 @@
 """StudyConfig: one TOML file describes the whole reproducible study (issue #9).
 
 The file has sections ``[data]``, ``[align]``, ``[pack]``, ``[train]``, ``[embed]``,
-``[verify]`` (each a table of that stage's CLI options, ``key = value`` -> ``--key value``),
-``seeds = [...]`` and ``[[variants]]`` (``name`` plus train options that override ``[train]``).
-Relative paths in ``[data]`` are resolved against the config file's directory.
+``[verify]`` (each a table of that stage's settings: config field names or option names,
+``key = value`` -> ``--option value``), ``seeds = [...]`` and ``[[variants]]`` (``name`` plus
+train settings that override ``[train]``). Relative paths in ``[data]`` are resolved against
+the config file's directory. Everything is checked when the file loads: every stage section
+builds its configs and every variant builds its ``TrainConfig``, so a typo anywhere fails
+(naming the section or variant) before any step runs.
 """
 
 from __future__ import annotations
