@@ -82,17 +82,9 @@ def load_study_config(path: str | Path) -> StudyConfig:
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: invalid TOML ({e})", "fix the syntax") from None
-    for key in raw:
-        if key not in TOP_KEYS:
-            close = difflib.get_close_matches(key, TOP_KEYS, n=1)
-            hint = f"did you mean {close[0]!r}?" if close else f"valid keys: {', '.join(TOP_KEYS)}"
-            raise ConfigError(f"{path}: unknown key {key!r}", hint)
+    _check_keys(path, raw, TOP_KEYS, "key")
     data = raw.get("data", {})
-    for key in data:
-        if key not in DATA_KEYS:
-            close = difflib.get_close_matches(key, DATA_KEYS, n=1)
-            hint = f"did you mean {close[0]!r}?" if close else f"valid keys: {', '.join(DATA_KEYS)}"
-            raise ConfigError(f"{path}: unknown [data] key {key!r}", hint)
+    _check_keys(path, data, DATA_KEYS, "[data] key")
     for key in ("lfw_root", "train_people", "test_pairs"):
         if key not in data:
             raise ConfigError(f"{path}: [data] lacks {key!r}", "add it (a path)")
@@ -103,17 +95,7 @@ def load_study_config(path: str | Path) -> StudyConfig:
         q = Path(p).expanduser()
         return q if q.is_absolute() else (path.parent / q).resolve()
 
-    variants = []
-    seen = set()
-    for i, v in enumerate(raw.get("variants", [])):
-        if "name" not in v:
-            raise ConfigError(f"{path}: variant #{i + 1} has no name", 'add name = "..."')
-        if v["name"] in seen:
-            raise ConfigError(f"{path}: variant {v['name']!r} appears twice", "rename one")
-        seen.add(v["name"])
-        variants.append(Variant(name=v["name"], train={k: x for k, x in v.items() if k != "name"}))
-    if not variants:
-        raise ConfigError(f"{path}: no [[variants]]", "add at least one variant")
+    variants = _read_variants(path, raw.get("variants", []))
     train = raw.get("train", {})
     check_train(path, train, variants)
     stages = {name: stage_options(path, name, raw.get(name, {})) for name in STAGE_CONFIGS}
@@ -135,6 +117,29 @@ def load_study_config(path: str | Path) -> StudyConfig:
         variants=tuple(variants),
         source=path.resolve(),
     )
+
+
+def _check_keys(path: Path, table: dict[str, Any], valid: tuple[str, ...], what: str) -> None:
+    for key in table:
+        if key not in valid:
+            close = difflib.get_close_matches(key, valid, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"valid keys: {', '.join(valid)}"
+            raise ConfigError(f"{path}: unknown {what} {key!r}", hint)
+
+
+def _read_variants(path: Path, entries: list[dict[str, Any]]) -> list[Variant]:
+    variants: list[Variant] = []
+    seen: set[str] = set()
+    for i, v in enumerate(entries):
+        if "name" not in v:
+            raise ConfigError(f"{path}: variant #{i + 1} has no name", 'add name = "..."')
+        if v["name"] in seen:
+            raise ConfigError(f"{path}: variant {v['name']!r} appears twice", "rename one")
+        seen.add(v["name"])
+        variants.append(Variant(name=v["name"], train={k: x for k, x in v.items() if k != "name"}))
+    if not variants:
+        raise ConfigError(f"{path}: no [[variants]]", "add at least one variant")
+    return variants
 
 
 def check_train(path: Path, train: dict[str, Any], variants: list[Variant]) -> None:
