@@ -85,3 +85,62 @@ def test_error_stays_one_line_with_a_long_path(tmp_path):
     assert r.exit_code == 1
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and str(deep) in lines[0]
+
+
+# Commands whose options are generated from config dataclasses (facecl.cliconfig).
+GENERATED = {
+    "align": ("facecl.align.config", ["AlignConfig", "AlignRuntime"]),
+    "pack": ("facecl.pack.config", ["PackConfig"]),
+    "embed": ("facecl.embed.config", ["EmbedConfig"]),
+    "export": ("facecl.embed.config", ["ExportConfig"]),
+    "verify": ("facecl.verify.config", ["VerifyConfig"]),
+}
+
+
+@pytest.mark.parametrize("command", sorted(GENERATED))
+def test_config_options_are_generated_from_the_dataclass(command):
+    """Every config field is an option of its command whose help is the field's docstring
+    plus the dataclass default, and whose CLI default is None ("not given")."""
+    import dataclasses
+    import importlib
+
+    import typer.main
+
+    from facecl.cliconfig import field_docs, leaves
+
+    params = {
+        opt: p
+        for p in typer.main.get_command(app).commands[command].params
+        for opt in [*p.opts, *p.secondary_opts]
+    }
+    module, names = GENERATED[command]
+    for name in names:
+        cls = getattr(importlib.import_module(module), name)
+        docs = field_docs(cls)
+        shown = 0
+        for leaf in leaves(cls):
+            p = params[leaf.flag]
+            assert p.default is None, leaf.flag
+            field = leaf.path[-1]
+            assert p.help.startswith(docs[field].replace("``", "")[:30]), leaf.flag
+            if leaf.default not in (None, (), ""):
+                assert p.help.endswith("]") and "\\[default: " in p.help, leaf.flag
+            shown += 1
+        excluded = [f for f in dataclasses.fields(cls) if f.metadata.get("cli_exclude")]
+        assert shown == len(dataclasses.fields(cls)) - len(excluded)
+
+
+def test_a_default_shown_is_the_dataclass_value():
+    import typer.main
+
+    from facecl.align.config import AlignConfig
+    from facecl.verify.config import VerifyConfig
+
+    cmds = typer.main.get_command(app).commands
+    align = {p.name: p for p in cmds["align"].params}
+    assert align["cfg__factor"].help.endswith(f"\\[default: {AlignConfig.factor:g}]")
+    assert align["cfg__thresholds"].help.endswith("\\[default: 0.6,0.7,0.7]")
+    verify = {o: p for p in cmds["verify"].params for o in p.opts}
+    assert verify["--far"].help.endswith("\\[default: 0.001,0.01]")
+    assert VerifyConfig().far_targets == (0.001, 0.01)
+    assert verify["-p"] is verify["--protocol"]

@@ -2,48 +2,18 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-
-def _default(name: str) -> str:
-    """'[default: X]' from AlignConfig / AlignRuntime, the only home of the defaults
-    (escaped for rich markup). Cheap: the config module imports no heavy library."""
-    from dataclasses import fields
-
-    from facecl.align.config import AlignConfig, AlignRuntime
-
-    for cls in (AlignConfig, AlignRuntime):
-        for f in fields(cls):
-            if f.name == name:
-                v = f.default
-                text = ",".join(f"{x:g}" for x in v) if isinstance(v, tuple) else f"{v}"
-                return f"\\[default: {text}]"
-    raise KeyError(name)
-
-
-class Size(str, Enum):
-    s112x96 = "112x96"
-    s112x112 = "112x112"
-
-
-class OnMiss(str, Enum):
-    skip = "skip"
-    landmarks = "landmarks"
-    center = "center"
-
-
-class Device(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
+from facecl.align.config import AlignConfig, AlignRuntime
+from facecl.cliconfig import Given, Options, build, config_command
 
 
 def register(app: typer.Typer) -> None:
     @app.command("align")
+    @config_command(cfg=AlignConfig, runtime=Options(AlignRuntime, panel="Runtime"))
     def align(
         inputs: Annotated[
             list[Path],
@@ -54,64 +24,16 @@ def register(app: typer.Typer) -> None:
             ),
         ],
         out: Annotated[Path, typer.Option("--out", "-o", help="Output artifact directory.")],
-        size: Annotated[
-            Size | None, typer.Option(help=f"Crop size HxW. {_default('size')}")
-        ] = None,
-        min_face: Annotated[
-            float | None, typer.Option(help=f"Smallest face in pixels. {_default('min_face')}")
-        ] = None,
-        thresholds: Annotated[
-            str | None,
-            typer.Option(help=f"P/R/O-Net thresholds. {_default('thresholds')}"),
-        ] = None,
-        factor: Annotated[
-            float | None, typer.Option(help=f"Pyramid scale factor. {_default('factor')}")
-        ] = None,
-        all_faces: Annotated[
-            bool, typer.Option("--all-faces", help="Keep every face, not the central one.")
-        ] = False,
-        on_miss: Annotated[
-            OnMiss | None,
-            typer.Option(
-                help="No face found: skip the image, use --landmarks, or a centre crop. "
-                f"{_default('on_miss')}"
-            ),
-        ] = None,
+        *,
+        cfg: Given,
         landmarks: Annotated[
             Path | None,
             typer.Option(help="Provided landmarks ('<path> x1 y1 .. x5 y5' or a faces.csv)."),
         ] = None,
-        max_side: Annotated[
-            int | None,
-            typer.Option(
-                help="Longer side above which detection runs on a reduced copy. "
-                + _default("max_side")
-            ),
-        ] = None,
-        max_pixels: Annotated[
-            int | None,
-            typer.Option(
-                help=f"Images with more pixels are skipped as too_large. {_default('max_pixels')}"
-            ),
-        ] = None,
-        chunk_size: Annotated[
-            int | None, typer.Option(help=f"Images per resumable chunk. {_default('chunk_size')}")
-        ] = None,
-        shard: Annotated[
-            str | None, typer.Option(help="Process slice K of N (1-based), e.g. 2/8.")
-        ] = None,
         merge: Annotated[
             bool, typer.Option("--merge", help="Merge shard outputs (the arguments) into -o.")
         ] = False,
-        device: Annotated[
-            Device | None, typer.Option(help=f"Where MTCNN runs. {_default('device')}")
-        ] = None,
-        batch_size: Annotated[
-            int | None, typer.Option(help=f"Images per detector batch. {_default('batch_size')}")
-        ] = None,
-        workers: Annotated[
-            int | None, typer.Option(help=f"Decode/encode threads. {_default('workers')}")
-        ] = None,
+        runtime: Given,
         force: Annotated[bool, typer.Option("--force", help="Rebuild a complete output.")] = False,
         json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
     ) -> None:
@@ -121,31 +43,11 @@ def register(app: typer.Typer) -> None:
         skipped image, with status and reason) and OUT/manifest.json. A killed run resumes
         where it stopped; bad images are listed, never fatal.
         """
-        from facecl.align.config import AlignConfig, AlignRuntime, parse_thresholds
         from facecl.errors import UsageError
 
-        given: dict[str, Any] = {
-            "size": size.value if size else None,
-            "min_face": min_face,
-            "thresholds": parse_thresholds(thresholds) if thresholds else None,
-            "factor": factor,
-            "all_faces": all_faces or None,
-            "on_miss": on_miss.value if on_miss else None,
-            "max_side": max_side,
-            "max_pixels": max_pixels,
-            "chunk_size": chunk_size,
-            "shard": shard,
-        }
-        rt_given = {
-            "device": device.value if device else None,
-            "batch_size": batch_size,
-            "workers": workers,
-        }
-        runtime = AlignRuntime(**{k: v for k, v in rt_given.items() if v is not None})
+        rt = build(AlignRuntime, runtime)
         if merge:
-            extra = [k for k, v in given.items() if v is not None] + (
-                ["landmarks"] * bool(landmarks)
-            )
+            extra = [*cfg, *(["landmarks"] if landmarks else [])]
             if extra:
                 opt = "--" + extra[0].replace("_", "-")
                 raise UsageError(
@@ -159,16 +61,16 @@ def register(app: typer.Typer) -> None:
                 f"expected one input, got {len(inputs)}",
                 "pass one folder or list file (use --merge to combine shard outputs)",
             )
-        cfg = AlignConfig(**{k: v for k, v in given.items() if v is not None})
+        config = build(AlignConfig, cfg)
 
         def job(cb):
             from facecl.align.stage import run_align
 
             return run_align(
-                cfg,
+                config,
                 inputs[0],
                 out,
-                runtime=runtime,
+                runtime=rt,
                 landmarks=landmarks,
                 force=force,
                 on_progress=cb,

@@ -9,16 +9,19 @@ settings keeps its finished chunks.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
+from facecl.device import Device, check_device, resolve_device
 from facecl.errors import ConfigError, UsageError
 
-ON_MISS = ("skip", "landmarks", "center")
-DEVICES = ("auto", "cpu", "cuda")
+Size = Literal["112x96", "112x112"]
+OnMiss = Literal["skip", "landmarks", "center"]
+ON_MISS: tuple[str, ...] = get_args(OnMiss)
 
 
 @dataclass(frozen=True)
 class AlignConfig:
-    size: str = "112x96"
+    size: Size = "112x96"
     """Crop size HxW: ``112x96`` (center-loss/SphereFace template) or ``112x112`` (ArcFace)."""
     min_face: float = 20.0
     """Smallest face side, in pixels of the detection image, MTCNN looks for."""
@@ -28,7 +31,7 @@ class AlignConfig:
     """Scale step of the image pyramid."""
     all_faces: bool = False
     """Keep every detected face (``<stem>.face<k>.png``) instead of the most central one."""
-    on_miss: str = "skip"
+    on_miss: OnMiss = "skip"
     """No face found: ``skip`` the image, warp with provided ``landmarks``, or ``center`` crop."""
     center_fraction: float = 0.52
     """Centre-crop fallback: the crop covers this fraction of the image's shorter side
@@ -48,7 +51,7 @@ class AlignConfig:
     def __post_init__(self) -> None:
         from facecl.align.transform import SIZES
 
-        if self.size not in SIZES:
+        if self.size not in get_args(Size) or self.size not in SIZES:
             raise ConfigError(
                 f"unsupported --size {self.size!r}", f"choose one of: {', '.join(sorted(SIZES))}"
             )
@@ -82,29 +85,20 @@ class AlignConfig:
 
 @dataclass(frozen=True)
 class AlignRuntime:
-    device: str = "auto"
-    """``auto`` (CUDA when available), ``cpu`` or ``cuda``."""
+    device: Device = "auto"
+    """Where MTCNN runs: ``auto`` (CUDA when available), ``cpu`` or ``cuda``."""
     batch_size: int = 64
     """Images per detector call (P-Net per pyramid scale over the batch)."""
     workers: int = 2
     """Threads decoding images and encoding PNGs while the detector runs."""
 
     def __post_init__(self) -> None:
-        if self.device not in DEVICES:
-            raise ConfigError(
-                f"unknown --device {self.device!r}", f"choose one of: {', '.join(DEVICES)}"
-            )
+        check_device(self.device)
         if self.batch_size < 1 or self.workers < 1:
             raise ConfigError("--batch-size and --workers must be at least 1")
 
     def torch_device(self) -> str:
-        import torch
-
-        if self.device == "auto":
-            return "cuda" if torch.cuda.is_available() else "cpu"
-        if self.device == "cuda" and not torch.cuda.is_available():
-            raise UsageError("--device cuda but no CUDA device is available", "use --device cpu")
-        return self.device
+        return resolve_device(self.device)
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -119,14 +113,3 @@ def parse_shard(text: str) -> tuple[int, int]:
             f"--shard {text}: K must be in 1..N", "shards are numbered 1..N, e.g. 1/4 .. 4/4"
         )
     return k, n
-
-
-def parse_thresholds(text: str) -> tuple[float, float, float]:
-    """``"0.6,0.7,0.7"`` -> ``(0.6, 0.7, 0.7)``."""
-    try:
-        vals = tuple(float(v) for v in text.replace(" ", "").split(","))
-    except ValueError:
-        vals = ()
-    if len(vals) != 3:
-        raise UsageError(f"malformed --thresholds {text!r}", "three comma-separated numbers")
-    return vals  # type: ignore[return-value]

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from facecl.artifacts import sha256_file, sha256_json
+from facecl.device import resolve_device
 from facecl.embed.features import fused_dim, preprocess, uses_flip
 from facecl.errors import CheckpointError, ConfigError, UsageError
 from facecl.models.input_spec import InputSpec
@@ -90,16 +91,6 @@ class Backend:
 
     def embed(self, images: np.ndarray) -> np.ndarray:  # (B,H,W,3) uint8 -> (B,dim) float32
         raise NotImplementedError
-
-
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda, but CUDA is not available", "use --device cpu or auto")
-    return device
 
 
 class TorchBackend(Backend):

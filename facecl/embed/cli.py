@@ -7,11 +7,13 @@ from typing import Annotated
 
 import typer
 
+from facecl.cliconfig import Given, build, config_command
 from facecl.embed.config import EmbedConfig, ExportConfig
 
 
 def register(app: typer.Typer) -> None:
     @app.command("embed")
+    @config_command(cfg=EmbedConfig)
     def embed(
         model: Annotated[
             Path,
@@ -36,23 +38,8 @@ def register(app: typer.Typer) -> None:
             Path | None,
             typer.Option("--onnx", help="Run this ONNX model on onnxruntime instead of torch."),
         ] = None,
-        fusion: Annotated[
-            str, typer.Option(help="Flip fusion: concat (papers), sum, mean, none.")
-        ] = EmbedConfig.fusion,
-        l2: Annotated[
-            bool, typer.Option("--l2/--no-l2", help="L2-normalise the vectors.")
-        ] = EmbedConfig.l2,
-        batch_size: Annotated[int, typer.Option(help="Images per batch.")] = EmbedConfig.batch_size,
-        device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = EmbedConfig.device,
-        fp16: Annotated[
-            bool, typer.Option("--fp16/--no-fp16", help="float16 on CUDA (no effect on CPU).")
-        ] = EmbedConfig.fp16,
-        aligned: Annotated[
-            bool,
-            typer.Option(
-                "--aligned", help="INPUT photos are already aligned crops: skip face alignment."
-            ),
-        ] = EmbedConfig.assume_aligned,
+        *,
+        cfg: Given,
         force: Annotated[bool, typer.Option("--force", help="Rebuild an existing output.")] = (
             False
         ),
@@ -72,15 +59,8 @@ def register(app: typer.Typer) -> None:
             model, input_path = onnx, model
         if input_path is None:
             raise UsageError("missing INPUT", "usage: facecl embed RUN_OR_CHECKPOINT INPUT -o EMB")
-        cfg = EmbedConfig(
-            fusion=fusion,
-            l2=l2,
-            batch_size=batch_size,
-            device=device,
-            fp16=fp16,
-            assume_aligned=aligned,
-        )
-        result = run_embed(model, input_path, out, cfg, force=force, show_progress=not json_out)
+        config = build(EmbedConfig, cfg)
+        result = run_embed(model, input_path, out, config, force=force, show_progress=not json_out)
         s = result.summary()
         if json_out:
             emit_json(s)
@@ -97,6 +77,7 @@ def register(app: typer.Typer) -> None:
             console.print(f"  [yellow]{n}[/] without embedding: {reason}")
 
     @app.command("export")
+    @config_command(cfg=ExportConfig)
     def export(
         run: Annotated[
             Path, typer.Argument(metavar="RUN", help="A train run directory or .pt checkpoint.")
@@ -104,17 +85,8 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path, typer.Option("--out", "-o", help="The .onnx file to write.")] = Path(
             "model.onnx"
         ),
-        with_flip: Annotated[
-            bool,
-            typer.Option("--with-flip", help="Bake the flip and --fusion into the graph."),
-        ] = ExportConfig.with_flip,
-        fusion: Annotated[
-            str, typer.Option(help="Fusion baked in with --with-flip.")
-        ] = ExportConfig.fusion,
-        opset: Annotated[int, typer.Option(help="ONNX opset version.")] = ExportConfig.opset,
-        min_parity: Annotated[
-            float, typer.Option(help="Fail unless cosine(torch, onnxruntime) >= this per face.")
-        ] = ExportConfig.min_parity,
+        *,
+        cfg: Given,
         verify_on: Annotated[
             Path | None,
             typer.Option(
@@ -131,13 +103,7 @@ def register(app: typer.Typer) -> None:
         from facecl.console import console, emit_json
         from facecl.embed.export import run_export
 
-        cfg = ExportConfig(
-            with_flip=with_flip,
-            fusion=fusion,
-            opset=opset,
-            min_parity=min_parity,
-        )
-        report = run_export(run, out, cfg, verify_on=verify_on, force=force)
+        report = run_export(run, out, build(ExportConfig, cfg), verify_on=verify_on, force=force)
         if json_out:
             emit_json(report)
             return

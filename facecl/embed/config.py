@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
+
+from facecl.device import Device, check_device
+
+Fusion = Literal["concat", "sum", "mean", "none"]
+"""The names of ``facecl.embed.features.FUSIONS`` (a test keeps them equal; the registry
+imports torch, which ``--help`` should not)."""
 
 
 @dataclass(frozen=True)
 class EmbedConfig:
     """How ``facecl embed`` turns aligned faces into vectors."""
 
-    fusion: str = "concat"
+    fusion: Fusion = "concat"
     """How FC1(image) and FC1(flip(image)) combine: concat (papers), sum, mean, none (no flip)."""
 
     l2: bool = False
@@ -18,14 +25,16 @@ class EmbedConfig:
     batch_size: int = 64
     """Images per forward pass (the flip doubles the backbone batch)."""
 
-    device: str = "auto"
-    """auto (cuda when available), cpu or cuda. Ignored with an ONNX model (CPU provider)."""
+    device: Device = "auto"
+    """auto (CUDA when available), cpu or cuda; an ONNX model uses onnxruntime's CUDA provider
+    when it has one."""
 
     fp16: bool = True
     """Run the backbone in float16 on CUDA (outputs are stored as float32). No effect on CPU."""
 
-    assume_aligned: bool = False
-    """Treat a plain folder/list of images as ready aligned crops (no detection/alignment)."""
+    assume_aligned: bool = field(default=False, metadata={"cli_name": "--aligned"})
+    """INPUT photos (a plain folder or list) are already aligned crops: no detection or
+    alignment."""
 
     chunk_batches: int = 8
     """Batches per chunk written to ``<out>.partial/chunks/``: a killed run resumes per chunk."""
@@ -37,8 +46,7 @@ class EmbedConfig:
         FUSIONS.get(self.fusion)
         if self.batch_size < 1:
             raise ConfigError(f"batch size must be >= 1, got {self.batch_size}", "use e.g. 64")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ConfigError(f"unknown device {self.device!r}", "choose auto, cpu or cuda")
+        check_device(self.device)
         if self.chunk_batches < 1:
             raise ConfigError(f"chunk_batches must be >= 1, got {self.chunk_batches}", "use 8")
 
@@ -55,7 +63,7 @@ class ExportConfig:
     with_flip: bool = False
     """Bake the flip and ``fusion`` into the graph (output D' instead of the FC1 dim D)."""
 
-    fusion: str = "concat"
+    fusion: Fusion = "concat"
     """Fusion baked in with ``with_flip`` (ignored without it)."""
 
     opset: int = 17

@@ -7,39 +7,20 @@ from typing import Annotated
 
 import typer
 
+from facecl.cliconfig import Given, build, config_command
 from facecl.pack.config import PackConfig
-
-_D = PackConfig()
 
 
 def register(app: typer.Typer) -> None:
     @app.command("pack")
+    @config_command(cfg=PackConfig)
     def pack(
         aligned: Annotated[
             list[Path], typer.Argument(help="One or more 'facecl align' output directories.")
         ],
         out: Annotated[Path, typer.Option("--out", "-o", help="Output directory (the pack).")],
-        shard_size: Annotated[
-            int, typer.Option(help="Images per HDF5 shard file.", min=1)
-        ] = _D.shard_size,
-        compression: Annotated[
-            str, typer.Option(help="Lossless per-image filter: none, lzf or gzip.")
-        ] = _D.compression,
-        exclude: Annotated[
-            list[str] | None,
-            typer.Option(
-                "--exclude",
-                help="Remove identities on a list: 'lfw' (built in) or a file of names "
-                "(one per line; LFW people/pairs formats work). Repeatable.",
-            ),
-        ] = None,
-        min_images: Annotated[
-            int, typer.Option(help="Drop identities with fewer images.", min=1)
-        ] = _D.min_images,
-        val_fraction: Annotated[
-            float, typer.Option(help="Per-identity share of images held out for validation.")
-        ] = _D.val_fraction,
-        seed: Annotated[int, typer.Option(help="Seed of the validation split.")] = _D.seed,
+        *,
+        cfg: Given,
         force: Annotated[bool, typer.Option("--force", help="Rebuild an existing pack.")] = False,
         json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
     ) -> None:
@@ -47,14 +28,7 @@ def register(app: typer.Typer) -> None:
         from facecl.console import console, emit_json, progress
         from facecl.pack.stage import run_pack
 
-        config = PackConfig(
-            shard_size=shard_size,
-            compression=compression,
-            exclude=tuple(exclude or ()),
-            min_images=min_images,
-            val_fraction=val_fraction,
-            seed=seed,
-        )
+        config = build(PackConfig, cfg)
         with progress() as bar:
             # Hidden until a plan exists, so an up-to-date no-op draws no empty bar.
             task = bar.add_task("pack", total=None, unit="img", visible=False)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 from facecl.errors import ConfigError
 
-COMPRESSIONS = ("none", "lzf", "gzip")
+Compression = Literal["none", "lzf", "gzip"]
+COMPRESSIONS: tuple[str, ...] = get_args(Compression)
 
 
 @dataclass(frozen=True)
@@ -16,14 +18,15 @@ class PackConfig:
     shard_size: int = 10_000
     """Images per shard file (10k 112x96 crops are about 320 MB uncompressed)."""
 
-    compression: str = "none"
+    compression: Compression = "none"
     """HDF5 filter per image chunk: ``none``, ``lzf`` (fast) or ``gzip``; all lossless."""
 
     gzip_level: int = 4
     """gzip level 1-9, used only with ``compression="gzip"``."""
 
     exclude: tuple[str, ...] = ()
-    """Identity lists to remove: built-in names (``lfw``) or list files (resolved paths)."""
+    """Identity lists to remove (repeatable): built-in names (``lfw``) or files of names, one
+    per line (LFW people/pairs formats work); stored as resolved paths."""
 
     min_images: int = 1
     """Drop identities with fewer images than this (after exclusion)."""

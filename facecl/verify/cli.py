@@ -2,33 +2,18 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from facecl.cliconfig import Given, build, config_command
 from facecl.verify.config import VerifyConfig
-
-
-class Protocol(str, Enum):
-    lfw_pairs = "lfw-pairs"
-    lfw_view1 = "lfw-view1"
-    blufr = "blufr"
-    pairs = "pairs"
-    identify = "identify"
-
-
-class Metric(str, Enum):
-    cosine = "cosine"
-    euclidean = "euclidean"
-
-
-_D = VerifyConfig()
 
 
 def register(app: typer.Typer) -> None:
     @app.command("verify")
+    @config_command(cfg=VerifyConfig)
     def verify(
         inputs: Annotated[
             list[Path],
@@ -40,9 +25,8 @@ def register(app: typer.Typer) -> None:
             ),
         ],
         out: Annotated[Path, typer.Option("--out", "-o", help="Report directory to write.")],
-        protocol: Annotated[
-            Protocol, typer.Option("--protocol", "-p", help="Evaluation protocol.")
-        ] = Protocol(_D.protocol),
+        *,
+        cfg: Given,
         pairs: Annotated[
             Path | None,
             typer.Option(help="LFW pairs.txt (View 2), pairsDevTest.txt (View 1) or a CSV."),
@@ -60,18 +44,6 @@ def register(app: typer.Typer) -> None:
         probe: Annotated[
             Path | None, typer.Option(help="identify: probe folder or list of keys/paths.")
         ] = None,
-        metric: Annotated[Metric, typer.Option(help="Similarity score.")] = Metric(_D.metric),
-        pca: Annotated[
-            int,
-            typer.Option(help="PCA dimension fitted on the training part only (0 = off)."),
-        ] = _D.pca_dim,
-        folds: Annotated[int, typer.Option(help="Folds for a user pair list.")] = _D.folds,
-        far: Annotated[
-            list[float] | None,
-            typer.Option(help="FAR at which to report TAR (repeatable).", show_default=False),
-        ] = None,
-        rank: Annotated[int, typer.Option(help="Open-set identification rank.")] = _D.rank,
-        no_plots: Annotated[bool, typer.Option("--no-plots", help="Skip the PNGs.")] = False,
         compare: Annotated[
             bool,
             typer.Option("--compare", help="Overlay the ROC curves of the given report dirs."),
@@ -88,6 +60,7 @@ def register(app: typer.Typer) -> None:
         from facecl.console import console, emit_json
         from facecl.errors import UsageError
         from facecl.verify import stage
+        from facecl.verify.evaluate import PROTOCOLS
 
         if compare:
             manifest, doc, reused = stage.run_compare(inputs, out, force=force)
@@ -102,15 +75,7 @@ def register(app: typer.Typer) -> None:
                 f"expected one embeddings input, got {len(inputs)}",
                 "pass one EMB, or --compare REPORT... to compare reports",
             )
-        cfg = VerifyConfig(
-            protocol=protocol.value,
-            metric=metric.value,
-            pca_dim=pca,
-            folds=folds,
-            far_targets=tuple(far) if far else _D.far_targets,
-            rank=rank,
-            plots=not no_plots,
-        )
+        settings = build(VerifyConfig, cfg)
         common = dict(
             pairs=pairs,
             train_pairs=train_pairs,
@@ -119,20 +84,20 @@ def register(app: typer.Typer) -> None:
             probe=probe,
             force=force,
         )
-        if cfg.protocol == "blufr":
+        if PROTOCOLS.get(settings.protocol).trials:
             from facecl.console import progress
 
             with progress(transient=True) as bar:
-                task = bar.add_task("BLUFR trials", total=None, unit="trial")
+                task = bar.add_task(f"{settings.protocol} trials", total=None, unit="trial")
 
                 def tick(done: int, total: int) -> None:
                     bar.update(task, completed=done, total=total)
 
                 manifest, report, reused = stage.run_verify(
-                    inputs[0], out, cfg, on_trial=tick, **common
+                    inputs[0], out, settings, on_trial=tick, **common
                 )
         else:
-            manifest, report, reused = stage.run_verify(inputs[0], out, cfg, **common)
+            manifest, report, reused = stage.run_verify(inputs[0], out, settings, **common)
         if json_out:
             emit_json(
                 {

@@ -2,25 +2,36 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 from facecl.errors import ConfigError
 
-PROTOCOLS = ("lfw-pairs", "lfw-view1", "blufr", "pairs", "identify")
-METRICS = ("cosine", "euclidean")
+Metric = Literal["cosine", "euclidean"]
+METRICS: tuple[str, ...] = get_args(Metric)
+
+
+def protocol_names() -> Sequence[str]:
+    """The registered protocols (``facecl.verify.evaluate.PROTOCOLS``)."""
+    from facecl.verify.evaluate import PROTOCOLS
+
+    return PROTOCOLS.names()
 
 
 @dataclass(frozen=True)
 class VerifyConfig:
-    protocol: str = "lfw-pairs"
+    protocol: str = field(
+        default="lfw-pairs", metadata={"cli_short": "-p", "cli_choices": protocol_names}
+    )
     """lfw-pairs (View 2, 10 folds), lfw-view1 (threshold on DevTrain, scored on DevTest),
     blufr (10 trials of VR@FAR and open-set DIR), pairs (a user CSV, k-fold), identify
     (gallery/probe: closed-set CMC and open-set DIR)."""
 
-    metric: str = "cosine"
+    metric: Metric = "cosine"
     """Similarity: cosine, or euclidean (minus the Euclidean distance of the raw vectors)."""
 
-    pca_dim: int = 0
+    pca_dim: int = field(default=0, metadata={"cli_name": "--pca"})
     """> 0: project on this many principal components fitted on the training part only
     (LFW: the 9 training folds of each fold, as in the center-loss paper's testing; BLUFR:
     each trial's training images). 0 = no PCA."""
@@ -28,8 +39,8 @@ class VerifyConfig:
     folds: int = 10
     """Number of folds for a user pair list (LFW uses the 10 sets of pairs.txt)."""
 
-    far_targets: tuple[float, ...] = (1e-3, 1e-2)
-    """FARs at which TAR is reported for pair protocols."""
+    far_targets: tuple[float, ...] = field(default=(1e-3, 1e-2), metadata={"cli_name": "--far"})
+    """FARs at which TAR is reported for pair protocols (repeatable, or comma-separated)."""
 
     blufr_veri_far: float = 1e-3
     """BLUFR verification operating point (the protocol reports VR at FAR = 0.1%)."""
@@ -44,23 +55,23 @@ class VerifyConfig:
     """Bins of the genuine/impostor score histograms."""
 
     plots: bool = True
-    """Write the PNG plots."""
+    """Write the PNG plots (``--no-plots``: only the numbers)."""
 
     def validate(self) -> VerifyConfig:
-        if self.protocol not in PROTOCOLS:
-            raise ConfigError(
-                f"unknown protocol {self.protocol!r}", f"choose one of {', '.join(PROTOCOLS)}"
-            )
+        from facecl.verify.evaluate import PROTOCOLS
+
+        proto = PROTOCOLS.get(self.protocol)
         if self.metric not in METRICS:
             raise ConfigError(
                 f"unknown metric {self.metric!r}", f"choose one of {', '.join(METRICS)}"
             )
         if self.pca_dim < 0:
             raise ConfigError(f"--pca {self.pca_dim} is negative", "use 0 (off) or a dimension")
-        if self.pca_dim and self.protocol == "identify":
+        if self.pca_dim and not proto.training_split:
+            split = [n for n in PROTOCOLS.names() if PROTOCOLS.get(n).training_split]
             raise ConfigError(
-                "--pca has no training split in the identify protocol",
-                "drop --pca, or use lfw-pairs / lfw-view1 / pairs / blufr",
+                f"--pca has no training split in the {self.protocol} protocol",
+                f"drop --pca, or use {' / '.join(split)}",
             )
         if self.folds < 2:
             raise ConfigError(f"--folds {self.folds} is below 2", "use 2 or more folds")

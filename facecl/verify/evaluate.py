@@ -7,13 +7,15 @@ and ``--compare`` need, and the list of skipped items for ``missing.csv``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from facecl.errors import InputError, UsageError
+from facecl.registry import Registry
 from facecl.verify import metrics as M
 from facecl.verify.config import VerifyConfig
 from facecl.verify.embeddings import Embeddings
@@ -24,9 +26,17 @@ from facecl.verify.protocols import (
     BlufrConfig,
     PairList,
     ResolvedPairs,
+    read_blufr_config,
+    read_lfw_pairs,
+    read_pairs_csv,
     resolve_pairs,
     select_images,
 )
+
+Standard = tuple[bool, str]
+"""(whether a pair list is the published protocol's, the protocol's name)."""
+TrialHook = Callable[[int, int], None]
+"""``on_trial(done, total)``: progress of a protocol with trials (BLUFR)."""
 
 
 @dataclass
@@ -120,8 +130,11 @@ def evaluate_pairs(
     pairs: PairList,
     cfg: VerifyConfig,
     train_pairs: PairList | None = None,
+    standard: Standard | None = None,
 ) -> Evaluation:
-    """lfw-pairs / pairs (k-fold over ``pairs.fold``) or lfw-view1 (threshold on train_pairs)."""
+    """k-fold over ``pairs.fold`` (lfw-pairs, pairs) or one split with the threshold chosen on
+    ``train_pairs`` (lfw-view1). ``standard``: whether the lists are the published protocol's,
+    and its name (None: a user list, no standard to compare with)."""
     res = resolve_pairs(emb, pairs)
     keep = res.keep
     skipped = _dropped_items(res)
@@ -202,7 +215,7 @@ def evaluate_pairs(
     results["n_genuine"] = int(same.sum())
     results["n_impostor"] = int((~same).sum())
 
-    comparable, note = _pairs_comparability(cfg.protocol, pairs, res, train_pairs, train_res)
+    comparable, note = _pairs_comparability(standard, res, train_res)
     missing = {
         "n_pairs_total": len(pairs),
         "n_pairs_dropped": len(res.dropped),
@@ -242,29 +255,16 @@ def _pair_summary(results: dict[str, Any], cfg: VerifyConfig) -> dict[str, float
 
 
 def _pairs_comparability(
-    protocol: str,
-    pairs: PairList,
-    res: ResolvedPairs,
-    train_pairs: PairList | None,
-    train_res: ResolvedPairs | None,
+    standard: Standard | None, res: ResolvedPairs, train_res: ResolvedPairs | None
 ) -> tuple[bool | None, str]:
     dropped = len(res.dropped) + (len(train_res.dropped) if train_res else 0)
-    if protocol == "pairs":
+    if standard is None:
         if dropped:
             return None, f"user pair list; {dropped} pair(s) dropped for missing embeddings"
         return None, "user pair list (no standard to compare with); every pair was scored"
-    if protocol == "lfw-pairs":
-        standard = pairs.header == LFW_VIEW2
-        what = "LFW View 2 (10 folds x 600 pairs)"
-    else:
-        standard = (
-            pairs.header == (LFW_VIEW1_TEST,)
-            and train_pairs is not None
-            and train_pairs.header == (LFW_VIEW1_TRAIN,)
-        )
-        what = "LFW View 1 (threshold on 2x1100 DevTrain pairs, scored on 2x500 DevTest pairs)"
+    is_standard, what = standard
     reasons = []
-    if not standard:
+    if not is_standard:
         reasons.append(f"the pair list is not the standard {what}")
     if dropped:
         reasons.append(f"{dropped} pair(s) were dropped for missing embeddings")
@@ -512,3 +512,92 @@ def evaluate_identify(emb: Embeddings, gallery: str, probe: str, cfg: VerifyConf
         dir_curve=dir_curve,
         skipped=skipped,
     )
+
+
+# --------------------------------------------------------------------------- the registry
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """An evaluation protocol: the inputs it reads and how it scores them."""
+
+    run: Callable[[Embeddings, Mapping[str, Path], VerifyConfig, TrialHook | None], Evaluation]
+    """``run(embeddings, inputs by role, cfg, on_trial)``."""
+    needs: tuple[str, ...]
+    """Input roles it requires: ``pairs``, ``blufr_config``, ``gallery``, ``probe``."""
+    train_pairs: bool = False
+    """Chooses its threshold on a second pair list (``train_pairs``, default next to pairs)."""
+    training_split: bool = True
+    """Has a training part that ``--pca`` can be fitted on."""
+    trials: bool = False
+    """Reports progress per trial (``on_trial``)."""
+    verification: bool = True
+    """Scores pairs: ROC and DET plots."""
+    rate_label: str = "TAR"
+    """The y axis of the ROC plot."""
+    dir_plot: str = "dir.png"
+    """File name of the open-set identification plot (when there is one)."""
+    hist_note: str = ""
+    """Appended to the score histogram's title."""
+
+
+PROTOCOLS: Registry[Protocol] = Registry("protocol")
+
+VIEW2 = "LFW View 2 (10 folds x 600 pairs)"
+VIEW1 = "LFW View 1 (threshold on 2x1100 DevTrain pairs, scored on 2x500 DevTest pairs)"
+
+
+def _lfw_pairs(
+    emb: Embeddings, inputs: Mapping[str, Path], cfg: VerifyConfig, _: Any
+) -> Evaluation:
+    pl = read_lfw_pairs(inputs["pairs"])
+    if pl.n_folds < 2:
+        raise UsageError(
+            f"{inputs['pairs']} holds a single set of pairs (a View 1 file?)",
+            "use --protocol lfw-view1 for pairsDevTest.txt, or pass View 2 pairs.txt",
+        )
+    return evaluate_pairs(emb, pl, cfg, standard=(pl.header == LFW_VIEW2, VIEW2))
+
+
+def _lfw_view1(
+    emb: Embeddings, inputs: Mapping[str, Path], cfg: VerifyConfig, _: Any
+) -> Evaluation:
+    pl, tl = read_lfw_pairs(inputs["pairs"]), read_lfw_pairs(inputs["train_pairs"])
+    standard = pl.header == (LFW_VIEW1_TEST,) and tl.header == (LFW_VIEW1_TRAIN,)
+    return evaluate_pairs(emb, pl, cfg, tl, standard=(standard, VIEW1))
+
+
+def _pairs(emb: Embeddings, inputs: Mapping[str, Path], cfg: VerifyConfig, _: Any) -> Evaluation:
+    return evaluate_pairs(emb, read_pairs_csv(inputs["pairs"], cfg.folds), cfg)
+
+
+def _blufr(
+    emb: Embeddings, inputs: Mapping[str, Path], cfg: VerifyConfig, on_trial: TrialHook | None
+) -> Evaluation:
+    conf = read_blufr_config(inputs["blufr_config"])
+    n = len(conf.trials)
+    return evaluate_blufr(emb, conf, cfg, (lambda t: on_trial(t + 1, n)) if on_trial else None)
+
+
+def _identify(emb: Embeddings, inputs: Mapping[str, Path], cfg: VerifyConfig, _: Any) -> Evaluation:
+    return evaluate_identify(emb, str(inputs["gallery"]), str(inputs["probe"]), cfg)
+
+
+PROTOCOLS.register("lfw-pairs", Protocol(_lfw_pairs, ("pairs",)))
+PROTOCOLS.register("lfw-view1", Protocol(_lfw_view1, ("pairs",), train_pairs=True))
+PROTOCOLS.register("pairs", Protocol(_pairs, ("pairs",)))
+PROTOCOLS.register(
+    "blufr",
+    Protocol(
+        _blufr,
+        ("blufr_config",),
+        trials=True,
+        rate_label="VR (mean over trials)",
+        dir_plot="blufr_dir.png",
+        hist_note=" (trial 1)",
+    ),
+)
+PROTOCOLS.register(
+    "identify",
+    Protocol(_identify, ("gallery", "probe"), training_split=False, verification=False),
+)

@@ -63,6 +63,15 @@ def clean_json(obj: Any) -> Any:
     return obj
 
 
+# How each input role is passed on the command line (for the messages).
+ROLE_OPTIONS = {
+    "pairs": "--pairs FILE (LFW pairs.txt / pairsDevTest.txt, or a CSV)",
+    "blufr_config": "--config PATH/blufr_lfw_config.mat",
+    "gallery": "--gallery FOLDER_OR_LIST",
+    "probe": "--probe FOLDER_OR_LIST",
+}
+
+
 def _protocol_inputs(
     cfg: VerifyConfig,
     pairs: Path | None,
@@ -72,21 +81,18 @@ def _protocol_inputs(
     probe: Path | None,
 ) -> dict[str, Path]:
     """Check that the options the protocol needs are there; returns {role: path}."""
+    from facecl.verify.evaluate import PROTOCOLS
+
     p = cfg.protocol
-    need: dict[str, tuple[Path | None, str]] = {}
-    if p in ("lfw-pairs", "lfw-view1", "pairs"):
-        need["pairs"] = (pairs, "--pairs FILE (LFW pairs.txt / pairsDevTest.txt, or a CSV)")
-    if p == "blufr":
-        need["blufr_config"] = (blufr_config, "--config PATH/blufr_lfw_config.mat")
-    if p == "identify":
-        need["gallery"] = (gallery, "--gallery FOLDER_OR_LIST")
-        need["probe"] = (probe, "--probe FOLDER_OR_LIST")
+    proto = PROTOCOLS.get(p)
+    given = {"pairs": pairs, "blufr_config": blufr_config, "gallery": gallery, "probe": probe}
     out: dict[str, Path] = {}
-    for role, (value, how) in need.items():
+    for role in proto.needs:
+        value, how = given[role], ROLE_OPTIONS[role]
         if value is None:
             raise UsageError(f"--protocol {p} needs {how.split()[0]}", f"pass {how}")
         out[role] = Path(value)
-    if p == "lfw-view1":
+    if proto.train_pairs:
         tp = train_pairs if train_pairs is not None else out["pairs"].parent / "pairsDevTrain.txt"
         if not Path(tp).is_file():
             raise UsageError(
@@ -95,13 +101,13 @@ def _protocol_inputs(
             )
         out["train_pairs"] = Path(tp)
     elif train_pairs is not None:
-        raise UsageError("--train-pairs is only used by --protocol lfw-view1", "drop it")
-    extra = {"blufr_config": blufr_config, "gallery": gallery, "probe": probe}
-    for role, value in extra.items():
+        users = [n for n in PROTOCOLS.names() if PROTOCOLS.get(n).train_pairs]
+        raise UsageError(f"--train-pairs is only used by --protocol {', '.join(users)}", "drop it")
+    for role, value in given.items():
         if value is not None and role not in out:
-            raise UsageError(f"--{role.split('_')[-1]} is not used by --protocol {p}", "drop it")
-    if pairs is not None and "pairs" not in out:
-        raise UsageError(f"--pairs is not used by --protocol {p}", "drop it")
+            raise UsageError(
+                f"{ROLE_OPTIONS[role].split()[0]} is not used by --protocol {p}", "drop it"
+            )
     return out
 
 
@@ -124,7 +130,6 @@ def run_verify(
     already in place. ``on_trial(done, total)`` reports BLUFR progress.
     """
     from facecl.verify import evaluate as E
-    from facecl.verify import protocols as P
     from facecl.verify.embeddings import load_embeddings
 
     cfg = cfg.validate()
@@ -135,23 +140,7 @@ def run_verify(
         return so.existing, json.loads((so.path / REPORT).read_text()), True
 
     emb = load_embeddings(embeddings)
-    if cfg.protocol in ("lfw-pairs", "lfw-view1"):
-        pl = P.read_lfw_pairs(roles["pairs"])
-        tl = P.read_lfw_pairs(roles["train_pairs"]) if "train_pairs" in roles else None
-        if cfg.protocol == "lfw-pairs" and pl.n_folds < 2:
-            raise UsageError(
-                f"{roles['pairs']} holds a single set of pairs (a View 1 file?)",
-                "use --protocol lfw-view1 for pairsDevTest.txt, or pass View 2 pairs.txt",
-            )
-        ev = E.evaluate_pairs(emb, pl, cfg, tl)
-    elif cfg.protocol == "pairs":
-        ev = E.evaluate_pairs(emb, P.read_pairs_csv(roles["pairs"], cfg.folds), cfg)
-    elif cfg.protocol == "blufr":
-        conf = P.read_blufr_config(roles["blufr_config"])
-        n = len(conf.trials)
-        ev = E.evaluate_blufr(emb, conf, cfg, (lambda t: on_trial(t + 1, n)) if on_trial else None)
-    else:
-        ev = E.evaluate_identify(emb, str(roles["gallery"]), str(roles["probe"]), cfg)
+    ev = E.PROTOCOLS.get(cfg.protocol).run(emb, roles, cfg, on_trial)
 
     work = so.begin()
     written = _write_outputs(work, ev, cfg)
@@ -223,10 +212,13 @@ def _write_outputs(work: Path, ev: Evaluation, cfg: VerifyConfig) -> list[str]:
     written.append("missing.csv")
     if not cfg.plots:
         return written
+    from facecl.verify.evaluate import PROTOCOLS
+
+    proto = PROTOCOLS.get(cfg.protocol)
     label = cfg.protocol
     results = ev.report["results"]
-    if cfg.protocol in ("lfw-pairs", "lfw-view1", "pairs", "blufr"):
-        ylabel = "VR (mean over trials)" if cfg.protocol == "blufr" else "TAR"
+    if proto.verification:
+        ylabel = proto.rate_label
         curve = [(label, ev.roc["far"], ev.roc["tar"])]
         plots.plot_roc(curve, work / "roc.png", f"ROC ({label}, {cfg.metric})", ylabel)
         plots.plot_det(curve, work / "det.png", f"DET ({label}, {cfg.metric})")
@@ -238,7 +230,7 @@ def _write_outputs(work: Path, ev: Evaluation, cfg: VerifyConfig) -> list[str]:
             thr = float(np.median(acc["thresholds"]))
         elif isinstance(acc, dict):
             thr = acc.get("threshold")
-        title = "Score distributions" + (" (trial 1)" if cfg.protocol == "blufr" else "")
+        title = "Score distributions" + proto.hist_note
         plots.plot_histograms(
             ev.hist["edges"],
             ev.hist["genuine"],
@@ -259,7 +251,7 @@ def _write_outputs(work: Path, ev: Evaluation, cfg: VerifyConfig) -> list[str]:
         written.append("blufr_vr.png")
     if ev.dir_curve is not None:
         c = ev.dir_curve
-        name = "blufr_dir.png" if cfg.protocol == "blufr" else "dir.png"
+        name = proto.dir_plot
         plots.plot_rate_vs_far(
             c["far"], c["mean"], c["std"], work / name,
             f"DIR (rank {cfg.rank})", f"Open-set identification, rank {cfg.rank}",

@@ -211,11 +211,14 @@ def test_other_clear_errors(tmp_path, tiny_ckpt, crops, align_art):
     assert "'align' artifact, expected 'train'" in one_line_error(
         embed(align_art, crops, "-o", tmp_path / "e")
     )
-    out = one_line_error(embed(tiny_ckpt, crops, "-o", tmp_path / "e", "--fusion", "cat"))
-    assert "unknown fusion 'cat'" in out and "concat" in out
+    r = embed(tiny_ckpt, crops, "-o", tmp_path / "e", "--fusion", "cat")
+    assert r.exit_code == 2  # a choice: Typer lists the valid names
+    assert "'concat', 'sum', 'mean', 'none'" in " ".join(r.output.replace("│", " ").split())
     if not torch.cuda.is_available():
-        out = one_line_error(embed(tiny_ckpt, crops, "-o", tmp_path / "e", "--device", "cuda"))
-        assert "CUDA is not available" in out
+        out = one_line_error(
+            embed(tiny_ckpt, crops, "-o", tmp_path / "e", "--device", "cuda"), code=2
+        )
+        assert "CUDA is not available" in out and "--device cpu" in out
     one_line_error(embed(tiny_ckpt, "-o", tmp_path / "e"), code=2)
 
 
@@ -236,3 +239,13 @@ def test_pack_artifact_gives_same_vectors_as_its_align_artifact(tmp_path, tiny_c
     for i, k in enumerate(dp["keys"]):
         np.testing.assert_allclose(dp["embeddings"][i], da["embeddings"][row[k]], atol=1e-5)
     assert read_manifest(p).extra["input_kind"] == "pack"
+
+
+def test_fusion_choices_are_the_registry():
+    """EmbedConfig's Literal (cheap for --help) names exactly the registered fusions."""
+    from typing import get_args
+
+    from facecl.embed.config import Fusion
+    from facecl.embed.features import FUSIONS
+
+    assert sorted(get_args(Fusion)) == FUSIONS.names()

@@ -75,6 +75,8 @@ def test_pack_cli_errors(tmp_path):
     r = runner.invoke(app, ["pack", str(art), "-o", str(tmp_path / "p"), "--exclude", "nope"])
     assert r.exit_code == 1 and "neither a built-in list nor a file" in r.stderr
     r = runner.invoke(app, ["pack", str(art), "-o", str(tmp_path / "p"), "--compression", "x"])
-    assert r.exit_code == 1 and "unknown compression" in r.stderr
+    assert r.exit_code == 2 and "'none', 'lzf', 'gzip'" in " ".join(
+        r.output.replace("│", " ").split()
+    )
     r = runner.invoke(app, ["pack", str(tmp_path), "-o", str(tmp_path / "p")])
     assert r.exit_code == 1 and "no facecl artifact" in r.stderr

@@ -82,7 +82,55 @@ def test_config_duplicate_variant_is_refused(tmp_path, lfw_mini):
 def test_cli_args_maps_options_to_flags():
     assert cli_args(
         {"min_images": 5, "flip": True, "amp": False, "exclude": ["a", "b"], "lambda": 0.003}
-    ) == ["--min-images", "5", "--flip", "--exclude", "a", "--exclude", "b", "--lambda", "0.003"]
+    ) == [
+        "--min-images", "5", "--flip", "--no-amp", "--exclude", "a", "--exclude", "b",
+        "--lambda", "0.003",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "variant, message",
+    [
+        ('loss = "cl"\nrhoo = 5', "variant 'typo': unknown config key 'rhoo'"),
+        ('loss = "cl"\nrho = "five"', "variant 'typo': config key 'rho' must be float"),
+        ('loss = "cl"\nalpha = 2.0', "variant 'typo': alpha must be in [0, 1]"),
+        ('loss = "cll"', "variant 'typo': unknown center loss 'cll'"),
+    ],
+)
+def test_every_variant_is_a_valid_train_config_at_load(tmp_path, lfw_mini, variant, message):
+    """A typo in the last variant fails when the study loads, naming the variant."""
+    path = _config(tmp_path, lfw_mini, extra=f'[[variants]]\nname = "typo"\n{variant}\n')
+    with pytest.raises(ConfigError) as e:
+        load_study_config(path)
+    assert message in str(e.value) and str(path) in str(e.value)
+
+
+def test_train_section_is_checked_too(tmp_path, lfw_mini):
+    path = _config(tmp_path, lfw_mini)
+    path.write_text(path.read_text().replace("steps = 4", "stepz = 4"))
+    with pytest.raises(ConfigError, match=r"\[train\]: unknown config key 'stepz'"):
+        load_study_config(path)
+
+
+def test_stage_sections_are_checked_and_keyed_by_option(tmp_path, lfw_mini):
+    path = _config(tmp_path, lfw_mini)
+    text = path.read_text().replace(
+        '[align]\non_miss = "center"',
+        '[align]\non_miss = "center"\nthresholds = [0.5, 0.6, 0.7]\nworkers = 1\n'
+        "[verify]\npca_dim = 8\nfar_targets = [0.01]\nplots = false",
+    )
+    path.write_text(text)
+    cfg = load_study_config(path)
+    assert cli_args(cfg.align) == [
+        "--on-miss", "center", "--thresholds", "0.5,0.6,0.7", "--workers", "1",
+    ]  # fmt: skip
+    assert cli_args(cfg.verify) == ["--pca", "8", "--far", "0.01", "--no-plots"]
+    path.write_text(text.replace("on_miss =", "on_mis ="))
+    with pytest.raises(ConfigError, match=r"unknown \[align\] key 'on_mis'.*'on_miss'"):
+        load_study_config(path)
+    path.write_text(text.replace('"center"', '"centre"'))
+    with pytest.raises(ConfigError, match=r"\[align\]: unknown --on-miss 'centre'"):
+        load_study_config(path)
 
 
 def test_identity_lists_exclude_everyone_outside_devtrain(tmp_path, lfw_mini):

@@ -343,3 +343,20 @@ def test_blufr_on_the_real_config_with_synthetic_embeddings(tmp_path, shared_dat
     assert rep["missing"]["images"] == {dropped: "not in embeddings"}
     assert rep["comparable"] is (not any(0 in tr.test for tr in conf.trials))
     assert 0 < rep["summary"]["vr@far=0.001 mean"] <= 1
+
+
+def test_protocol_choices_are_the_registry(tmp_path, mini_emb):
+    from typing import get_args
+
+    from facecl.cliconfig import leaves
+    from facecl.verify.config import VerifyConfig
+    from facecl.verify.evaluate import PROTOCOLS
+
+    (protocol,) = [lf for lf in leaves(VerifyConfig) if lf.flag == "--protocol"]
+    literal = [a for a in get_args(get_args(protocol.annotation)[0]) if a is not type(None)]
+    assert list(get_args(literal[0])) == PROTOCOLS.names()
+    r = invoke(mini_emb, "-p", "lfw-view2", "-o", tmp_path / "o")
+    assert r.exit_code == 2
+    assert ", ".join(f"'{n}'" for n in PROTOCOLS.names()) in " ".join(
+        r.output.replace("│", " ").split()
+    )

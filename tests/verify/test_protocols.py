@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 
-from facecl.errors import InputError
+from facecl.errors import ConfigError, InputError
 from facecl.verify.embeddings import load_embeddings
 from facecl.verify.protocols import (
     read_blufr_config,
@@ -153,3 +153,16 @@ def test_select_images_folder_and_list(tmp_path):
     lst.write_text("# probes\nB/B_0001\nZ/Z_0009\n")
     rows, missing = select_images(emb, lst)
     assert rows.tolist() == [2] and missing == {"Z/Z_0009": "not in embeddings"}
+
+
+def test_protocols_come_from_the_registry():
+    from facecl.errors import UnknownNameError
+    from facecl.verify.config import VerifyConfig
+    from facecl.verify.evaluate import PROTOCOLS
+
+    assert PROTOCOLS.names() == ["blufr", "identify", "lfw-pairs", "lfw-view1", "pairs"]
+    with pytest.raises(UnknownNameError, match="unknown protocol 'lfw-view2'") as e:
+        VerifyConfig(protocol="lfw-view2").validate()
+    assert "did you mean 'lfw-view1'" in str(e.value) and "blufr, identify" in str(e.value)
+    with pytest.raises(ConfigError, match="no training split in the identify protocol"):
+        VerifyConfig(protocol="identify", pca_dim=4).validate()
