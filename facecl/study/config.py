@@ -146,7 +146,7 @@ def check_train(path: Path, train: dict[str, Any], variants: list[Variant]) -> N
     """Build ``[train]`` and every variant's ``TrainConfig`` now, so a typo in any of them
     (a key, a type, a value, an arch/head/loss name) fails before anything runs."""
     from facecl.train.config import TrainConfig, merge_config
-    from facecl.train.loop import validate_names
+    from facecl.train.state import validate_names
 
     for where, overrides in [
         ("[train]", {}),

@@ -33,15 +33,15 @@ import typing
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
+from facecl.device import Device, check_device
 from facecl.errors import ConfigError
 from facecl.losses.config import HEAD_PRESETS, CenterLossConfig, MarginConfig
 
-SAMPLERS = ("uniform", "balanced")
-DEVICES = ("auto", "cpu", "cuda")
-AMP_DTYPES = ("bfloat16", "float16")
-SPLITS = ("train", "all")
+Sampler = Literal["uniform", "balanced"]
+AmpDtype = Literal["bfloat16", "float16"]
+Split = Literal["train", "all"]
 
 # Config-file / override spellings that are not field names.
 ALIASES = {"lambda": "lam"}
@@ -53,18 +53,18 @@ class TrainConfig:
 
     # ---- model and losses
     arch: str = "sphere20"
-    """Backbone registry name (``facecl.models``): sphere4/10/20/36/64, lenetpp, tiny."""
+    """Backbone name (``facecl.models`` registry; an unknown name lists the valid ones)."""
 
     feature_dim: int | None = None
     """Feature (FC1) dimension; None = the backbone's default (512 for sphere nets)."""
 
     head: str = "softmax"
-    """Classification head (``facecl.losses`` HEADS): softmax, sphereface, cosface, arcface."""
+    """Head name: softmax or a margin head (``facecl.losses`` head registry)."""
 
     loss: str = "cl"
-    """Center loss (``facecl.losses`` CENTER_LOSSES): none, cl, acl, acl-gamma, cil."""
+    """Center-loss name, or none for softmax only (``facecl.losses`` center-loss registry)."""
 
-    lam: float = 0.003
+    lam: float = field(default=0.003, metadata={"cli_name": "--lambda"})
     """lambda, the weight of the center term (ECCV Eq. 5; CLI ``--lambda``). ECCV Sec. 4.2:
     0.003; IJCV Sec. 5.2 uses 0.01. Ignored with ``loss = none``. It stays here, not in
     ``center``: it weights the term outside the loss module."""
@@ -82,6 +82,8 @@ class TrainConfig:
     """Initial SGD learning rate (ECCV / IJCV / Wu: 0.1)."""
 
     momentum: float = 0.9
+    """SGD momentum (ECCV / IJCV: 0.9)."""
+
     weight_decay: float = 5e-4
     """L2 weight decay on weights and PReLU slopes; biases get none (caffe decay_mult 0)."""
 
@@ -102,10 +104,10 @@ class TrainConfig:
     """Seeds initialisation, data order and flips: same seed -> same weights on CPU."""
 
     # ---- data
-    split: str = "train"
+    split: Split = "train"
     """Pack split to train on: ``train`` or ``all`` (train + val)."""
 
-    sampler: str = "uniform"
+    sampler: Sampler = "uniform"
     """``uniform``: a seeded permutation per epoch; ``balanced``: every class equally often
     in expectation (with replacement)."""
 
@@ -116,7 +118,7 @@ class TrainConfig:
     """DataLoader worker processes (0 = load in the training process)."""
 
     # ---- runtime
-    device: str = "auto"
+    device: Device = "auto"
     """``auto`` (CUDA when available), ``cpu`` or ``cuda``."""
 
     threads: int = 0
@@ -126,7 +128,7 @@ class TrainConfig:
     amp: bool = True
     """Mixed precision on CUDA (autocast; the losses always run in float32). No effect on CPU."""
 
-    amp_dtype: str = "bfloat16"
+    amp_dtype: AmpDtype = "bfloat16"
     """Autocast dtype on CUDA: ``bfloat16`` or ``float16`` (with loss scaling)."""
 
     checkpoint_every: int = 1000
@@ -162,12 +164,13 @@ class TrainConfig:
         for ok, message, hint in checks:
             if not ok:
                 raise ConfigError(message, hint)
-        for name, value, valid in (
-            ("sampler", self.sampler, SAMPLERS),
-            ("device", self.device, DEVICES),
-            ("amp_dtype", self.amp_dtype, AMP_DTYPES),
-            ("split", self.split, SPLITS),
+        check_device(self.device)
+        for name, value, choices in (
+            ("sampler", self.sampler, Sampler),
+            ("amp_dtype", self.amp_dtype, AmpDtype),
+            ("split", self.split, Split),
         ):
+            valid: tuple[str, ...] = get_args(choices)
             if value not in valid:
                 raise ConfigError(f"unknown {name} {value!r}", f"valid: {', '.join(valid)}")
         self._check_margin()
@@ -305,6 +308,12 @@ def _coerce(name: str, value: Any, annotation: Any, where: str) -> Any:
                 "e.g. [0.57, 0.86]",
             )
         return tuple(_coerce(name, v, args[0], where) for v in value)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(
+                f"unknown {name} {value!r}{where}", f"valid: {', '.join(map(str, args))}"
+            )
+        return value
     ok = False
     if annotation is bool:
         ok = isinstance(value, bool)

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facecl.errors import ConfigError, FaceclError
+from facecl.errors import FaceclError
 from facecl.train.checkpoint import load_checkpoint, save_checkpoint
 from facecl.train.config import TrainConfig
 from facecl.train.metrics import Window, append_record, read_metrics, truncate_metrics
@@ -59,12 +59,10 @@ class StopFlag:
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available else CPU; ``cuda`` fails clearly without a GPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda but no CUDA device is available", "use --device cpu")
-    return torch.device(name)
+    """The torch device of a ``Device`` choice (``facecl.device.resolve_device``)."""
+    from facecl.device import resolve_device as resolve
+
+    return torch.device(resolve(name))
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:

@@ -14,7 +14,6 @@ from facecl.cli import app
 from facecl.errors import CheckpointError
 from facecl.losses import list_center_losses, list_heads
 from facecl.models import list_backbones
-from facecl.train import cli as train_cli
 from facecl.train.checkpoint import build_backbone, load_checkpoint
 from facecl.train.metrics import read_metrics
 
@@ -77,15 +76,37 @@ def test_unknown_names_list_the_valid_ones(pack, tmp_path, option, value, names)
     assert not (tmp_path / "r.partial").exists()
 
 
-def test_help_names_every_registered_variant():
-    """The static help texts (kept out of the registries for a fast --help) stay in sync."""
-    for text, names in (
-        (train_cli.LOSS_HELP, list_center_losses()),
-        (train_cli.HEAD_HELP, list_heads()),
-        (train_cli.ARCH_HELP, list_backbones()),
-    ):
-        listed = set(re.findall(r"[\w-]+", text.split(":", 1)[1]))
-        assert listed == set(names), text
+def test_every_train_config_field_is_a_generated_option():
+    """The train options are TrainConfig's fields (nested center/margin flattened), no more
+    and no less, each with its docstring as help and the dataclass default shown."""
+    from facecl.cliconfig import field_docs, leaves
+    from facecl.train.config import TrainConfig
+
+    r = runner.invoke(app, ["train", "--help"])
+    assert r.exit_code == 0
+    flags = {lf.flag for lf in leaves(TrainConfig)}
+    assert {"--lambda", "--alpha", "--rho", "--gamma", "--head-s", "--head-m2"} <= flags
+    assert "--lam" not in flags and "--center-alpha" not in flags
+    text = " ".join(re.sub(r"[│╭╮╰╯─]", " ", r.output).split())  # help boxes unwrapped
+    for flag in flags:
+        assert flag in text, flag
+    assert "[default: 0.003]" in text and "[default: sphere20]" in text
+    assert " ".join(field_docs(TrainConfig)["seed"].split()) in text
+
+
+def test_margin_from_the_cli(pack, tmp_path):
+    r = runner.invoke(
+        app,
+        ["train", str(pack), "-o", str(tmp_path / "r"), *TINY, "--head", "cosface",
+         "--head-s", "30", "--loss", "none", "--json"],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    from facecl.train.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(tmp_path / "r" / "model.pt")
+    assert ckpt["config"]["margin"]["s"] == 30.0
+    r = runner.invoke(app, ["train", str(pack), "-o", str(tmp_path / "q"), "--head-s", "30"])
+    assert r.exit_code == 1 and "softmax" in r.output and "head_s" in r.output
 
 
 def test_bad_config_value_is_a_one_line_error(pack, tmp_path):

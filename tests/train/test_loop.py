@@ -117,13 +117,13 @@ def test_metrics_and_self_describing_checkpoint(pack, tmp_path):
 
 
 def test_device_choice():
-    from facecl.errors import ConfigError
+    from facecl.errors import UsageError
     from facecl.train.loop import resolve_device
 
     assert resolve_device("cpu").type == "cpu"
     if not torch.cuda.is_available():
         assert resolve_device("auto").type == "cpu"
-        with pytest.raises(ConfigError, match="no CUDA"):
+        with pytest.raises(UsageError, match="CUDA is not available"):
             resolve_device("cuda")
 
 
