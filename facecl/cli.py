@@ -41,7 +41,7 @@ def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
 class GuardedTyper(typer.Typer):
     """A Typer whose commands map ``FaceclError`` to exit codes."""
 
-    def command(self, *args: Any, **kwargs: Any):  # type: ignore[override]
+    def command(self, *args: Any, **kwargs: Any):
         register = super().command(*args, **kwargs)
 
         def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:

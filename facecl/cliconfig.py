@@ -189,7 +189,7 @@ def _choices(f: dataclasses.Field[Any], annotation: Any) -> Any:
     if src is None:
         return annotation
     names = tuple(src() if callable(src) else src)
-    return Literal[names]  # type: ignore[valid-type]
+    return Literal[names]
 
 
 # --------------------------------------------------------------------------- help
@@ -272,7 +272,7 @@ def _leaf(
         path=path,
         param="__".join(path),
         opts=tuple(decls),
-        annotation=Annotated[base | None, option],  # type: ignore[operator]
+        annotation=Annotated[base | None, option],
         default=default,
         join=join,
         csv=csv,

@@ -168,7 +168,7 @@ def read_faces_file(path: str | os.PathLike) -> list[FaceRow]:
             for rec in reader:
                 if None in rec or None in rec.values():
                     n = sum(v is not None for k, v in rec.items() if k is not None)
-                    n += len(rec.get(None) or [])  # type: ignore[call-overload]
+                    n += len(rec.get(None) or [])
                     raise InputError(
                         f"{path}:{reader.line_num}: {n} fields, the header has {len(header)}",
                         hint,

@@ -161,7 +161,8 @@ def load_nets(
             sd["dense5.weight"] = whc_to_chw_dense(sd["dense5.weight"], 128, 3, 3)
         net.load_state_dict(sd)
         # channels-last is ~2x faster for these small convs and pools on CPU
-        net.to(device, memory_format=torch.channels_last).eval()
+        # memory_format is accepted at run time but missing from torch's Module.to overloads
+        net.to(device, memory_format=torch.channels_last).eval()  # type: ignore[call-overload]
         for p in net.parameters():
             p.requires_grad_(False)
     return nets
@@ -374,12 +375,12 @@ class MTCNN:
         keep = prob > self.thresholds[2]
         boxes, img, offsets, lms = boxes[keep], img[keep], offsets[keep], lms[keep]
         boxes[:, 4] = prob[keep]
-        w = (boxes[:, 2] - boxes[:, 0] + 1)[:, None]
-        h = (boxes[:, 3] - boxes[:, 1] + 1)[:, None]
+        bw = (boxes[:, 2] - boxes[:, 0] + 1)[:, None]
+        bh = (boxes[:, 3] - boxes[:, 1] + 1)[:, None]
         # O-Net gives positions relative to the crop (0 = left/top edge, 1 = right/bottom
         # edge). The crop's left edge is x1 - 1.5 in 0-based pixel-centre coordinates.
-        lx = w * lms[:, :5] + boxes[:, 0:1] - 1.5
-        ly = h * lms[:, 5:] + boxes[:, 1:2] - 1.5
+        lx = bw * lms[:, :5] + boxes[:, 0:1] - 1.5
+        ly = bh * lms[:, 5:] + boxes[:, 1:2] - 1.5
         points = torch.stack([lx, ly], dim=2)  # (k, 5, 2)
         boxes = calibrate(boxes, offsets)
 

@@ -15,7 +15,7 @@ import os
 import shutil
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -245,7 +245,7 @@ def _file_hashes(work: Path, rows: list[FaceRow]) -> dict[str, str]:
 
 
 def merge_shards(
-    shards: list[str | os.PathLike], out: str | os.PathLike, *, force: bool = False
+    shards: Sequence[str | os.PathLike], out: str | os.PathLike, *, force: bool = False
 ) -> AlignSummary:
     """Merge the outputs of ``--shard 1/N .. N/N`` into one artifact equal to a single run."""
     from facecl.artifacts import StageOutput, input_ref, read_manifest
@@ -288,7 +288,7 @@ def merge_shards(
     )
 
 
-def _merged_config(shards: list[str | os.PathLike], cfgs: list[dict[str, Any]]) -> AlignConfig:
+def _merged_config(shards: Sequence[str | os.PathLike], cfgs: list[dict[str, Any]]) -> AlignConfig:
     """The config of the whole run the shards are parts of; raises unless they are the
     shards 1/N .. N/N of one config."""
     if any(c.get("shard") is None for c in cfgs):

@@ -15,6 +15,7 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -264,10 +265,10 @@ def align_template(spec: InputSpec | None, path: Path) -> str:
 def _aligner(template: str) -> Callable[[list[Path]], list[ImageOrReason]]:
     """Photos -> crops of ``template`` with the align stage's code and config (the same
     crops 'facecl align --size TEMPLATE' writes), or the reason there is none."""
-    from facecl.align.config import AlignConfig, AlignRuntime
+    from facecl.align.config import AlignConfig, AlignRuntime, Size
     from facecl.align.inmemory import Aligner, align_images
 
-    cfg, runtime = AlignConfig(size=template), AlignRuntime()
+    cfg, runtime = AlignConfig(size=cast(Size, template)), AlignRuntime()
     detector = Aligner(cfg, runtime).detector  # built once, shared by every call
 
     def align(paths: list[Path]) -> list[ImageOrReason]:

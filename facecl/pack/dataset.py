@@ -15,7 +15,7 @@ import warnings
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -258,7 +258,7 @@ def class_balanced_sampler(
     counts = np.bincount(labels, minlength=getattr(dataset, "num_classes", 0))
     weights = 1.0 / counts[labels]
     return WeightedRandomSampler(
-        torch.as_tensor(weights, dtype=torch.double),
+        cast(Sequence[float], torch.as_tensor(weights, dtype=torch.double)),  # a 1-d tensor
         num_samples=num_samples or len(labels),
         replacement=True,
         generator=generator,

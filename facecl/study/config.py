@@ -89,11 +89,12 @@ def load_study_config(path: str | Path) -> StudyConfig:
         if key not in data:
             raise ConfigError(f"{path}: [data] lacks {key!r}", "add it (a path)")
 
-    def resolve(p: str | None) -> Path | None:
-        if p is None:
-            return None
+    def resolve(p: str) -> Path:
         q = Path(p).expanduser()
         return q if q.is_absolute() else (path.parent / q).resolve()
+
+    def resolve_opt(p: str | None) -> Path | None:
+        return None if p is None else resolve(p)
 
     variants = _read_variants(path, raw.get("variants", []))
     train = raw.get("train", {})
@@ -106,8 +107,9 @@ def load_study_config(path: str | Path) -> StudyConfig:
         lfw_root=resolve(data["lfw_root"]),
         train_people=resolve(data["train_people"]),
         test_pairs=test_pairs,
-        train_pairs=resolve(data.get("train_pairs")) or (test_pairs.parent / "pairsDevTrain.txt"),
-        blufr_config=resolve(data.get("blufr_config")),
+        train_pairs=resolve_opt(data.get("train_pairs"))
+        or (test_pairs.parent / "pairsDevTrain.txt"),
+        blufr_config=resolve_opt(data.get("blufr_config")),
         seeds=tuple(int(s) for s in raw.get("seeds", [0])),
         align=stages["align"],
         pack=stages["pack"],

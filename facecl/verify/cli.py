@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -76,7 +76,7 @@ def register(app: typer.Typer) -> None:
                 "pass one EMB, or --compare REPORT... to compare reports",
             )
         settings = build(VerifyConfig, cfg)
-        common = dict(
+        common: dict[str, Any] = dict(
             pairs=pairs,
             train_pairs=train_pairs,
             blufr_config=config,

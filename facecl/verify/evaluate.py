@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -408,7 +408,7 @@ def evaluate_blufr(
             "n_test_removals": n_missing_test,
         },
     }
-    curves = results["curves"]
+    curves = cast(dict[str, Any], results["curves"])
     far = veri_fars[veri_fars > 0]
     return Evaluation(
         report=report,

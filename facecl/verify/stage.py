@@ -137,6 +137,7 @@ def run_verify(
     inputs = [input_ref(embeddings)] + [input_ref(p) for p in roles.values()]
     so = StageOutput(out, "verify", cfg, inputs, force=force, resume=False)
     if so.up_to_date:
+        assert so.existing is not None  # up to date = a complete manifest was read
         return so.existing, json.loads((so.path / REPORT).read_text()), True
 
     emb = load_embeddings(embeddings)
@@ -200,10 +201,12 @@ def _processed(ev: Evaluation) -> int:
 
 def _write_outputs(work: Path, ev: Evaluation, cfg: VerifyConfig) -> list[str]:
     written = []
-    np.savez(work / ROC, **{k: np.asarray(v, dtype=np.float64) for k, v in ev.roc.items()})
+    roc: dict[str, Any] = {k: np.asarray(v, dtype=np.float64) for k, v in ev.roc.items()}
+    np.savez(work / ROC, **roc)
     written.append(ROC)
     if ev.scores is not None:
-        np.savez(work / "scores.npz", **ev.scores)
+        scores: dict[str, Any] = dict(ev.scores)
+        np.savez(work / "scores.npz", **scores)
         written.append("scores.npz")
     with open(work / "missing.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=["item", "kind", "reason"])
@@ -286,6 +289,7 @@ def run_compare(
     config = {"compare": True, "labels": labels}
     so = StageOutput(out, "verify", config, inputs, force=force, resume=False)
     if so.up_to_date:
+        assert so.existing is not None  # up to date = a complete manifest was read
         return so.existing, json.loads((so.path / COMPARE).read_text()), True
     protocols = sorted({rep["protocol"] for _, rep, _ in runs})
     table = [
