@@ -39,6 +39,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# The detector's own input convention (the Caffe MTCNN models'): (x - 127.5) * 0.0078125 on
+# RGB. It equals the recognition backbones' (facecl.models.input_spec) by history only; the
+# two are separate constants because the vendored weights fix this one.
+DETECTOR_MEAN = 127.5
+DETECTOR_SCALE = 0.0078125
+
 # --------------------------------------------------------------------------- networks
 
 
@@ -407,7 +413,7 @@ class MTCNN:
         for scale in pyramid_scales(h, w, self.min_face, self.factor):
             hs, ws = math.ceil(h * scale), math.ceil(w * scale)
             x = F.interpolate(t, size=(hs, ws), mode="area")
-            x = ((x - 127.5) * 0.0078125).contiguous(memory_format=torch.channels_last)
+            x = ((x - DETECTOR_MEAN) * DETECTOR_SCALE).contiguous(memory_format=torch.channels_last)
             reg, prob = self.pnet(x)
             boxes, img = generate_boxes(reg, prob, scale, self.thresholds[0])
             if len(boxes) == 0:
@@ -469,7 +475,7 @@ class MTCNN:
                         sampling_ratio=2,
                         aligned=True,
                     )
-        out = (out - 127.5) * 0.0078125
+        out = (out - DETECTOR_MEAN) * DETECTOR_SCALE
         return out.contiguous(memory_format=torch.channels_last)
 
     def _run(self, net: nn.Module, crops: torch.Tensor) -> tuple[torch.Tensor, ...]:

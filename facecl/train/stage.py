@@ -40,10 +40,8 @@ from facecl.train import distributed as ddp_util
 from facecl.train.config import TrainConfig, config_from_dict
 from facecl.train.loop import StopFlag, resolve_device, train
 from facecl.train.metrics import read_metrics
-from facecl.train.run import CHECKPOINTS, CURVE, LAST, LAST_REL, METRICS, MODEL, SUMMARY
+from facecl.train.run import CHECKPOINTS, CLASSES, CURVE, LAST, LAST_REL, METRICS, MODEL, SUMMARY
 from facecl.train.state import validate_names
-
-CLASSES = "classes.json"
 
 ProgressFn = Callable[[int, dict[str, Any] | None], None]
 

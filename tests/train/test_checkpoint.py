@@ -52,10 +52,10 @@ def test_model_records_the_pack_geometry_and_v1_still_resolves(tmp_path):
     assert torch.equal(center.centers, ckpt["loss_state"]["centers"])
 
 
-def test_dataset_input_spec_wins(pack, tmp_path):
-    ds = ShardDataset(pack)
+def test_dataset_input_spec_wins(pack, tmp_path, monkeypatch):
     spec = InputSpec(size=(24, 20), template="", color="RGB", mean=100.0, scale=64.0)
-    ds.input_spec = spec  # what the pack recorded
+    monkeypatch.setattr(ShardDataset, "input_spec", property(lambda self: spec))  # the pack's
+    ds = ShardDataset(pack)
     train(load_train_config(None, TINY), ds, tmp_path / "run")
     assert checkpoint_input_spec(load_checkpoint(tmp_path / "run" / "model.pt")) == spec
 
