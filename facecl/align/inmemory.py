@@ -84,13 +84,12 @@ class Aligner:
         landmarks: LandmarkTable | None = None,
         detector: Any = None,
     ):
-        from facecl.align.transform import parse_size, template_for
+        from facecl.align.transform import parse_size
 
         self.cfg = cfg
         self.runtime = runtime or AlignRuntime()
         self.landmarks = landmarks
         self.hw = parse_size(cfg.size)
-        self.template = template_for(cfg.size)
         self._detector = detector
 
     @property
@@ -128,9 +127,9 @@ class Aligner:
         ]
 
     def _crop(self, img: np.ndarray, lm_decoded: np.ndarray) -> np.ndarray:
-        from facecl.align.transform import estimate_transform, warp
+        from facecl.align.transform import align_face
 
-        return warp(img, estimate_transform(lm_decoded, self.template), self.hw)
+        return align_face(img, lm_decoded, self.cfg.size)
 
     def _results(self, item: Item, dec: Decoded, det: Any) -> list[FaceResult]:
         base: dict[str, Any] = dict(

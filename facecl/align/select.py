@@ -18,13 +18,6 @@ def face_priority(boxes: np.ndarray, height: int, width: int, weight: float = 2.
     return area - weight * (cx**2 + cy**2)
 
 
-def select_face(boxes: np.ndarray, height: int, width: int) -> int:
-    """Index of the face to keep (see :func:`face_priority`); -1 when there is none."""
-    if len(boxes) == 0:
-        return -1
-    return int(np.argmax(face_priority(boxes, height, width)))
-
-
 def rank_faces(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
     """Indices of all faces, best first (stable for ties)."""
     return np.argsort(-face_priority(boxes, height, width), kind="stable")

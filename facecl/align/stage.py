@@ -35,6 +35,7 @@ from facecl.align.artifact import (
 from facecl.align.config import AlignConfig, AlignRuntime
 from facecl.align.inmemory import Aligner, FaceResult, stream_align
 from facecl.align.io import Item, LandmarkTable, list_source
+from facecl.align.transform import template_for
 from facecl.errors import ArtifactError, InputError, UsageError
 
 PARTS = "_parts"
@@ -133,7 +134,7 @@ def run_align(
         "device": device,
         "n_items_listed": len(items),
         "chunks": len(mine),
-        "template": aligner.template.tolist(),
+        "template": template_for(cfg.size).tolist(),
         "detector": "facecl MTCNN (Zhang et al. 2016), weights from facenet-pytorch 2.6.0",
     }
     so.commit(counts, extra)

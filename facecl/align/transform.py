@@ -10,7 +10,7 @@ corner (left/right as seen in the image).
 - ``112x96``: the 96x112 template of the center-loss (Wen et al. 2016) and SphereFace
   (Liu et al. 2017) papers.
 - ``112x112``: insightface's ArcFace template (``insightface.utils.face_align.arcface_dst``),
-  i.e. the 96x112 template shifted 8 px right; :func:`norm_crop` reproduces
+  i.e. the 96x112 template shifted 8 px right; :func:`align_face` at 112x112 reproduces
   ``insightface.utils.face_align.norm_crop``.
 """
 
@@ -104,12 +104,6 @@ def estimate_transform(landmarks: np.ndarray, template: np.ndarray) -> np.ndarra
     return umeyama(landmarks, template)[:2, :]
 
 
-def transform_points(points: np.ndarray, m: np.ndarray) -> np.ndarray:
-    """Apply a 2x3 matrix to (N, 2) points."""
-    points = np.asarray(points, dtype=np.float64)
-    return points @ np.asarray(m, dtype=np.float64)[:, :2].T + m[:, 2]
-
-
 def transform_scale(m: np.ndarray) -> float:
     """The uniform scale factor of a 2x3 similarity matrix."""
     return float(np.sqrt(abs(np.linalg.det(np.asarray(m, dtype=np.float64)[:, :2]))))
@@ -156,27 +150,6 @@ def align_face(image: np.ndarray, landmarks: np.ndarray, size: str = "112x96") -
     hw = parse_size(size)
     m = estimate_transform(landmarks, template_for(size))
     return warp(image, m, hw)
-
-
-def norm_crop(image: np.ndarray, landmarks: np.ndarray, image_size: int = 112) -> np.ndarray:
-    """insightface ``face_align.norm_crop`` (arcface mode), reimplemented on :func:`umeyama`.
-
-    ``image_size`` a multiple of 112 (template scaled) or of 128 (scaled and shifted right
-    by 8/128 of the size), as insightface's ``estimate_norm``.
-    """
-    import cv2
-
-    if image_size % 112 == 0:
-        ratio, diff_x = image_size / 112.0, 0.0
-    elif image_size % 128 == 0:
-        ratio = image_size / 128.0
-        diff_x = 8.0 * ratio
-    else:
-        raise ValueError(f"image_size must be a multiple of 112 or 128, got {image_size}")
-    dst = ARCFACE_TEMPLATE * ratio
-    dst[:, 0] += diff_x
-    m = estimate_transform(np.asarray(landmarks, dtype=np.float32), dst)
-    return cv2.warpAffine(image, m, (image_size, image_size), borderValue=0.0)
 
 
 def center_landmarks(

@@ -13,13 +13,13 @@ import difflib
 import os
 import warnings
 import zlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, WeightedRandomSampler
+from torch.utils.data import Dataset
 
 from facecl.artifacts import read_manifest
 from facecl.errors import ConfigError, IntegrityError, UnknownNameError
@@ -247,24 +247,6 @@ class ShardDataset(Dataset):
         self._handles = {}
 
 
-def class_balanced_sampler(
-    dataset: ShardDataset,
-    num_samples: int | None = None,
-    generator: torch.Generator | None = None,
-) -> WeightedRandomSampler:
-    """Draws every class equally often in expectation (weight 1 / class size per image),
-    with replacement; ``num_samples`` defaults to the dataset size (one "epoch")."""
-    labels = np.asarray(dataset.labels)
-    counts = np.bincount(labels, minlength=getattr(dataset, "num_classes", 0))
-    weights = 1.0 / counts[labels]
-    return WeightedRandomSampler(
-        cast(Sequence[float], torch.as_tensor(weights, dtype=torch.double)),  # a 1-d tensor
-        num_samples=num_samples or len(labels),
-        replacement=True,
-        generator=generator,
-    )
-
-
 def iter_pack_images(
     path: str | os.PathLike, split: str = "all", batch: int = 256
 ) -> Iterator[tuple[str, np.ndarray, int]]:
@@ -279,8 +261,3 @@ def iter_pack_images(
                 imgs, labs, ks = images[start:stop], labels[start:stop], keys[start:stop]
                 for k, img, lab in zip(ks, imgs, labs, strict=True):
                     yield k, img, int(lab)
-
-
-def make_transform(spec: Any) -> Callable[[np.ndarray], np.ndarray] | None:
-    """The augmentation callable a ``ShardDataset`` would use for ``spec`` (None: none)."""
-    return _Augment(spec) if spec is not None else None

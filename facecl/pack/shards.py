@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import zlib
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -131,16 +130,3 @@ def open_shard(path: str | os.PathLike) -> h5py.File:
         f.close()
         raise IntegrityError(f"{path} is not a facecl pack shard", "pass a 'facecl pack' output")
     return f
-
-
-def read_labels(path: str | os.PathLike) -> np.ndarray:
-    """The labels of one shard, int64 (N,)."""
-    with open_shard(path) as f:
-        return f["labels"][:].astype(np.int64)
-
-
-def read_keys(path: str | os.PathLike, rows: Sequence[int] | None = None) -> list[str]:
-    """Image keys ("identity/stem") of one shard, all or at ``rows``."""
-    with open_shard(path) as f:
-        ds = f["paths"].asstr()
-        return list(ds[:]) if rows is None else [ds[int(r)] for r in rows]

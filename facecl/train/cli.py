@@ -26,97 +26,98 @@ TOY_TRAIN_FIELDS = (
 )  # fmt: skip
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("train")
-    @config_command(cfg=Options(TrainConfig, panel="Training (TrainConfig)"))
-    def train_cmd(
-        shards: Annotated[Path, typer.Argument(help="A 'facecl pack' output directory.")],
-        out: Annotated[Path, Opt("--out", "-o", help="Run directory to write.")],
-        *,
-        config: Annotated[
-            Path | None, Opt("--config", help="TOML/YAML/JSON file of TrainConfig keys.")
-        ] = None,
-        cfg: Given,
-        ddp: Annotated[
-            int, Opt(help="Spawn N local DDP processes (gloo on CPU, nccl on GPU).", min=0)
-        ] = 0,
-        resume: Annotated[
-            bool, Opt("--resume/--no-resume", help="Continue an interrupted run.")
-        ] = True,
-        force: Annotated[bool, Opt("--force", help="Retrain over an existing run.")] = False,
-        progress_bar: Annotated[
-            bool, Opt("--progress/--no-progress", help="Show the progress bar.")
-        ] = True,
-        json_out: Annotated[bool, Opt("--json", help="Print a JSON summary.")] = False,
-    ) -> None:
-        """Train a backbone with a softmax or margin head plus a center-loss variant."""
-        from facecl.console import emit_json
-        from facecl.train.config import load_train_config
-        from facecl.train.stage import run_train
-        from facecl.train.state import validate_names
+@config_command(cfg=Options(TrainConfig, panel="Training (TrainConfig)"))
+def train_cmd(
+    shards: Annotated[Path, typer.Argument(help="A 'facecl pack' output directory.")],
+    out: Annotated[Path, Opt("--out", "-o", help="Run directory to write.")],
+    *,
+    config: Annotated[
+        Path | None, Opt("--config", help="TOML/YAML/JSON file of TrainConfig keys.")
+    ] = None,
+    cfg: Given,
+    ddp: Annotated[
+        int, Opt(help="Spawn N local DDP processes (gloo on CPU, nccl on GPU).", min=0)
+    ] = 0,
+    resume: Annotated[
+        bool, Opt("--resume/--no-resume", help="Continue an interrupted run.")
+    ] = True,
+    force: Annotated[bool, Opt("--force", help="Retrain over an existing run.")] = False,
+    progress_bar: Annotated[
+        bool, Opt("--progress/--no-progress", help="Show the progress bar.")
+    ] = True,
+    json_out: Annotated[bool, Opt("--json", help="Print a JSON summary.")] = False,
+) -> None:
+    """Train a backbone with a softmax or margin head plus a center-loss variant."""
+    from facecl.console import emit_json
+    from facecl.train.config import load_train_config
+    from facecl.train.stage import run_train
+    from facecl.train.state import validate_names
 
-        config_ = load_train_config(config, cfg)
-        validate_names(config_)
-        result = run_train(
-            shards, out, config_, force=force, resume=resume, ddp=ddp, show_progress=progress_bar
-        )
-        if result.manifest is None:  # a non-zero torchrun rank
-            return
-        summary = _report_train(result, config_)
-        if json_out:
-            emit_json(summary)
-
-    toy = type(app)(help="Small reproducible experiments (MNIST 2-d features).")
-
-    @toy.command("mnist")
-    @config_command(
-        cfg=Options(
-            TrainConfig,
-            only=TOY_TRAIN_FIELDS,
-            defaults=TOY_TRAIN_DEFAULTS,
-            panel="Training (TrainConfig)",
-        ),
-        toy_cfg=Options(ToyConfig, panel="Toy (ToyConfig)"),
+    config_ = load_train_config(config, cfg)
+    validate_names(config_)
+    result = run_train(
+        shards, out, config_, force=force, resume=resume, ddp=ddp, show_progress=progress_bar
     )
-    def toy_mnist(
-        out: Annotated[Path, Opt("--out", "-o", help="Output directory.")],
-        *,
-        config: Annotated[
-            Path | None, Opt("--config", help="TOML/YAML/JSON file of TrainConfig keys.")
-        ] = None,
-        cfg: Given,
-        toy_cfg: Given,
-        force: Annotated[bool, Opt("--force", help="Rerun over an existing output.")] = False,
-        progress_bar: Annotated[
-            bool, Opt("--progress/--no-progress", help="Show the progress bar.")
-        ] = True,
-        json_out: Annotated[bool, Opt("--json", help="Print a JSON summary.")] = False,
-    ) -> None:
-        """Train LeNet++ (2-d features) on MNIST and plot train/test features with centers."""
-        from facecl.cliconfig import build
-        from facecl.console import console, emit_json
-        from facecl.train.config import load_train_config
-        from facecl.train.state import validate_names
-        from facecl.train.toy import run_toy
+    if result.manifest is None:  # a non-zero torchrun rank
+        return
+    summary = _report_train(result, config_)
+    if json_out:
+        emit_json(summary)
 
-        config_ = load_train_config(config, cfg, base=TOY_TRAIN_DEFAULTS)
-        validate_names(config_)
-        toy_config = build(ToyConfig, toy_cfg)
-        result = run_toy(config_, toy_config, out, force=force, show_progress=progress_bar)
-        s = result.summary
-        if result.up_to_date:
-            console.print(f"[green]up to date[/]: {result.path} (use --force to rerun)")
-        else:
-            imbalanced = ", imbalanced" if toy_config.imbalance else ""
-            console.print(
-                f"[green]MNIST[/] {config_.head}+{config_.loss} (lambda {config_.lam:g}, "
-                f"rho {config_.center.rho:g}{imbalanced}): test accuracy "
-                f"{100 * s['test_accuracy']:.2f}% -> {s['figure']}",
-                highlight=False,
-            )
-        if json_out:
-            emit_json({**s, "up_to_date": result.up_to_date})
 
+@config_command(
+    cfg=Options(
+        TrainConfig,
+        only=TOY_TRAIN_FIELDS,
+        defaults=TOY_TRAIN_DEFAULTS,
+        panel="Training (TrainConfig)",
+    ),
+    toy_cfg=Options(ToyConfig, panel="Toy (ToyConfig)"),
+)
+def toy_mnist(
+    out: Annotated[Path, Opt("--out", "-o", help="Output directory.")],
+    *,
+    config: Annotated[
+        Path | None, Opt("--config", help="TOML/YAML/JSON file of TrainConfig keys.")
+    ] = None,
+    cfg: Given,
+    toy_cfg: Given,
+    force: Annotated[bool, Opt("--force", help="Rerun over an existing output.")] = False,
+    progress_bar: Annotated[
+        bool, Opt("--progress/--no-progress", help="Show the progress bar.")
+    ] = True,
+    json_out: Annotated[bool, Opt("--json", help="Print a JSON summary.")] = False,
+) -> None:
+    """Train LeNet++ (2-d features) on MNIST and plot train/test features with centers."""
+    from facecl.cliconfig import build
+    from facecl.console import console, emit_json
+    from facecl.train.config import load_train_config
+    from facecl.train.state import validate_names
+    from facecl.train.toy import run_toy
+
+    config_ = load_train_config(config, cfg, base=TOY_TRAIN_DEFAULTS)
+    validate_names(config_)
+    toy_config = build(ToyConfig, toy_cfg)
+    result = run_toy(config_, toy_config, out, force=force, show_progress=progress_bar)
+    s = result.summary
+    if result.up_to_date:
+        console.print(f"[green]up to date[/]: {result.path} (use --force to rerun)")
+    else:
+        imbalanced = ", imbalanced" if toy_config.imbalance else ""
+        console.print(
+            f"[green]MNIST[/] {config_.head}+{config_.loss} (lambda {config_.lam:g}, "
+            f"rho {config_.center.rho:g}{imbalanced}): test accuracy "
+            f"{100 * s['test_accuracy']:.2f}% -> {s['figure']}",
+            highlight=False,
+        )
+    if json_out:
+        emit_json({**s, "up_to_date": result.up_to_date})
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train_cmd)
+    toy = type(app)(help="Small reproducible experiments (MNIST 2-d features).")
+    toy.command("mnist")(toy_mnist)
     app.add_typer(toy, name="toy")
 
 

@@ -18,7 +18,7 @@ from facecl.align.mtcnn import (
     weights_dir,
     whc_to_chw_dense,
 )
-from facecl.align.select import select_face
+from facecl.align.select import rank_faces
 
 
 def test_weights_ship_in_the_package_and_load_safely():
@@ -85,7 +85,7 @@ def test_finds_a_face_in_every_lfw_mini_image(mini_images, mini_detections):
     assert len(mini_detections) == len(mini_images)
     for im, det in zip(mini_images, mini_detections, strict=True):
         assert len(det) >= 1
-        i = select_face(det.boxes, im.shape[0], im.shape[1])
+        i = int(rank_faces(det.boxes, im.shape[0], im.shape[1])[0])
         lm, box = det.landmarks[i], det.boxes[i]
         assert det.scores[i] > 0.9
         # anatomy: eyes above the nose above the mouth, left left of right, all in the box
@@ -104,8 +104,8 @@ def test_flip_consistency(detector, mini_images):
     bias = []
     for im, da, db in zip(imgs, a, b, strict=True):
         w = im.shape[1]
-        la = da.landmarks[select_face(da.boxes, *im.shape[:2])]
-        lb = db.landmarks[select_face(db.boxes, *im.shape[:2])][[1, 0, 2, 4, 3]]
+        la = da.landmarks[int(rank_faces(da.boxes, *im.shape[:2])[0])]
+        lb = db.landmarks[int(rank_faces(db.boxes, *im.shape[:2])[0])][[1, 0, 2, 4, 3]]
         bias.append((la[:, 0] - (w - 1 - lb[:, 0])).mean() / 2)
     assert abs(np.mean(bias)) < 0.3
 
@@ -139,8 +139,8 @@ def test_huge_image_is_detected_at_reduced_size_and_mapped_back(mini_images):
     big = cv2.resize(im, (900, 900), interpolation=cv2.INTER_CUBIC)  # 6x
     small = det.detect([im])[0]
     large = det.detect([big])[0]
-    i = select_face(small.boxes, 150, 150)
-    j = select_face(large.boxes, 900, 900)
+    i = int(rank_faces(small.boxes, 150, 150)[0])
+    j = int(rank_faces(large.boxes, 900, 900)[0])
     expect = (small.landmarks[i] + 0.5) * 6 - 0.5
     assert np.abs(large.landmarks[j] - expect).max() < 9  # 1.5 px at the original scale
 
