@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from facecl.errors import ConfigError, FaceclError
-from facecl.train.checkpoint import load_checkpoint, save_checkpoint
+from facecl.train.checkpoint import save_checkpoint
 from facecl.train.config import TrainConfig
 from facecl.train.metrics import Window, append_record, read_metrics, truncate_metrics
 from facecl.train.run import CHECKPOINTS, LAST, METRICS, MODEL
@@ -38,7 +38,7 @@ from facecl.train.state import (
     build_state,
     checkpoint_payload,
     dataset_input_spec,
-    restore,
+    resume_from,
 )
 
 if TYPE_CHECKING:
@@ -190,10 +190,9 @@ def _setup(
     state = build_state(cfg, num_classes, kwargs, device, input_spec=spec)
     start, window = 0, Window()
     last = work / CHECKPOINTS / LAST
-    if last.is_file():
-        ckpt = load_checkpoint(last, map_location=str(device))
-        start = restore(state, ckpt, cfg)
-        window = Window.from_checkpoint(ckpt)
+    if last.is_file():  # read on the CPU whatever the device (see resume_from)
+        ckpt = resume_from(state, last, cfg)
+        start, window = state.step, Window.from_checkpoint(ckpt)
     state.step = start
     net: nn.Module = state.net
     if world > 1:
