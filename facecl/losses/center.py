@@ -145,12 +145,30 @@ class CenterLossBase(nn.Module):
 
     @torch.no_grad()
     def update_centers(
-        self, x: torch.Tensor, y: torch.Tensor, head: nn.Module | None = None
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        head: nn.Module | None = None,
+        *,
+        keep: torch.Tensor | None = None,
+        same_size: bool = False,
     ) -> None:
-        """Apply the paper's update rule with the batch (global batch under torch.distributed)."""
-        x, y = gather_batch(upcast(x.detach()), y.detach())
-        if x.shape[0]:
+        """Apply the paper's update rule with the batch (global batch under torch.distributed).
+
+        ``keep``: a 0-d bool tensor; where False the state stays as it was (a step the AMP
+        grad scaler skips), selected on the device without a host sync. ``same_size``: every
+        rank holds the same batch size (no size all-gather).
+        """
+        x, y = gather_batch(upcast(x.detach()), y.detach(), same_size=same_size)
+        if not x.shape[0]:
+            return
+        if keep is None:
             self._apply_update(x, y, head)
+            return
+        before = [b.clone() for b in self.buffers(recurse=False)]
+        self._apply_update(x, y, head)
+        for buf, old in zip(self.buffers(recurse=False), before, strict=True):
+            buf.copy_(torch.where(keep, buf, old))
 
     @torch.no_grad()
     def stats(
@@ -213,7 +231,7 @@ class NoCenterLoss(CenterLossBase):
         return None
 
     @torch.no_grad()
-    def update_centers(self, x, y, head=None) -> None:
+    def update_centers(self, x, y, head=None, *, keep=None, same_size=False) -> None:
         return None
 
     def stats(self, x, y, head=None) -> dict[str, float]:

@@ -105,16 +105,35 @@ def train_step(
     extra, parts = center.objective(feats, labels, head, lam)  # lambda L_C (+ gamma L_I)
     loss = softmax + extra
     optimizer.zero_grad(set_to_none=True)
-    (scaler.scale(loss) if scaler is not None else loss).backward()
-    center.update_centers(feats.detach(), labels, head)  # Alg. 1 line 6 (global batch in DDP)
-    if scaler is not None:
+    # Alg. 1 line 6 (global batch in DDP; the sampler gives every rank the same batch size)
+    if scaler is None:
+        loss.backward()
+        center.update_centers(feats.detach(), labels, head, same_size=True)
+        optimizer.step()
+    else:
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)  # the inf check, before anything moves
+        # A step the scaler skips must not move the centers either (nor write inf into them).
+        keep = ~found_inf(scaler, optimizer)
+        center.update_centers(feats.detach(), labels, head, keep=keep, same_size=True)
         scaler.step(optimizer)
         scaler.update()
-    else:
-        optimizer.step()
     terms: dict[str, torch.Tensor | float] = {"loss": loss.detach(), "softmax": softmax.detach()}
     terms.update(parts)
     return terms, feats.detach()
+
+
+def found_inf(scaler: torch.amp.GradScaler, optimizer: torch.optim.Optimizer) -> torch.Tensor:
+    """After ``scaler.unscale_(optimizer)``: a 0-d bool tensor, True when the gradients hold
+    an inf/NaN (``scaler.step`` will skip this step). Stays on the device: no host sync."""
+    per_device = scaler._per_optimizer_states[id(optimizer)]["found_inf_per_device"]
+    flags = list(per_device.values())
+    if not flags:
+        raise RuntimeError("found_inf() before scaler.unscale_(optimizer)")
+    total = flags[0]
+    for flag in flags[1:]:
+        total = total + flag.to(total.device, non_blocking=True)
+    return total > 0
 
 
 # --------------------------------------------------------------------------- the loop

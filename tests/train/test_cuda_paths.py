@@ -101,3 +101,67 @@ def test_cuda_resume_after_a_stop(pack, tmp_path):
     _stopped_at(cfg, pack, tmp_path, 3)
     summary = train(cfg, ShardDataset(pack), tmp_path)
     assert summary["resumed_from"] == 3 and summary["final"]["step"] == 6
+
+
+# --------------------------------------------------------------------------- 2. scaler
+
+
+def _scaled_state(loss: str, device: str = "cpu", init_scale: float = 2.0**10):
+    cfg = _cfg(loss=loss, head="cosface" if loss == "acl" else "softmax")
+    kwargs = {"input_size": [16, 16], "feature_dim": 4}
+    state = build_state(cfg, 3, kwargs, torch.device(device))
+    state.scaler = torch.amp.GradScaler(device, init_scale=init_scale)
+    return cfg, state
+
+
+def _step(cfg, state, images, labels, amp_dtype=None):
+    from facecl.train.loop import train_step
+
+    return train_step(
+        state.net,
+        state.net.head,
+        state.center,
+        state.optimizer,
+        images,
+        labels,
+        lam=cfg.lam,
+        scaler=state.scaler,
+        amp_dtype=amp_dtype,
+    )
+
+
+def _snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def _scaler_skip_then_step(loss, device="cpu", amp_dtype=None, init_scale=2.0**10):
+    cfg, state = _scaled_state(loss, device, init_scale)
+    torch.manual_seed(1)
+    images = torch.randn(6, 3, 16, 16, device=device)
+    labels = torch.tensor([0, 0, 1, 2, 2, 2], device=device)
+    poisoned = images.clone()
+    poisoned[0, 0, 0, 0] = float("inf")  # one overflowing sample
+    centers, weights = _snapshot(state.center), _snapshot(state.net)
+    _step(cfg, state, poisoned, labels, amp_dtype)
+    start = float(torch.tensor(init_scale))  # as the scaler holds it (float32)
+    assert state.scaler.get_scale() < start  # the scaler found the inf and skipped
+    for key, value in _snapshot(state.center).items():
+        assert torch.equal(value, centers[key]), key  # the centers did not move
+    for key, value in _snapshot(state.net).items():
+        assert torch.equal(value, weights[key]), key
+    _step(cfg, state, images, labels, amp_dtype)  # the next, finite batch
+    after = _snapshot(state.center)
+    assert all(torch.isfinite(v).all() for v in after.values())
+    assert any(not torch.equal(after[k], centers[k]) for k in centers)  # this one moved them
+
+
+@pytest.mark.parametrize("loss", ["cl", "cil", "acl", "acl-gamma"])
+def test_a_step_the_scaler_skips_leaves_the_centers(loss):
+    _scaler_skip_then_step(loss)
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("loss", ["cl", "cil", "acl"])
+def test_cuda_fp16_scaler_skip_leaves_the_centers(loss):
+    _scaler_skip_then_step(loss, "cuda", torch.float16, init_scale=2.0**16)
