@@ -86,13 +86,14 @@ def train_step(
     lam: float,
     scaler: torch.amp.GradScaler | None = None,
     amp_dtype: torch.dtype | None = None,
-) -> tuple[dict[str, torch.Tensor | float], torch.Tensor]:
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """One SGD iteration of ECCV Alg. 1. Returns (detached loss terms, features (B, D)).
 
     ``net(images, labels) -> (features, logits)`` (a ``FaceNet``, possibly DDP-wrapped);
     ``head`` is the unwrapped head (ACL reads its weights). Terms: ``loss`` (the total) and
-    ``softmax`` (cross entropy of the head's logits) as 0-d tensors, then the center loss's
-    own terms (``center``: L_C before lambda; ``invariant`` for CIL) as floats.
+    ``softmax`` (cross entropy of the head's logits), then the center loss's own terms
+    (``center``: L_C before lambda; ``invariant`` for CIL), all 0-d tensors on the device:
+    nothing here waits for the device (the loop converts them at log steps only).
     """
     ctx = (
         torch.autocast(images.device.type, dtype=amp_dtype)
@@ -118,7 +119,7 @@ def train_step(
         center.update_centers(feats.detach(), labels, head, keep=keep, same_size=True)
         scaler.step(optimizer)
         scaler.update()
-    terms: dict[str, torch.Tensor | float] = {"loss": loss.detach(), "softmax": softmax.detach()}
+    terms = {"loss": loss.detach(), "softmax": softmax.detach()}
     terms.update(parts)
     return terms, feats.detach()
 
@@ -203,6 +204,8 @@ def _setup(
         (work / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # the input size is fixed for the whole run
     kwargs = _arch_kwargs(cfg, dataset, arch_kwargs)
     num_classes = int(dataset.num_classes)
     spec = dataset_input_spec(dataset, kwargs)
@@ -276,6 +279,14 @@ def _log(run: _Run, step: int, feats: torch.Tensor, labels: torch.Tensor) -> dic
     return record
 
 
+def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A small host tensor on ``device`` without a host sync: pinned, then copied
+    ``non_blocking`` (a pageable copy to CUDA blocks the host)."""
+    if device.type == "cuda":
+        t = t.pin_memory()
+    return t.to(device, non_blocking=True)
+
+
 def _one_step(
     run: _Run, step: int, images: torch.Tensor, labels: torch.Tensor, wait: float
 ) -> dict[str, Any] | None:
@@ -285,8 +296,8 @@ def _one_step(
     labels = labels.to(run.device, non_blocking=True)  # (B,)
     if cfg.flip:
         mask = flip_mask(cfg.seed, step, cfg.batch_size)[run.sampler.rank_slice]  # (B,)
-        mask = mask.to(run.device)
-        images = torch.where(mask[:, None, None, None], images.flip(-1), images)
+        mask = _to_device(mask, run.device)[:, None, None, None]
+        images = torch.where(mask, images.flip(-1), images)
     for group in state.optimizer.param_groups:
         group["lr"] = lr_at(cfg, step)
     head = state.net.head

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch.overrides import TorchFunctionMode
 
 from facecl.errors import CheckpointError
 from facecl.pack.dataset import ShardDataset
@@ -165,3 +166,95 @@ def test_a_step_the_scaler_skips_leaves_the_centers(loss):
 @pytest.mark.parametrize("loss", ["cl", "cil", "acl"])
 def test_cuda_fp16_scaler_skip_leaves_the_centers(loss):
     _scaler_skip_then_step(loss, "cuda", torch.float16, init_scale=2.0**16)
+
+
+# --------------------------------------------------------------------------- 3. host syncs
+
+# Calls that make the host wait for the device on CUDA: a value read back, an output whose
+# size depends on the data, a blocking copy.
+_READS_BACK = {"item", "tolist", "__bool__", "__float__", "__int__", "__index__", "cpu", "numpy"}
+_DATA_SHAPED = {"unique", "unique_consecutive", "bincount", "nonzero", "argwhere", "masked_select"}
+_READS_BACK |= {"equal", "allclose"}
+
+
+class SyncCounter(TorchFunctionMode):
+    """Records every torch call that would synchronise the host with a CUDA device."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.syncs: list[str] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", str(func))
+        if name in _READS_BACK or name in _DATA_SHAPED:
+            self.syncs.append(name)
+        elif name == "where" and len(args) + len(kwargs) == 1:
+            self.syncs.append("where(cond)")
+        elif name == "__getitem__" and _has_bool_index(args[1:]):
+            self.syncs.append("boolean-mask indexing")
+        elif name in ("to", "cuda", "copy_") and not kwargs.get("non_blocking", False):
+            if any(isinstance(a, (torch.device, str)) for a in args[1:]) or "device" in kwargs:
+                self.syncs.append(f"blocking {name}")
+        return func(*args, **kwargs)
+
+
+def _has_bool_index(index) -> bool:
+    items = index[0] if len(index) == 1 and isinstance(index[0], tuple) else index
+    return any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in items)
+
+
+def test_the_sync_counter_sees_the_usual_syncs():
+    t = torch.randn(4)
+    with SyncCounter() as counter:
+        float(t.sum()), t[t > 0], torch.unique(t), t.to("cpu"), t.to("cpu", non_blocking=True)
+    assert counter.syncs == ["__float__", "boolean-mask indexing", "unique", "blocking to"]
+
+
+@pytest.mark.parametrize(
+    "loss, head", [("cl", "softmax"), ("cil", "softmax"), ("acl", "arcface"), ("cl", "sphereface")]
+)
+def test_no_host_sync_in_a_step_that_does_not_log(pack, tmp_path, monkeypatch, loss, head):
+    import facecl.train.loop as loop
+
+    cfg = _cfg(loss=loss, head=head, lr=0.001, steps=6, log_every=3, checkpoint_every=6)
+    step_fn = loop._one_step
+    per_step: dict[int, list[str]] = {}
+
+    def traced(run, step, images, labels, wait):
+        done = step + 1
+        if done % cfg.log_every == 0 or done % cfg.checkpoint_every == 0:
+            return step_fn(run, step, images, labels, wait)  # logging reads values back
+        with SyncCounter() as counter:
+            out = step_fn(run, step, images, labels, wait)
+        per_step[done] = counter.syncs
+        return out
+
+    monkeypatch.setattr(loop, "_one_step", traced)
+    assert cfg.flip  # the flip mask's copy is part of the step
+    train(cfg, ShardDataset(pack), tmp_path)
+    assert per_step == {1: [], 2: [], 4: [], 5: []}
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("amp", [False, True])  # fp32, and bf16 autocast (no grad scaler)
+@pytest.mark.parametrize("loss", ["cl", "cil"])
+def test_cuda_step_that_does_not_log_never_syncs(pack, tmp_path, monkeypatch, loss, amp):
+    import facecl.train.loop as loop
+
+    cfg = _cfg(loss=loss, device="cuda", amp=amp, amp_dtype="bfloat16", log_every=3)
+    step_fn = loop._one_step
+
+    def traced(run, step, images, labels, wait):
+        if (step + 1) % cfg.log_every == 0 or (step + 1) % cfg.checkpoint_every == 0:
+            return step_fn(run, step, images, labels, wait)
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")  # any synchronising call raises
+        try:
+            return step_fn(run, step, images, labels, wait)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+
+    monkeypatch.setattr(loop, "_one_step", traced)
+    assert train(cfg, ShardDataset(pack), tmp_path)["final"]["step"] == cfg.steps
