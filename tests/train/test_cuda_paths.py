@@ -258,3 +258,46 @@ def test_cuda_step_that_does_not_log_never_syncs(pack, tmp_path, monkeypatch, lo
 
     monkeypatch.setattr(loop, "_one_step", traced)
     assert train(cfg, ShardDataset(pack), tmp_path)["final"]["step"] == cfg.steps
+
+
+# --------------------------------------------------------------------------- 5. --ddp N
+
+
+def _train_cli(pack: Path, run: Path, *extra: str):
+    from typer.testing import CliRunner
+
+    from facecl.cli import app
+
+    args = ["train", str(pack), "-o", str(run), "--arch", "tiny", "--steps", "2"]
+    args += ["--workers", "0", "--no-progress", *extra]
+    return CliRunner().invoke(app, args)
+
+
+def _assert_usage_error(result, needle: str, run: Path) -> None:
+    assert result.exit_code == 2, result.output
+    assert needle in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) <= 2  # the error and its hint
+    assert not run.exists() and not Path(f"{run}.partial").exists()  # checked before anything
+
+
+def test_ddp_batch_that_does_not_split_is_refused_before_spawning(pack, tmp_path):
+    run = tmp_path / "run"
+    result = _train_cli(pack, run, "--batch-size", "8", "--ddp", "3", "--device", "cpu")
+    _assert_usage_error(result, "does not split over --ddp 3", run)
+
+
+def test_ddp_more_ranks_than_gpus_is_refused_before_spawning(pack, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # one visible GPU
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    run = tmp_path / "run"
+    result = _train_cli(pack, run, "--batch-size", "8", "--ddp", "2", "--device", "cuda")
+    _assert_usage_error(result, "--ddp 2 needs 2 GPUs, 1 visible", run)
+
+
+def test_ddp_negative_is_a_usage_error(pack, tmp_path):
+    from facecl.errors import UsageError
+    from facecl.train.stage import run_train
+
+    with pytest.raises(UsageError, match="--ddp must be >= 0"):
+        run_train(pack, tmp_path / "run", _cfg(), ddp=-1, show_progress=False)
+    assert not (tmp_path / "run.partial").exists()
