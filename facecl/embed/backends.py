@@ -5,8 +5,11 @@ with the same :mod:`facecl.embed.features` preprocessing and fusion.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -161,25 +164,7 @@ class OnnxBackend(Backend):
     flip fusion is baked in; otherwise the flip pass runs here, fused as in torch."""
 
     def __init__(self, model: ModelFile, fusion: str, l2: bool, device: str = "auto"):
-        import onnxruntime as ort
-
-        providers = ["CPUExecutionProvider"]
-        avail = ort.get_available_providers()
-        if device in ("auto", "cuda") and "CUDAExecutionProvider" in avail:
-            providers.insert(0, "CUDAExecutionProvider")
-        elif device == "cuda":
-            raise ConfigError(
-                "--device cuda, but onnxruntime has no CUDA provider here",
-                "install onnxruntime-gpu, or use --device cpu",
-            )
-        try:
-            self.session = ort.InferenceSession(str(model.path), providers=providers)
-        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
-            first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-            raise CheckpointError(
-                f"{model.path} is not a loadable ONNX model ({first})",
-                "re-create it with 'facecl export'",
-            ) from None
+        self.session = open_onnx_session(model.path, device)
         meta = self.session.get_modelmeta().custom_metadata_map
         self.input_name = self.session.get_inputs()[0].name
         spec = onnx_input_spec(self.session, model.path)
@@ -195,7 +180,7 @@ class OnnxBackend(Backend):
             )
         self.baked = baked
         feature_dim = raw_dim if baked == "none" else int(meta.get("feature_dim", raw_dim))
-        used = self.session.get_providers()[0]
+        used = self.session.get_providers()  # what onnxruntime actually runs on
         super().__init__(
             model=model,
             arch=meta.get("arch", "unknown"),
@@ -204,9 +189,13 @@ class OnnxBackend(Backend):
             fusion=fusion,
             l2=l2,
             name="onnxruntime",
-            device="cuda" if used == "CUDAExecutionProvider" else "cpu",
+            device="cuda" if used[0] == CUDA_PROVIDER else "cpu",
             train_config_sha256=meta.get("train_config_sha256", ""),
-            info={"onnx_fusion_in_graph": baked, "onnx_opset": meta.get("opset", "")},
+            info={
+                "onnx_fusion_in_graph": baked,
+                "onnx_opset": meta.get("opset", ""),
+                "onnx_providers": list(used),
+            },
         )
 
     def _run(self, x: np.ndarray) -> np.ndarray:  # (B,3,H,W) float32 -> (B,D)
@@ -229,6 +218,63 @@ class OnnxBackend(Backend):
         if self.l2:
             out = l2_normalize(out)
         return out.numpy().astype(np.float32, copy=False)
+
+
+CUDA_PROVIDER, CPU_PROVIDER = "CUDAExecutionProvider", "CPUExecutionProvider"
+_ORT_ERRORS_ONLY = 3  # onnxruntime log severity: 0 verbose .. 3 error, 4 fatal
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Send whatever native code writes to file descriptor 1 to stderr meanwhile: stdout
+    carries ``--json`` and nothing else (onnxruntime logs its provider fallback there)."""
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no usable fd 1 (embedded interpreters)
+        yield
+        return
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def open_onnx_session(path: Path, device: str) -> Any:
+    """An onnxruntime session for ``device`` (auto, cpu, cuda). With ``cuda`` the CUDA
+    provider must be the one in use: onnxruntime falls back to CPU when it cannot load it,
+    and that is an error here, not a silent CPU run. Its log goes to stderr, errors only."""
+    import onnxruntime as ort
+
+    providers = [CPU_PROVIDER]
+    if device in ("auto", "cuda") and CUDA_PROVIDER in ort.get_available_providers():
+        providers.insert(0, CUDA_PROVIDER)
+    elif device == "cuda":
+        raise UsageError(
+            "--device cuda, but this onnxruntime has no CUDA provider",
+            "install onnxruntime-gpu in place of onnxruntime (docs/deploy.md), or use --device cpu",
+        )
+    options = ort.SessionOptions()
+    options.log_severity_level = _ORT_ERRORS_ONLY
+    try:
+        with _stdout_to_stderr():
+            session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
+        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"{path} is not a loadable ONNX model ({first})",
+            "re-create it with 'facecl export'",
+        ) from None
+    used = list(session.get_providers())
+    if device == "cuda" and CUDA_PROVIDER not in used:
+        raise UsageError(
+            f"--device cuda, but onnxruntime could not load its CUDA provider (running on "
+            f"{', '.join(used) or 'nothing'})",
+            "check the CUDA and cuDNN libraries onnxruntime-gpu needs, or use --device cpu",
+        )
+    return session
 
 
 def onnx_input_spec(session: Any, path: Path) -> InputSpec:

@@ -19,7 +19,8 @@ class EmbedConfig:
     """Images per forward pass (the flip doubles the backbone batch)."""
 
     device: str = "auto"
-    """auto (cuda when available), cpu or cuda. Ignored with an ONNX model (CPU provider)."""
+    """auto (cuda when available), cpu or cuda. With an ONNX model: the onnxruntime provider
+    (cuda needs onnxruntime-gpu, and fails unless its CUDA provider actually loads)."""
 
     fp16: bool = True
     """Run the backbone in float16 on CUDA (outputs are stored as float32). No effect on CPU."""
