@@ -59,12 +59,19 @@ class Backend:
     name: str = ""
     device: str = "cpu"
     dtype: str = "float32"
+    autocast: bool = False  # dtype is autocast's compute dtype (weights stay float32)
     train_config_sha256: str = ""
     info: dict[str, Any] = field(default_factory=dict)
 
     @property
     def dim(self) -> int:
         return fused_dim(self.feature_dim, self.fusion)
+
+    @property
+    def numeric(self) -> str:
+        """The numeric mode the vectors are computed in: ``cpu:float32``,
+        ``cuda:bfloat16+autocast``, ... (part of the embed fingerprint)."""
+        return f"{self.device}:{self.dtype}" + ("+autocast" if self.autocast else "")
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -87,6 +94,8 @@ class Backend:
             "normalisation": self.spec.normalisation,
             "device": self.device,
             "dtype": self.dtype,
+            "autocast": self.autocast,
+            "numeric": self.numeric,
             "train_config_sha256": self.train_config_sha256,
             **self.info,
         }
@@ -105,9 +114,28 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def resolve_precision(precision: str, fp16: bool, device: str) -> str:
+    """The torch backbone's compute dtype on ``device``: ``precision`` unless it is auto;
+    auto is float32 on CPU (or without ``fp16``), and on CUDA bfloat16 where the GPU
+    supports it (the range of float32: deep nets do not overflow), else float16."""
+    if precision != "auto":
+        return precision
+    if device != "cuda" or not fp16:
+        return "float32"
+    import torch
+
+    return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+
+
 class TorchBackend(Backend):
     def __init__(
-        self, model: ModelFile, fusion: str, l2: bool, device: str = "auto", fp16: bool = True
+        self,
+        model: ModelFile,
+        fusion: str,
+        l2: bool,
+        device: str = "auto",
+        fp16: bool = True,
+        precision: str = "auto",
     ):
         import torch
 
@@ -129,7 +157,7 @@ class TorchBackend(Backend):
                 "the checkpoint is corrupt or was edited",
             )
         dev = resolve_device(device)
-        half = fp16 and dev == "cuda"
+        dtype = resolve_precision(precision, fp16, dev)
         super().__init__(
             model=model,
             arch=str(ckpt["arch"]),
@@ -139,10 +167,12 @@ class TorchBackend(Backend):
             l2=l2,
             name="torch",
             device=dev,
-            dtype="float16" if half else "float32",
+            dtype=dtype,
+            autocast=dtype != "float32",
             train_config_sha256=sha256_json(ckpt.get("config", {})),
         )
-        self.net = net.to(dev).half() if half else net.to(dev)
+        self.net = net.to(dev)  # float32 weights; reduced precision through autocast only
+        self._amp = getattr(torch, dtype) if self.autocast else None
         self._torch = torch
 
     def embed(self, images: np.ndarray) -> np.ndarray:  # (B,H,W,3) uint8 -> (B,dim) float32
@@ -150,10 +180,14 @@ class TorchBackend(Backend):
 
         torch = self._torch
         x = torch.from_numpy(preprocess(images, self.spec)).to(self.device)  # (B,3,H,W)
-        if self.dtype == "float16":
-            x = x.half()
+        amp = (
+            torch.autocast(torch.device(self.device).type, dtype=self._amp)
+            if self._amp is not None
+            else contextlib.nullcontext()
+        )
         with torch.inference_mode():
-            out = flip_features(self.net, x, self.fusion).float()  # (B,dim)
+            with amp:
+                out = flip_features(self.net, x, self.fusion).float()  # (B,dim)
             if self.l2:
                 out = l2_normalize(out)
         return out.cpu().numpy()
@@ -311,8 +345,15 @@ def onnx_input_spec(session: Any, path: Path) -> InputSpec:
 
 
 def load_backend(
-    model: ModelFile, fusion: str, l2: bool, device: str = "auto", fp16: bool = True
+    model: ModelFile,
+    fusion: str,
+    l2: bool,
+    device: str = "auto",
+    fp16: bool = True,
+    precision: str = "auto",
 ) -> Backend:
+    """The backend for ``model``; an ONNX model runs its float32 graph (``fp16`` and
+    ``precision`` are for torch)."""
     if model.kind == "onnx":
         return OnnxBackend(model, fusion, l2, device)
-    return TorchBackend(model, fusion, l2, device, fp16)
+    return TorchBackend(model, fusion, l2, device, fp16, precision)

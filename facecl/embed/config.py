@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+
 
 @dataclass(frozen=True)
 class EmbedConfig:
@@ -23,7 +25,13 @@ class EmbedConfig:
     (cuda needs onnxruntime-gpu, and fails unless its CUDA provider actually loads)."""
 
     fp16: bool = True
-    """Run the backbone in float16 on CUDA (outputs are stored as float32). No effect on CPU."""
+    """Reduced precision on CUDA when ``precision`` is auto: autocast in bfloat16 where the GPU
+    supports it, else float16 (outputs are stored as float32). No effect on CPU."""
+
+    precision: str = "auto"
+    """The torch backbone's numeric mode: auto (see ``fp16``; float32 on CPU), float32, or
+    bfloat16 / float16 autocast on any device. The resolved mode (device and dtype) is
+    recorded in the manifest and is part of the fingerprint: a run never mixes modes."""
 
     assume_aligned: bool = False
     """Treat a plain folder/list of images as ready aligned crops (no detection/alignment)."""
@@ -40,6 +48,10 @@ class EmbedConfig:
             raise ConfigError(f"batch size must be >= 1, got {self.batch_size}", "use e.g. 64")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"unknown device {self.device!r}", "choose auto, cpu or cuda")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(
+                f"unknown precision {self.precision!r}", f"choose {', '.join(PRECISIONS)}"
+            )
         if self.chunk_batches < 1:
             raise ConfigError(f"chunk_batches must be >= 1, got {self.chunk_batches}", "use 8")
 
