@@ -5,8 +5,11 @@ with the same :mod:`facecl.embed.features` preprocessing and fusion.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +19,7 @@ import numpy as np
 from facecl.artifacts import sha256_file, sha256_json
 from facecl.device import resolve_device
 from facecl.embed.features import fused_dim, preprocess, uses_flip
-from facecl.errors import CheckpointError, ConfigError, UsageError
+from facecl.errors import CheckpointError, UsageError
 from facecl.models.input_spec import InputSpec
 
 ONNX_SUFFIXES = {".onnx"}
@@ -57,12 +60,19 @@ class Backend:
     name: str = ""
     device: str = "cpu"
     dtype: str = "float32"
+    autocast: bool = False  # dtype is autocast's compute dtype (weights stay float32)
     train_config_sha256: str = ""
     info: dict[str, Any] = field(default_factory=dict)
 
     @property
     def dim(self) -> int:
         return fused_dim(self.feature_dim, self.fusion)
+
+    @property
+    def numeric(self) -> str:
+        """The numeric mode the vectors are computed in: ``cpu:float32``,
+        ``cuda:bfloat16+autocast``, ... (part of the embed fingerprint)."""
+        return f"{self.device}:{self.dtype}" + ("+autocast" if self.autocast else "")
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -85,6 +95,8 @@ class Backend:
             "normalisation": self.spec.normalisation,
             "device": self.device,
             "dtype": self.dtype,
+            "autocast": self.autocast,
+            "numeric": self.numeric,
             "train_config_sha256": self.train_config_sha256,
             **self.info,
         }
@@ -93,9 +105,28 @@ class Backend:
         raise NotImplementedError
 
 
+def resolve_precision(precision: str, fp16: bool, device: str) -> str:
+    """The torch backbone's compute dtype on ``device``: ``precision`` unless it is auto;
+    auto is float32 on CPU (or without ``fp16``), and on CUDA bfloat16 where the GPU
+    supports it (the range of float32: deep nets do not overflow), else float16."""
+    if precision != "auto":
+        return precision
+    if device != "cuda" or not fp16:
+        return "float32"
+    import torch
+
+    return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+
+
 class TorchBackend(Backend):
     def __init__(
-        self, model: ModelFile, fusion: str, l2: bool, device: str = "auto", fp16: bool = True
+        self,
+        model: ModelFile,
+        fusion: str,
+        l2: bool,
+        device: str = "auto",
+        fp16: bool = True,
+        precision: str = "auto",
     ):
         import torch
 
@@ -117,7 +148,7 @@ class TorchBackend(Backend):
                 "the checkpoint is corrupt or was edited",
             )
         dev = resolve_device(device)
-        half = fp16 and dev == "cuda"
+        dtype = resolve_precision(precision, fp16, dev)
         super().__init__(
             model=model,
             arch=str(ckpt["arch"]),
@@ -127,10 +158,12 @@ class TorchBackend(Backend):
             l2=l2,
             name="torch",
             device=dev,
-            dtype="float16" if half else "float32",
+            dtype=dtype,
+            autocast=dtype != "float32",
             train_config_sha256=sha256_json(ckpt.get("config", {})),
         )
-        self.net = net.to(dev).half() if half else net.to(dev)
+        self.net = net.to(dev)  # float32 weights; reduced precision through autocast only
+        self._amp = getattr(torch, dtype) if self.autocast else None
         self._torch = torch
 
     def embed(self, images: np.ndarray) -> np.ndarray:  # (B,H,W,3) uint8 -> (B,dim) float32
@@ -138,10 +171,14 @@ class TorchBackend(Backend):
 
         torch = self._torch
         x = torch.from_numpy(preprocess(images, self.spec)).to(self.device)  # (B,3,H,W)
-        if self.dtype == "float16":
-            x = x.half()
+        amp = (
+            torch.autocast(torch.device(self.device).type, dtype=self._amp)
+            if self._amp is not None
+            else contextlib.nullcontext()
+        )
         with torch.inference_mode():
-            out = flip_features(self.net, x, self.fusion).float()  # (B,dim)
+            with amp:
+                out = flip_features(self.net, x, self.fusion).float()  # (B,dim)
             if self.l2:
                 out = l2_normalize(out)
         return out.cpu().numpy()
@@ -152,25 +189,7 @@ class OnnxBackend(Backend):
     flip fusion is baked in; otherwise the flip pass runs here, fused as in torch."""
 
     def __init__(self, model: ModelFile, fusion: str, l2: bool, device: str = "auto"):
-        import onnxruntime as ort
-
-        providers = ["CPUExecutionProvider"]
-        avail = ort.get_available_providers()
-        if device in ("auto", "cuda") and "CUDAExecutionProvider" in avail:
-            providers.insert(0, "CUDAExecutionProvider")
-        elif device == "cuda":
-            raise ConfigError(
-                "--device cuda, but onnxruntime has no CUDA provider here",
-                "install onnxruntime-gpu, or use --device cpu",
-            )
-        try:
-            self.session = ort.InferenceSession(str(model.path), providers=providers)
-        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
-            first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-            raise CheckpointError(
-                f"{model.path} is not a loadable ONNX model ({first})",
-                "re-create it with 'facecl export'",
-            ) from None
+        self.session = open_onnx_session(model.path, device)
         meta = self.session.get_modelmeta().custom_metadata_map
         self.input_name = self.session.get_inputs()[0].name
         spec = onnx_input_spec(self.session, model.path)
@@ -186,7 +205,7 @@ class OnnxBackend(Backend):
             )
         self.baked = baked
         feature_dim = raw_dim if baked == "none" else int(meta.get("feature_dim", raw_dim))
-        used = self.session.get_providers()[0]
+        used = self.session.get_providers()  # what onnxruntime actually runs on
         super().__init__(
             model=model,
             arch=meta.get("arch", "unknown"),
@@ -195,9 +214,13 @@ class OnnxBackend(Backend):
             fusion=fusion,
             l2=l2,
             name="onnxruntime",
-            device="cuda" if used == "CUDAExecutionProvider" else "cpu",
+            device="cuda" if used[0] == CUDA_PROVIDER else "cpu",
             train_config_sha256=meta.get("train_config_sha256", ""),
-            info={"onnx_fusion_in_graph": baked, "onnx_opset": meta.get("opset", "")},
+            info={
+                "onnx_fusion_in_graph": baked,
+                "onnx_opset": meta.get("opset", ""),
+                "onnx_providers": list(used),
+            },
         )
 
     def _run(self, x: np.ndarray) -> np.ndarray:  # (B,3,H,W) float32 -> (B,D)
@@ -220,6 +243,63 @@ class OnnxBackend(Backend):
         if self.l2:
             out = l2_normalize(out)
         return out.numpy().astype(np.float32, copy=False)
+
+
+CUDA_PROVIDER, CPU_PROVIDER = "CUDAExecutionProvider", "CPUExecutionProvider"
+_ORT_ERRORS_ONLY = 3  # onnxruntime log severity: 0 verbose .. 3 error, 4 fatal
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Send whatever native code writes to file descriptor 1 to stderr meanwhile: stdout
+    carries ``--json`` and nothing else (onnxruntime logs its provider fallback there)."""
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no usable fd 1 (embedded interpreters)
+        yield
+        return
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def open_onnx_session(path: Path, device: str) -> Any:
+    """An onnxruntime session for ``device`` (auto, cpu, cuda). With ``cuda`` the CUDA
+    provider must be the one in use: onnxruntime falls back to CPU when it cannot load it,
+    and that is an error here, not a silent CPU run. Its log goes to stderr, errors only."""
+    import onnxruntime as ort
+
+    providers = [CPU_PROVIDER]
+    if device in ("auto", "cuda") and CUDA_PROVIDER in ort.get_available_providers():
+        providers.insert(0, CUDA_PROVIDER)
+    elif device == "cuda":
+        raise UsageError(
+            "--device cuda, but this onnxruntime has no CUDA provider",
+            "install onnxruntime-gpu in place of onnxruntime (docs/deploy.md), or use --device cpu",
+        )
+    options = ort.SessionOptions()
+    options.log_severity_level = _ORT_ERRORS_ONLY
+    try:
+        with _stdout_to_stderr():
+            session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
+        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"{path} is not a loadable ONNX model ({first})",
+            "re-create it with 'facecl export'",
+        ) from None
+    used = list(session.get_providers())
+    if device == "cuda" and CUDA_PROVIDER not in used:
+        raise UsageError(
+            f"--device cuda, but onnxruntime could not load its CUDA provider (running on "
+            f"{', '.join(used) or 'nothing'})",
+            "check the CUDA and cuDNN libraries onnxruntime-gpu needs, or use --device cpu",
+        )
+    return session
 
 
 def onnx_input_spec(session: Any, path: Path) -> InputSpec:
@@ -256,8 +336,15 @@ def onnx_input_spec(session: Any, path: Path) -> InputSpec:
 
 
 def load_backend(
-    model: ModelFile, fusion: str, l2: bool, device: str = "auto", fp16: bool = True
+    model: ModelFile,
+    fusion: str,
+    l2: bool,
+    device: str = "auto",
+    fp16: bool = True,
+    precision: str = "auto",
 ) -> Backend:
+    """The backend for ``model``; an ONNX model runs its float32 graph (``fp16`` and
+    ``precision`` are for torch)."""
     if model.kind == "onnx":
         return OnnxBackend(model, fusion, l2, device)
-    return TorchBackend(model, fusion, l2, device, fp16)
+    return TorchBackend(model, fusion, l2, device, fp16, precision)

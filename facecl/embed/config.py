@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 from facecl.device import Device, check_device
 
 Fusion = Literal["concat", "sum", "mean", "none"]
 """The names of ``facecl.embed.features.FUSIONS`` (a test keeps them equal; the registry
 imports torch, which ``--help`` should not)."""
+
+Precision = Literal["auto", "float32", "bfloat16", "float16"]
+PRECISIONS: tuple[str, ...] = get_args(Precision)
 
 
 @dataclass(frozen=True)
@@ -26,11 +29,17 @@ class EmbedConfig:
     """Images per forward pass (the flip doubles the backbone batch)."""
 
     device: Device = "auto"
-    """auto (CUDA when available), cpu or cuda; an ONNX model uses onnxruntime's CUDA provider
-    when it has one."""
+    """auto (cuda when available), cpu or cuda. With an ONNX model: the onnxruntime provider
+    (cuda needs onnxruntime-gpu, and fails unless its CUDA provider actually loads)."""
 
     fp16: bool = True
-    """Run the backbone in float16 on CUDA (outputs are stored as float32). No effect on CPU."""
+    """Reduced precision on CUDA when ``precision`` is auto: autocast in bfloat16 where the GPU
+    supports it, else float16 (outputs are stored as float32). No effect on CPU."""
+
+    precision: Precision = "auto"
+    """The torch backbone's numeric mode: auto (see ``fp16``; float32 on CPU), float32, or
+    bfloat16 / float16 autocast on any device. The resolved mode (device and dtype) is
+    recorded in the manifest and is part of the fingerprint: a run never mixes modes."""
 
     assume_aligned: bool = field(default=False, metadata={"cli_name": "--aligned"})
     """INPUT photos (a plain folder or list) are already aligned crops: no detection or
@@ -47,6 +56,10 @@ class EmbedConfig:
         if self.batch_size < 1:
             raise ConfigError(f"batch size must be >= 1, got {self.batch_size}", "use e.g. 64")
         check_device(self.device)
+        if self.precision not in PRECISIONS:
+            raise ConfigError(
+                f"unknown precision {self.precision!r}", f"choose {', '.join(PRECISIONS)}"
+            )
         if self.chunk_batches < 1:
             raise ConfigError(f"chunk_batches must be >= 1, got {self.chunk_batches}", "use 8")
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from facecl.artifacts import Manifest, StageOutput, atomic_open, sha256_file
+from facecl.artifacts import Manifest, StageOutput, atomic_open, config_dict, sha256_file
 from facecl.console import console, progress
 from facecl.embed.artifact import OK, STAGE, write_embeddings
 from facecl.embed.backends import Backend, ModelFile, load_backend, resolve_model
@@ -61,6 +61,7 @@ class EmbedResult:
             "fusion": self.manifest.config.get("fusion"),
             "l2": self.manifest.config.get("l2"),
             "backend": self.manifest.extra.get("backend"),
+            "numeric": self.manifest.extra.get("numeric"),
             "model_sha256": self.manifest.extra.get("model_sha256"),
             "seconds": round(self.seconds, 3),
             "images_per_s": round(self.images_per_s, 1),
@@ -83,9 +84,15 @@ def run_embed(
     t0 = time.perf_counter()
     model_file = resolve_model(model)
     # The backend first: its InputSpec decides how raw photos are aligned.
-    backend = load_backend(model_file, config.fusion, config.l2, config.device, config.fp16)
+    backend = load_backend(
+        model_file, config.fusion, config.l2, config.device, config.fp16, config.precision
+    )
     source = open_source(input_path, config.assume_aligned, backend.spec)
-    so = StageOutput(out, STAGE, config, [*model_inputs(model_file), source.ref], force=force)
+    # The resolved numeric mode (device, dtype) is part of the config and the fingerprint:
+    # vectors computed on another device or dtype are another artifact, never resumed into.
+    fingerprinted = {**config_dict(config), "numeric": backend.numeric}
+    inputs = [*model_inputs(model_file), source.ref]
+    so = StageOutput(out, STAGE, fingerprinted, inputs, force=force)
     if so.up_to_date:
         assert so.existing is not None
         return EmbedResult(so.path, so.existing, True, 0, time.perf_counter() - t0, 0.0)

@@ -120,7 +120,7 @@ class CenterLossBase(nn.Module):
         if m == 0:
             return x32.sum() * 0.0
         with torch.no_grad():
-            c = self.centers_for(y, head).to(device=x32.device, dtype=x32.dtype)  # (B, D)
+            c = self.centers_for(y, head).to(x32)  # (B, D) on x's device, in its dtype
             c = dynamic_center(x32.detach(), c, self.config.rho)  # (B, D), = c when rho = 0
         # 1/(2m) sum ||x - c'||^2 (IJCV Eq. 2/6/8/10); gradient (x - c')/m.
         return 0.5 * (x32 - c).pow(2).sum() / m
@@ -133,23 +133,42 @@ class CenterLossBase(nn.Module):
 
     def objective(
         self, x: torch.Tensor, y: torch.Tensor, head: nn.Module | None, lam: float
-    ) -> tuple[torch.Tensor, dict[str, float]]:
-        """lambda * L_C + extra terms (the part of the loss this module owns) and their values."""
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """lambda * L_C + extra terms (the part of the loss this module owns) and their values
+        (detached 0-d tensors, left on the device: ``float()`` them when logging)."""
         parts = self.terms(x, y, head)
         total = lam * parts["center"]
         for key, value in parts.items():
             if key != "center":
                 total = total + value
-        return total, {k: float(v.detach()) for k, v in parts.items()}
+        return total, {k: v.detach() for k, v in parts.items()}
 
     @torch.no_grad()
     def update_centers(
-        self, x: torch.Tensor, y: torch.Tensor, head: nn.Module | None = None
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        head: nn.Module | None = None,
+        *,
+        keep: torch.Tensor | None = None,
+        same_size: bool = False,
     ) -> None:
-        """Apply the paper's update rule with the batch (global batch under torch.distributed)."""
-        x, y = gather_batch(upcast(x.detach()), y.detach())
-        if x.shape[0]:
+        """Apply the paper's update rule with the batch (global batch under torch.distributed).
+
+        ``keep``: a 0-d bool tensor; where False the state stays as it was (a step the AMP
+        grad scaler skips), selected on the device without a host sync. ``same_size``: every
+        rank holds the same batch size (no size all-gather).
+        """
+        x, y = gather_batch(upcast(x.detach()), y.detach(), same_size=same_size)
+        if not x.shape[0]:
+            return
+        if keep is None:
             self._apply_update(x, y, head)
+            return
+        before = [b.clone() for b in self.buffers(recurse=False)]
+        self._apply_update(x, y, head)
+        for buf, old in zip(self.buffers(recurse=False), before, strict=True):
+            buf.copy_(torch.where(keep, buf, old))
 
     @torch.no_grad()
     def stats(
@@ -179,18 +198,13 @@ class CenterLossBase(nn.Module):
         return f"num_classes={self.num_classes}, feature_dim={self.feature_dim}, {self.config}"
 
 
-def _class_sums(
-    values: torch.Tensor, y: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-class sums over the batch, touching only the classes present (O(B D), not O(C D)).
+def class_counts(y: torch.Tensor, num_classes: int, dtype: torch.dtype) -> torch.Tensor:
+    """n_j, the batch's samples of each class: (N,) labels -> (C,) counts of ``dtype``.
 
-    values (N, ...) -> (classes (K,), sums (K, ...), counts (K,)) in ascending class order.
-    """
-    classes, inverse = torch.unique(y, return_inverse=True)  # (K,), (N,)
-    sums = values.new_zeros((classes.shape[0], *values.shape[1:]))
-    sums.index_add_(0, inverse, values)
-    counts = torch.bincount(inverse, minlength=classes.shape[0]).to(values.dtype)  # (K,)
-    return classes, sums, counts
+    A dense ``index_add_``: no data-dependent shape, so no host sync on CUDA (``torch.unique``
+    and CUDA ``bincount`` wait for the device to learn their output size)."""
+    ones = torch.ones(y.shape, dtype=dtype, device=y.device)
+    return torch.zeros(num_classes, dtype=dtype, device=y.device).index_add_(0, y, ones)
 
 
 class NoCenterLoss(CenterLossBase):
@@ -212,7 +226,7 @@ class NoCenterLoss(CenterLossBase):
         return None
 
     @torch.no_grad()
-    def update_centers(self, x, y, head=None) -> None:
+    def update_centers(self, x, y, head=None, *, keep=None, same_size=False) -> None:
         return None
 
     def stats(self, x, y, head=None) -> dict[str, float]:
@@ -257,9 +271,10 @@ def _alpha_step(
 
     ``diff`` is (N,) or (N, D); ECCV Eq. 4 (centers) and IJCV Eq. 7 (gammas) both use it.
     """
-    classes, sums, counts = _class_sums(diff, y)  # (K,), (K, ...), (K,)
-    denom = (offset + counts).view(-1, *([1] * (sums.dim() - 1)))
-    buf.index_add_(0, classes, (sums / denom).to(buf.dtype), alpha=-alpha)
+    n_y = class_counts(y, buf.shape[0], diff.dtype)[y]  # (N,) n_{y_i}
+    denom = (offset + n_y).view(-1, *([1] * (diff.dim() - 1)))
+    # sum_i diff_i / (offset + n_j), accumulated per sample: O(N D), whatever C is
+    buf.index_add_(0, y, (diff / denom).to(buf.dtype), alpha=-alpha)
 
 
 class AdvancedCenterLoss(CenterLossBase):
@@ -334,7 +349,7 @@ class CenterInvariantLoss(CenterLoss):
             norms2 = torch.linalg.vector_norm(c, dim=1).square()  # (C,) fused, no (C, D) temp
             excess = norms2[y] - norms2.mean()  # (B,) ||c_y||^2 - tau
             value = self.config.gamma / (4 * m) * excess.pow(2).sum()
-            n_y = torch.bincount(y, minlength=self.num_classes)[y].to(x32)  # (B,)
+            n_y = class_counts(y, self.num_classes, x32.dtype)[y]  # (B,)
             coef = self.config.gamma / m * (1 - 1 / self.num_classes) * excess / n_y  # (B,)
             grad = coef.unsqueeze(1) * c[y]  # (B, D) Wu Eq. 20
         # value exactly `value`, gradient w.r.t. x exactly `grad`

@@ -21,15 +21,25 @@ def distributed_world() -> int:
     return 1
 
 
-def gather_batch(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def gather_batch(
+    x: torch.Tensor, y: torch.Tensor, same_size: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """All-gather (x (B, D), y (B,)) from every rank, concatenated in rank order.
 
-    Ranks may hold different batch sizes (padded for the collective, then trimmed). Returns
-    the inputs unchanged when not distributed.
+    Ranks may hold different batch sizes (padded for the collective, then trimmed), unless
+    ``same_size`` says they hold the same (the train sampler's equal slices): then the sizes
+    are not gathered (no ``.item()`` host sync). Returns the inputs unchanged when not
+    distributed.
     """
     world = distributed_world()
     if world == 1:
         return x, y
+    if same_size:
+        xs = [torch.empty_like(x) for _ in range(world)]
+        ys = [torch.empty_like(y) for _ in range(world)]
+        dist.all_gather(xs, x.contiguous())
+        dist.all_gather(ys, y.contiguous())
+        return torch.cat(xs), torch.cat(ys)
     n = torch.tensor([x.shape[0]], device=x.device, dtype=torch.long)
     sizes = [torch.zeros_like(n) for _ in range(world)]
     dist.all_gather(sizes, n)

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from facecl.errors import UsageError
+
 
 @dataclass(frozen=True)
 class RankInfo:
@@ -57,3 +59,25 @@ def shutdown() -> None:
 def threads_per_rank(world: int) -> int:
     """Split this machine's cores between the local processes."""
     return max(1, (os.cpu_count() or 1) // world)
+
+
+def check_ddp(ddp: int, batch_size: int, device: torch.device) -> None:
+    """``--ddp N`` checked before any process is spawned or the run directory is made:
+    N >= 0, the global batch splits evenly over N ranks, and on CUDA one GPU per rank."""
+    if ddp < 0:
+        raise UsageError(f"--ddp must be >= 0, got {ddp}", "e.g. --ddp 2 (0 or 1: one process)")
+    if ddp <= 1:
+        return
+    if batch_size % ddp:
+        lower = max(ddp, batch_size - batch_size % ddp)
+        raise UsageError(
+            f"--batch-size {batch_size} does not split over --ddp {ddp} processes",
+            f"use a multiple of {ddp}, e.g. --batch-size {lower}",
+        )
+    if device.type == "cuda":
+        visible = torch.cuda.device_count()
+        if ddp > visible:
+            raise UsageError(
+                f"--ddp {ddp} needs {ddp} GPUs, {visible} visible",
+                f"use --ddp {visible} or fewer (CUDA_VISIBLE_DEVICES), or --device cpu",
+            )

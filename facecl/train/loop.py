@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from facecl.errors import FaceclError
-from facecl.train.checkpoint import load_checkpoint, save_checkpoint
+from facecl.train.checkpoint import save_checkpoint
 from facecl.train.config import TrainConfig
 from facecl.train.metrics import Window, append_record, read_metrics, truncate_metrics
 from facecl.train.run import CHECKPOINTS, LAST, METRICS, MODEL
@@ -38,7 +38,7 @@ from facecl.train.state import (
     build_state,
     checkpoint_payload,
     dataset_input_spec,
-    restore,
+    resume_from,
 )
 
 if TYPE_CHECKING:
@@ -84,13 +84,14 @@ def train_step(
     lam: float,
     scaler: torch.amp.GradScaler | None = None,
     amp_dtype: torch.dtype | None = None,
-) -> tuple[dict[str, torch.Tensor | float], torch.Tensor]:
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """One SGD iteration of ECCV Alg. 1. Returns (detached loss terms, features (B, D)).
 
     ``net(images, labels) -> (features, logits)`` (a ``FaceNet``, possibly DDP-wrapped);
     ``head`` is the unwrapped head (ACL reads its weights). Terms: ``loss`` (the total) and
-    ``softmax`` (cross entropy of the head's logits) as 0-d tensors, then the center loss's
-    own terms (``center``: L_C before lambda; ``invariant`` for CIL) as floats.
+    ``softmax`` (cross entropy of the head's logits), then the center loss's own terms
+    (``center``: L_C before lambda; ``invariant`` for CIL), all 0-d tensors on the device:
+    nothing here waits for the device (the loop converts them at log steps only).
     """
     ctx = (
         torch.autocast(images.device.type, dtype=amp_dtype)
@@ -103,16 +104,35 @@ def train_step(
     extra, parts = center.objective(feats, labels, head, lam)  # lambda L_C (+ gamma L_I)
     loss = softmax + extra
     optimizer.zero_grad(set_to_none=True)
-    (scaler.scale(loss) if scaler is not None else loss).backward()
-    center.update_centers(feats.detach(), labels, head)  # Alg. 1 line 6 (global batch in DDP)
-    if scaler is not None:
+    # Alg. 1 line 6 (global batch in DDP; the sampler gives every rank the same batch size)
+    if scaler is None:
+        loss.backward()
+        center.update_centers(feats.detach(), labels, head, same_size=True)
+        optimizer.step()
+    else:
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)  # the inf check, before anything moves
+        # A step the scaler skips must not move the centers either (nor write inf into them).
+        keep = ~found_inf(scaler, optimizer)
+        center.update_centers(feats.detach(), labels, head, keep=keep, same_size=True)
         scaler.step(optimizer)
         scaler.update()
-    else:
-        optimizer.step()
-    terms: dict[str, torch.Tensor | float] = {"loss": loss.detach(), "softmax": softmax.detach()}
+    terms = {"loss": loss.detach(), "softmax": softmax.detach()}
     terms.update(parts)
     return terms, feats.detach()
+
+
+def found_inf(scaler: torch.amp.GradScaler, optimizer: torch.optim.Optimizer) -> torch.Tensor:
+    """After ``scaler.unscale_(optimizer)``: a 0-d bool tensor, True when the gradients hold
+    an inf/NaN (``scaler.step`` will skip this step). Stays on the device: no host sync."""
+    per_device = scaler._per_optimizer_states[id(optimizer)]["found_inf_per_device"]
+    flags = list(per_device.values())
+    if not flags:
+        raise RuntimeError("found_inf() before scaler.unscale_(optimizer)")
+    total = flags[0]
+    for flag in flags[1:]:
+        total = total + flag.to(total.device, non_blocking=True)
+    return total > 0
 
 
 # --------------------------------------------------------------------------- the loop
@@ -182,16 +202,17 @@ def _setup(
         (work / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # the input size is fixed for the whole run
     kwargs = _arch_kwargs(cfg, dataset, arch_kwargs)
     num_classes = int(dataset.num_classes)
     spec = dataset_input_spec(dataset, kwargs)
     state = build_state(cfg, num_classes, kwargs, device, input_spec=spec)
     start, window = 0, Window()
     last = work / CHECKPOINTS / LAST
-    if last.is_file():
-        ckpt = load_checkpoint(last, map_location=str(device))
-        start = restore(state, ckpt, cfg)
-        window = Window.from_checkpoint(ckpt)
+    if last.is_file():  # read on the CPU whatever the device (see resume_from)
+        ckpt = resume_from(state, last, cfg)
+        start, window = state.step, Window.from_checkpoint(ckpt)
     state.step = start
     net: nn.Module = state.net
     if world > 1:
@@ -256,6 +277,14 @@ def _log(run: _Run, step: int, feats: torch.Tensor, labels: torch.Tensor) -> dic
     return record
 
 
+def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A small host tensor on ``device`` without a host sync: pinned, then copied
+    ``non_blocking`` (a pageable copy to CUDA blocks the host)."""
+    if device.type == "cuda":
+        t = t.pin_memory()
+    return t.to(device, non_blocking=True)
+
+
 def _one_step(
     run: _Run, step: int, images: torch.Tensor, labels: torch.Tensor, wait: float
 ) -> dict[str, Any] | None:
@@ -265,8 +294,8 @@ def _one_step(
     labels = labels.to(run.device, non_blocking=True)  # (B,)
     if cfg.flip:
         mask = flip_mask(cfg.seed, step, cfg.batch_size)[run.sampler.rank_slice]  # (B,)
-        mask = mask.to(run.device)
-        images = torch.where(mask[:, None, None, None], images.flip(-1), images)
+        mask = _to_device(mask, run.device)[:, None, None, None]
+        images = torch.where(mask, images.flip(-1), images)
     for group in state.optimizer.param_groups:
         group["lr"] = lr_at(cfg, step)
     head = state.net.head

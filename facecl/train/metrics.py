@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ class Window:
         """The partial window a full checkpoint was written with (empty if none)."""
         return cls(dict(ckpt.get("metrics_window", {})), int(ckpt.get("metrics_window_steps", 0)))
 
-    def add(self, terms: dict[str, Number], wait: float) -> None:
+    def add(self, terms: Mapping[str, Number], wait: float) -> None:
         for k, v in terms.items():
             self.sums[k] = self.sums.get(k, 0.0) + v
         self.steps += 1

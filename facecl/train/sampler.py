@@ -118,7 +118,9 @@ def iterate_batches(
     """
     if hasattr(dataset, "get_batch"):
         for idx in sampler:
-            yield dataset.get_batch(idx)
+            images, labels = dataset.get_batch(idx)
+            # pinned (when copying to CUDA): the step's non_blocking copy then never blocks
+            yield (images.pin_memory(), labels.pin_memory()) if pin else (images, labels)
         return
     loader = torch.utils.data.DataLoader(
         dataset,

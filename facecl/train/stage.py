@@ -168,6 +168,8 @@ def fit(
     if ddp > 1:
         import torch.multiprocessing as mp
 
+        ddp_util.check_ddp(ddp, cfg.batch_size, resolve_device(cfg.device))
+
         with tempfile.TemporaryDirectory(prefix="facecl-ddp-") as tmp:
             mp.spawn(
                 _spawn_worker,
@@ -263,11 +265,13 @@ def run_train(
 ) -> TrainResult:
     """Train on a pack artifact into the run artifact ``out`` (see the module docstring)."""
     shards = Path(shards).resolve()
-    if ddp < 0:
-        raise ConfigError(f"--ddp must be >= 0, got {ddp}", "e.g. --ddp 2")
     env = ddp_util.torchrun_env()
     if env is not None:
+        if ddp > 1:
+            raise UsageError("--ddp N inside torchrun", "use one of them: torchrun sets the ranks")
+        ddp_util.check_ddp(env.world, cfg.batch_size, torch.device("cpu"))  # GPUs: torchrun's
         return _run_train_torchrun(shards, out, cfg, env, force, resume, show_progress)
+    ddp_util.check_ddp(ddp, cfg.batch_size, resolve_device(cfg.device))  # before RUN.partial
     so, work = _begin(shards, out, cfg, force, resume)
     if work is None:
         return TrainResult(so.path, so.existing, up_to_date=True)

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from facecl.artifacts import config_dict
-from facecl.errors import ConfigError, FaceclError, InputError
+from facecl.errors import CheckpointError, ConfigError, FaceclError, InputError
 from facecl.models.input_spec import InputSpec
-from facecl.train.checkpoint import checkpoint_input_spec
+from facecl.train.checkpoint import checkpoint_input_spec, load_checkpoint
 from facecl.train.config import TrainConfig, config_from_dict
 
 if TYPE_CHECKING:
@@ -187,5 +188,26 @@ def restore(state: TrainState, ckpt: dict[str, Any], cfg: TrainConfig) -> int:
     if state.scaler is not None and ckpt.get("scaler"):
         state.scaler.load_state_dict(ckpt["scaler"])
     if "rng" in ckpt:
-        torch.set_rng_state(ckpt["rng"]["torch"])
+        torch.set_rng_state(cpu_rng_state(ckpt["rng"]["torch"]))
     return int(ckpt["step"])
+
+
+def cpu_rng_state(saved: Any) -> torch.Tensor:
+    """The saved CPU generator state as the CPU ``ByteTensor`` ``torch.set_rng_state`` takes,
+    wherever ``map_location`` put it (a checkpoint mapped to ``cuda`` moves it to the GPU)."""
+    state = torch.as_tensor(saved)
+    if state.is_meta:
+        raise CheckpointError(
+            "the checkpoint's RNG state was loaded on the meta device (no data)",
+            "load the checkpoint with map_location='cpu'",
+        )
+    return state.detach().to(device="cpu", dtype=torch.uint8).contiguous()
+
+
+def resume_from(state: TrainState, path: Path, cfg: TrainConfig) -> dict[str, Any]:
+    """Load the full checkpoint ``path`` into ``state`` (built by ``cfg``, on any device) and
+    return it (``state.step`` set). It is read on the CPU: ``load_state_dict`` copies the
+    weights onto the state's device, and the CPU generator state stays a CPU tensor."""
+    ckpt = load_checkpoint(path, map_location="cpu")
+    state.step = restore(state, ckpt, cfg)
+    return ckpt

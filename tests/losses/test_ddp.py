@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from torch.overrides import TorchFunctionMode
 
 from facecl.losses import create_center_loss, create_head
 
@@ -43,9 +44,34 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
                 x, y = _global_batch(step)
                 loss.update_centers(x[lo : lo + SPLIT[rank]], y[lo : lo + SPLIT[rank]], head)
             states[f"{name}:{rho}"] = loss.state_dict()
+        states["same_size"] = _gather_equal_slices(rank, world)
         torch.save(states, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
+
+
+class _ReadBacks(TorchFunctionMode):
+    """Counts the calls that read a value back to the host (``.item()``, ``int()``, ...)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if getattr(func, "__name__", "") in ("item", "tolist", "__int__", "__index__"):
+            self.calls.append(func.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+def _gather_equal_slices(rank: int, world: int) -> dict[str, torch.Tensor]:
+    """Equal slices (the train sampler's) gathered with ``same_size``: no size gather."""
+    from facecl.losses.distributed import gather_batch
+
+    x, y = _global_batch(0)
+    n = len(y) // world
+    with _ReadBacks() as reads:
+        gx, gy = gather_batch(x[rank * n : (rank + 1) * n], y[rank * n : (rank + 1) * n], True)
+    return {"x": gx, "y": gy, "read_backs": torch.tensor(len(reads.calls))}
 
 
 def test_two_process_center_updates_equal_single_process(tmp_path: Path):
@@ -61,6 +87,11 @@ def test_two_process_center_updates_equal_single_process(tmp_path: Path):
             for r in range(2):
                 got = ranks[r][f"{name}:{rho}"][key]
                 torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    x, y = _global_batch(0)
+    for r in range(2):  # equal slices, gathered without the size all-gather
+        same = ranks[r]["same_size"]
+        assert torch.equal(same["x"], x) and torch.equal(same["y"], y)
+        assert int(same["read_backs"]) == 0
 
 
 def test_gather_is_identity_without_distributed():
