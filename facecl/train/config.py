@@ -117,6 +117,11 @@ class TrainConfig:
     workers: int = 2
     """DataLoader worker processes (0 = load in the training process)."""
 
+    augment: tuple[str, ...] = ()
+    """albumentations transforms (by name, default arguments, e.g. RandomBrightnessContrast)
+    applied to each training image before the flip and normalisation; empty = none. Their
+    random draws are not checkpointed: a resumed run is not bit-identical with augment."""
+
     # ---- runtime
     device: Device = "auto"
     """``auto`` (CUDA when available), ``cpu`` or ``cuda``."""

@@ -236,8 +236,10 @@ def finalize(work: Path, cfg: TrainConfig, summary: dict[str, Any], title: str =
 def _pack_dataset(shards: Path, cfg: TrainConfig) -> Any:
     from facecl.pack.dataset import ShardDataset
 
-    # Flips are drawn in the loop from (seed, step), not in the dataset.
-    return ShardDataset(shards, split=cfg.split, flip=False)
+    # Flips are drawn in the loop from (seed, step), not in the dataset; an unknown augment
+    # name fails here, before anything is written, listing the close match.
+    transform = list(cfg.augment) if cfg.augment else None
+    return ShardDataset(shards, split=cfg.split, flip=False, transform=transform)
 
 
 def _begin(shards: Path, out: str | os.PathLike, cfg: TrainConfig, force: bool, resume: bool):

@@ -57,7 +57,8 @@ class TrainState:
 
 
 def validate_names(cfg: TrainConfig) -> None:
-    """Fail early (UnknownNameError listing the valid names) on a wrong arch/head/loss."""
+    """Fail early (UnknownNameError listing the valid names) on a wrong arch/head/loss or
+    augmentation name."""
     from facecl.losses import CENTER_LOSSES, HEADS
     from facecl.models import BACKBONES, list_backbones
 
@@ -65,6 +66,10 @@ def validate_names(cfg: TrainConfig) -> None:
     BACKBONES.get(cfg.arch)
     HEADS.get(cfg.head)
     CENTER_LOSSES.get(cfg.loss)
+    if cfg.augment:
+        from facecl.pack.dataset import build_augment
+
+        build_augment(list(cfg.augment))
 
 
 def dataset_input_spec(dataset: Any, arch_kwargs: Mapping[str, Any]) -> InputSpec:

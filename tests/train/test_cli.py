@@ -175,3 +175,23 @@ def test_planted_pickle_in_partial_run_is_refused(pack, tmp_path):
     r = runner.invoke(app, args)
     assert r.exit_code == 1, r.output
     assert "refusing" in r.output and "pwned" not in r.output
+
+
+def test_augment_reaches_the_training_images(pack, tmp_path):
+    """--augment is applied to what the loop trains on (an image-inverting transform changes
+    the trained weights), and an unknown name is a one-line error before anything is written."""
+    from facecl.train.config import load_train_config
+
+    base = ["train", str(pack), *TINY, "--loss", "none", "--json"]
+    r = runner.invoke(app, [*base, "-o", str(tmp_path / "plain")])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, [*base, "-o", str(tmp_path / "aug"), "--augment", "InvertImg"])
+    assert r.exit_code == 0, r.output
+    cfg = read_manifest(tmp_path / "aug").config
+    assert load_train_config(None, cfg).augment == ("InvertImg",)
+    a = load_checkpoint(tmp_path / "plain" / "model.pt")["model"]
+    b = load_checkpoint(tmp_path / "aug" / "model.pt")["model"]
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+    r = runner.invoke(app, [*base, "-o", str(tmp_path / "bad"), "--augment", "InvertImag"])
+    assert r.exit_code != 0 and "InvertImg" in r.output
+    assert not (tmp_path / "bad").exists() and not (tmp_path / "bad.partial").exists()
