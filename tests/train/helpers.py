@@ -7,13 +7,12 @@ with ``extra.shards`` and ``extra.image_size``.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from facecl.artifacts import StageOutput, sha256_file
-from facecl.pack.artifact import shard_name
+from facecl.pack.artifact import CLASSES, PackClass, shard_path, write_classes
 from facecl.pack.shards import ShardWriter
 
 
@@ -55,12 +54,12 @@ def make_pack(
     images, labels = synthetic_images(classes, per_class, size, seed)
     so = StageOutput(root / name, "pack", {"synthetic": True, "classes": classes, "seed": seed}, [])
     work = so.begin()
-    (work / "train").mkdir(exist_ok=True)
+    (work / shard_path("train", 0)).parent.mkdir(exist_ok=True)
     shards, files = [], {}
     order = np.random.default_rng(seed).permutation(len(labels))
     for index, lo in enumerate(range(0, len(order), shard_size)):
         chunk = order[lo : lo + shard_size]
-        rel = f"train/{shard_name(index)}"
+        rel = shard_path("train", index)
         writer = ShardWriter(work / rel, len(chunk), size, split="train", index=index)
         for i in chunk:
             key = f"id{labels[i]:03d}/img{i:04d}"
@@ -68,20 +67,10 @@ def make_pack(
         writer.close()
         shards.append({"path": rel, "split": "train", "images": len(chunk)})
         files[rel] = sha256_file(work / rel)
-    classes_doc = {
-        "num_classes": classes,
-        "classes": {
-            f"id{c:03d}": {
-                "label": c,
-                "images": per_class,
-                "train": per_class,
-                "val": 0,
-            }
-            for c in range(classes)
-        },
-    }
-    (work / "classes.json").write_text(json.dumps(classes_doc))
-    files["classes.json"] = sha256_file(work / "classes.json")
+    write_classes(
+        work, [PackClass(f"id{c:03d}", c, per_class, per_class, 0) for c in range(classes)]
+    )
+    files[CLASSES] = sha256_file(work / CLASSES)
     so.commit(
         {"processed": len(labels), "written": len(labels), "skipped": {}},
         {"files": files, "image_size": list(size), "shards": shards},
