@@ -245,6 +245,7 @@ def evaluate_pairs(
     res, ia, ib, same, fold = _test_pairs(emb, pairs)
     skipped = _dropped_items(res)
     train_res: ResolvedPairs | None = None
+    accuracy: dict[str, Any] | None
     if train_pairs is not None:  # View 1: one split, threshold on the training pairs
         train_res = resolve_pairs(emb, train_pairs)
         skipped += _dropped_items(train_res, "train: ")
