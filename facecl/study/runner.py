@@ -13,6 +13,7 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,13 +100,30 @@ def write_identity_lists(cfg: StudyConfig, lists: Path) -> dict[str, Any]:
     }
 
 
-def run_study(
-    cfg: StudyConfig,
-    out: Path,
-    *,
-    variants: list[str] | None = None,
-    seeds: list[int] | None = None,
-) -> dict[str, Any]:
+Step = Callable[[str, list[str], Path], dict[str, Any]]
+"""``step(name, facecl args, output)``: run one facecl command, log it, return its summary."""
+
+
+@dataclass
+class _Steps:
+    """Runs the study's steps one after the other, logging each (time, reused) in ``log``."""
+
+    log: StepLog = field(default_factory=StepLog)
+
+    def __call__(self, name: str, args: list[str], target: Path) -> dict[str, Any]:
+        console.rule(f"[bold]{name}")
+        t0 = time.perf_counter()
+        summary = run_facecl(args)
+        dt = time.perf_counter() - t0
+        reused = _reused(summary)
+        self.log.add(name, dt, reused, target)
+        console.print(
+            f"{name}: {'reused (same config and inputs)' if reused else 'done'} in {dt:.1f} s"
+        )
+        return summary
+
+
+def _check_inputs(cfg: StudyConfig) -> None:
     for p, what in (
         (cfg.lfw_root, "lfw_root"),
         (cfg.train_people, "train_people"),
@@ -113,6 +131,10 @@ def run_study(
     ):
         if not p.exists():
             raise InputError(f"study input {what} not found: {p}", "fix [data] in the config")
+
+
+def _chosen_variants(cfg: StudyConfig, variants: list[str] | None) -> list[Variant]:
+    """The config's variants named by ``variants`` (all when None); unknown names raise."""
     chosen = [v for v in cfg.variants if not variants or v.name in variants]
     if variants:
         unknown = sorted(set(variants) - {v.name for v in cfg.variants})
@@ -121,23 +143,12 @@ def run_study(
                 f"unknown variant(s) {', '.join(unknown)}",
                 f"valid: {', '.join(v.name for v in cfg.variants)}",
             )
-    run_seeds = list(seeds) if seeds else list(cfg.seeds)
-    out.mkdir(parents=True, exist_ok=True)
-    log = StepLog()
-    t_all = time.perf_counter()
+    return chosen
 
-    def step(name: str, args: list[str], target: Path) -> dict[str, Any]:
-        console.rule(f"[bold]{name}")
-        t0 = time.perf_counter()
-        summary = run_facecl(args)
-        dt = time.perf_counter() - t0
-        reused = _reused(summary)
-        log.add(name, dt, reused, target)
-        console.print(
-            f"{name}: {'reused (same config and inputs)' if reused else 'done'} in {dt:.1f} s"
-        )
-        return summary
 
+def _align_and_pack(cfg: StudyConfig, out: Path, step: Step) -> tuple[Path, Path, dict[str, Any]]:
+    """The shared steps: align LFW, write the identity lists, pack DevTrain without the other
+    identities. Returns the aligned and packed artifacts and the identity overlap report."""
     aligned = out / "aligned"
     step("align", ["align", str(cfg.lfw_root), "-o", str(aligned), *cli_args(cfg.align)], aligned)
     overlap = write_identity_lists(cfg, out / "lists")
@@ -161,54 +172,82 @@ def run_study(
         ],
         packed,
     )
+    return aligned, packed, overlap
 
-    results: list[dict[str, Any]] = []
-    for variant in chosen:
-        for seed in run_seeds:
-            results.append(run_variant(cfg, out, variant, seed, aligned, packed, step))
 
-    # Runs of earlier invocations (other variants or seeds) stay in the study's record.
+def _with_previous_runs(
+    cfg: StudyConfig, out: Path, results: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """This invocation's runs plus those of earlier invocations (other variants or seeds) from
+    ``study.json``, in config variant order then seed; and the earlier document ({} if none)."""
     previous = out / "study.json"
     prev_doc: dict[str, Any] = {}
-    if previous.is_file():
-        try:
-            prev_doc = json.loads(previous.read_text())
-        except ValueError:
-            prev_doc = {}
-        old = prev_doc.get("runs", [])
-        done = {(r["variant"], r["seed"]) for r in results}
-        results = [r for r in old if (r["variant"], r["seed"]) not in done] + results
-        results.sort(
-            key=lambda r: (
-                [v.name for v in cfg.variants].index(r["variant"])
-                if r["variant"] in {v.name for v in cfg.variants}
-                else 99,
-                r["seed"],
-            )
-        )
+    if not previous.is_file():
+        return results, prev_doc
+    try:
+        prev_doc = json.loads(previous.read_text())
+    except ValueError:
+        prev_doc = {}
+    old = prev_doc.get("runs", [])
+    done = {(r["variant"], r["seed"]) for r in results}
+    results = [r for r in old if (r["variant"], r["seed"]) not in done] + results
+    names = [v.name for v in cfg.variants]
+    known = set(names)
+    results.sort(
+        key=lambda r: (names.index(r["variant"]) if r["variant"] in known else 99, r["seed"])
+    )
+    return results, prev_doc
+
+
+def _compare_step(out: Path, results: list[dict[str, Any]], step: Step) -> None:
+    """Overlay the View 1 ROC of each variant; one curve per variant (its lowest seed) keeps
+    the plot readable."""
     compare = out / "compare"
-    # One curve per variant (its lowest seed) keeps the overlaid ROC readable.
     first: dict[str, dict[str, Any]] = {}
     for r in sorted(results, key=lambda r: r["seed"]):
         first.setdefault(r["variant"], r)
     reports = [r["view1_report"] for r in first.values() if Path(r["view1_report"]).is_dir()]
     if reports:
         step("compare", ["verify", "--compare", *reports, "-o", str(compare), "--force"], compare)
+
+
+def run_study(
+    cfg: StudyConfig,
+    out: Path,
+    *,
+    variants: list[str] | None = None,
+    seeds: list[int] | None = None,
+) -> dict[str, Any]:
+    _check_inputs(cfg)
+    chosen = _chosen_variants(cfg, variants)
+    run_seeds = list(seeds) if seeds else list(cfg.seeds)
+    out.mkdir(parents=True, exist_ok=True)
+    step = _Steps()
+    t_all = time.perf_counter()
+    aligned, packed, overlap = _align_and_pack(cfg, out, step)
+    results = [
+        run_variant(cfg, out, variant, seed, aligned, packed, step)
+        for variant in chosen
+        for seed in run_seeds
+    ]
+    results, prev_doc = _with_previous_runs(cfg, out, results)
+    _compare_step(out, results, step)
     seconds = round(time.perf_counter() - t_all, 1)
+    steps = step.log.steps
     doc = {
         "study": cfg.name,
         "config": str(cfg.source),
         "overlap": overlap,
         "runs": results,
-        "steps": merge_steps(prev_doc.get("steps", []), log.steps),
+        "steps": merge_steps(prev_doc.get("steps", []), steps),
         "invocations": [
             *prev_doc.get("invocations", []),
             {
                 "seeds": run_seeds,
                 "variants": [v.name for v in chosen],
                 "seconds": seconds,
-                "built": [s["step"] for s in log.steps if not s["reused"]],
-                "reused": [s["step"] for s in log.steps if s["reused"]],
+                "built": [s["step"] for s in steps if not s["reused"]],
+                "reused": [s["step"] for s in steps if s["reused"]],
             },
         ],
         "total_seconds": seconds,
@@ -233,7 +272,13 @@ def merge_steps(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[di
 
 
 def run_variant(
-    cfg: StudyConfig, out: Path, variant: Variant, seed: int, aligned: Path, packed: Path, step
+    cfg: StudyConfig,
+    out: Path,
+    variant: Variant,
+    seed: int,
+    aligned: Path,
+    packed: Path,
+    step: Step,
 ) -> dict[str, Any]:
     tag = f"{variant.name}-s{seed}"
     run = out / "runs" / tag

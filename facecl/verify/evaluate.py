@@ -24,6 +24,7 @@ from facecl.verify.protocols import (
     LFW_VIEW1_TRAIN,
     LFW_VIEW2,
     BlufrConfig,
+    BlufrTrial,
     PairList,
     ResolvedPairs,
     read_blufr_config,
@@ -125,19 +126,13 @@ def _verification_numbers(
     return out, roc
 
 
-def evaluate_pairs(
-    emb: Embeddings,
-    pairs: PairList,
-    cfg: VerifyConfig,
-    train_pairs: PairList | None = None,
-    standard: Standard | None = None,
-) -> Evaluation:
-    """k-fold over ``pairs.fold`` (lfw-pairs, pairs) or one split with the threshold chosen on
-    ``train_pairs`` (lfw-view1). ``standard``: whether the lists are the published protocol's,
-    and its name (None: a user list, no standard to compare with)."""
+def _test_pairs(
+    emb: Embeddings, pairs: PairList
+) -> tuple[ResolvedPairs, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The scorable pairs of ``pairs``: (resolved, idx_a, idx_b, same, fold) of the kept ones;
+    raises when none are left or only one kind is."""
     res = resolve_pairs(emb, pairs)
     keep = res.keep
-    skipped = _dropped_items(res)
     if keep.sum() == 0:
         raise InputError(
             f"none of the {len(pairs)} pairs in {pairs.source} has both embeddings",
@@ -151,85 +146,127 @@ def evaluate_pairs(
             f"{'genuine' if same.all() else 'impostor'} pairs",
             "verification needs both same and different pairs",
         )
-    results: dict[str, Any] = {}
-    n_dropped_train = 0
+    return res, ia, ib, same, fold
+
+
+def _score_split(
+    emb: Embeddings,
+    ia: np.ndarray,
+    ib: np.ndarray,
+    same: np.ndarray,
+    train_pairs: PairList,
+    train_res: ResolvedPairs,
+    cfg: VerifyConfig,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """View 1: the threshold (and ``--pca``) fitted on the training pairs, applied to the test
+    pairs. Returns the test scores and the accuracy record."""
+    tk = train_res.keep
+    ta, tb, tsame = train_res.idx_a[tk], train_res.idx_b[tk], train_pairs.same[tk]
+    pca = None
+    if cfg.pca_dim:
+        rows = np.unique(np.r_[ta, tb])
+        _check_pca(cfg, emb, len(rows))
+        pca = M.fit_pca(emb.vectors[rows], cfg.pca_dim)
+    tscore = _pairs_scores(emb, ta, tb, cfg.metric, pca)
+    score = _pairs_scores(emb, ia, ib, cfg.metric, pca)
+    t = M.best_threshold(tscore, tsame)
+    acc = M.accuracy_at(score, same, t.threshold)
+    return score, {
+        "mean": acc,
+        "std": None,  # one split: no spread to report
+        "threshold": t.threshold,
+        "train_accuracy": t.accuracy,
+        "n_train_pairs": int(tk.sum()),
+    }
+
+
+def _pca_held_out_scores(
+    emb: Embeddings,
+    ia: np.ndarray,
+    ib: np.ndarray,
+    same: np.ndarray,
+    fold: np.ndarray,
+    cfg: VerifyConfig,
+) -> tuple[np.ndarray, M.KFold]:
+    """k-fold with ``--pca`` fitted per fold on the other folds' images."""
+    train_rows = min(len(np.unique(np.r_[ia[fold != k], ib[fold != k]])) for k in np.unique(fold))
+    _check_pca(cfg, emb, train_rows)
+    per_fold = M.pca_fold_scores(emb.vectors, ia, ib, fold, cfg.metric, cfg.pca_dim)
+    kf = M.kfold_accuracy(per_fold, same, fold)
+    # Each pair scored by the projection fitted without its fold (held-out scores).
+    score = np.empty(len(same))
+    for j, k in enumerate(np.unique(fold)):
+        score[fold == k] = per_fold[j][fold == k]
+    return score, kf
+
+
+def _score_folds(
+    emb: Embeddings,
+    ia: np.ndarray,
+    ib: np.ndarray,
+    same: np.ndarray,
+    fold: np.ndarray,
+    cfg: VerifyConfig,
+) -> tuple[np.ndarray, dict[str, Any] | None]:
+    """k-fold accuracy over ``fold`` (the threshold of each fold chosen on the others); a
+    single fold has no accuracy (None). Returns the scores and the accuracy record."""
+    if len(np.unique(fold)) < 2:
+        if cfg.pca_dim:
+            raise UsageError(
+                "--pca needs a training split, and this pair list has a single fold",
+                "add more pairs of each kind, or drop --pca",
+            )
+        return _pairs_scores(emb, ia, ib, cfg.metric, None), None
+    if cfg.pca_dim:
+        score, kf = _pca_held_out_scores(emb, ia, ib, same, fold, cfg)
+    else:
+        score = _pairs_scores(emb, ia, ib, cfg.metric, None)
+        kf = M.kfold_accuracy(score, same, fold)
+    return score, {
+        "mean": kf.mean,
+        "std": kf.std,
+        "folds": kf.accuracy.tolist(),
+        "thresholds": kf.threshold.tolist(),
+        "train_accuracy": kf.train_accuracy.tolist(),
+        "fold_sizes": [int((fold == k).sum()) for k in np.unique(fold)],
+    }
+
+
+def evaluate_pairs(
+    emb: Embeddings,
+    pairs: PairList,
+    cfg: VerifyConfig,
+    train_pairs: PairList | None = None,
+    standard: Standard | None = None,
+) -> Evaluation:
+    """k-fold over ``pairs.fold`` (lfw-pairs, pairs) or one split with the threshold chosen on
+    ``train_pairs`` (lfw-view1). ``standard``: whether the lists are the published protocol's,
+    and its name (None: a user list, no standard to compare with)."""
+    res, ia, ib, same, fold = _test_pairs(emb, pairs)
+    skipped = _dropped_items(res)
     train_res: ResolvedPairs | None = None
+    accuracy: dict[str, Any] | None
     if train_pairs is not None:  # View 1: one split, threshold on the training pairs
         train_res = resolve_pairs(emb, train_pairs)
         skipped += _dropped_items(train_res, "train: ")
-        tk = train_res.keep
-        n_dropped_train = int((~tk).sum())
-        ta, tb, tsame = train_res.idx_a[tk], train_res.idx_b[tk], train_pairs.same[tk]
-        pca = None
-        if cfg.pca_dim:
-            rows = np.unique(np.r_[ta, tb])
-            _check_pca(cfg, emb, len(rows))
-            pca = M.fit_pca(emb.vectors[rows], cfg.pca_dim)
-        tscore = _pairs_scores(emb, ta, tb, cfg.metric, pca)
-        score = _pairs_scores(emb, ia, ib, cfg.metric, pca)
-        t = M.best_threshold(tscore, tsame)
-        acc = M.accuracy_at(score, same, t.threshold)
-        results["accuracy"] = {
-            "mean": acc,
-            "std": None,  # one split: no spread to report
-            "threshold": t.threshold,
-            "train_accuracy": t.accuracy,
-            "n_train_pairs": int(tk.sum()),
-        }
+        score, accuracy = _score_split(emb, ia, ib, same, train_pairs, train_res, cfg)
     else:
-        n_folds = len(np.unique(fold))
-        if n_folds >= 2:
-            if cfg.pca_dim:
-                train_rows = min(
-                    len(np.unique(np.r_[ia[fold != k], ib[fold != k]])) for k in np.unique(fold)
-                )
-                _check_pca(cfg, emb, train_rows)
-                per_fold = M.pca_fold_scores(emb.vectors, ia, ib, fold, cfg.metric, cfg.pca_dim)
-                kf = M.kfold_accuracy(per_fold, same, fold)
-                # Each pair scored by the projection fitted without its fold (held-out scores).
-                score = np.empty(len(same))
-                for j, k in enumerate(np.unique(fold)):
-                    score[fold == k] = per_fold[j][fold == k]
-            else:
-                score = _pairs_scores(emb, ia, ib, cfg.metric, None)
-                kf = M.kfold_accuracy(score, same, fold)
-            results["accuracy"] = {
-                "mean": kf.mean,
-                "std": kf.std,
-                "folds": kf.accuracy.tolist(),
-                "thresholds": kf.threshold.tolist(),
-                "train_accuracy": kf.train_accuracy.tolist(),
-                "fold_sizes": [int((fold == k).sum()) for k in np.unique(fold)],
-            }
-        else:
-            if cfg.pca_dim:
-                raise UsageError(
-                    "--pca needs a training split, and this pair list has a single fold",
-                    "add more pairs of each kind, or drop --pca",
-                )
-            score = _pairs_scores(emb, ia, ib, cfg.metric, None)
-            results["accuracy"] = None
+        score, accuracy = _score_folds(emb, ia, ib, same, fold, cfg)
     numbers, roc = _verification_numbers(score, same, cfg)
-    results.update(numbers)
-    results["n_pairs"] = int(len(same))
-    results["n_genuine"] = int(same.sum())
-    results["n_impostor"] = int((~same).sum())
-
-    comparable, note = _pairs_comparability(standard, res, train_res)
-    missing = {
-        "n_pairs_total": len(pairs),
-        "n_pairs_dropped": len(res.dropped),
-        "n_train_pairs_dropped": n_dropped_train,
-        "images": {**res.missing_images, **(train_res.missing_images if train_res else {})},
-        "pairs_dropped": res.dropped + (train_res.dropped if train_res else []),
+    results: dict[str, Any] = {
+        "accuracy": accuracy,
+        **numbers,
+        "n_pairs": int(len(same)),
+        "n_genuine": int(same.sum()),
+        "n_impostor": int((~same).sum()),
     }
-    summary = _pair_summary(results, cfg)
+    comparable, note = _pairs_comparability(standard, res, train_res)
     report = {
         "results": results,
-        "summary": summary,
+        "summary": _pair_summary(results, cfg),
         "comparable": comparable,
         "comparability": note,
-        "missing": missing,
+        "missing": _pairs_missing(pairs, res, train_res),
     }
     return Evaluation(
         report=report,
@@ -238,6 +275,19 @@ def evaluate_pairs(
         scores={"score": score, "same": same, "fold": fold},
         skipped=skipped,
     )
+
+
+def _pairs_missing(
+    pairs: PairList, res: ResolvedPairs, train_res: ResolvedPairs | None
+) -> dict[str, Any]:
+    """The report's ``missing`` record: what was dropped from the test (and training) pairs."""
+    return {
+        "n_pairs_total": len(pairs),
+        "n_pairs_dropped": len(res.dropped),
+        "n_train_pairs_dropped": int((~train_res.keep).sum()) if train_res else 0,
+        "images": {**res.missing_images, **(train_res.missing_images if train_res else {})},
+        "pairs_dropped": res.dropped + (train_res.dropped if train_res else []),
+    }
 
 
 def _pair_summary(results: dict[str, Any], cfg: VerifyConfig) -> dict[str, float]:
@@ -276,6 +326,161 @@ def _pairs_comparability(
 # --------------------------------------------------------------------------- BLUFR
 
 
+@dataclass(frozen=True)
+class _BlufrFars:
+    """The FAR grids of a BLUFR run and the index of the reported point on each."""
+
+    veri: np.ndarray  # (F,) verification FARs: the benchmark's plus --blufr-veri-far
+    osi: np.ndarray  # (F',) open-set FARs: the benchmark's plus --osi-far
+    vi: int  # index of --blufr-veri-far in veri
+    oi: int  # index of --osi-far in osi
+
+    @classmethod
+    def of(cls, cfg: VerifyConfig) -> _BlufrFars:
+        veri = np.unique(np.r_[M.BLUFR_VERI_FARS, cfg.blufr_veri_far])
+        osi = np.unique(np.r_[M.BLUFR_OSI_FARS, cfg.osi_far])
+        vi = int(np.flatnonzero(veri == cfg.blufr_veri_far)[0])
+        oi = int(np.flatnonzero(osi == cfg.osi_far)[0])
+        return cls(veri, osi, vi, oi)
+
+
+@dataclass
+class _TrialResult:
+    vr: np.ndarray  # (F,) verification rate at each of fars.veri
+    dir: np.ndarray  # (F',) detection and identification rate at each of fars.osi
+    record: dict[str, Any]  # the trial's entry in results["trials"]
+    hist: dict[str, np.ndarray] | None  # score histogram (asked for on the first trial)
+
+
+def _blufr_rows(
+    emb: Embeddings, config: BlufrConfig
+) -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
+    """Embedding row of each BLUFR image, whether it is usable, and why the others are not."""
+    rows = np.array([emb.find(k) for k in config.keys], dtype=np.int64)
+    usable = (rows >= 0) & emb.ok[np.maximum(rows, 0)]
+    missing_images = {config.keys[i]: emb.reason(int(rows[i])) for i in np.flatnonzero(~usable)}
+    if usable.sum() == 0:
+        raise InputError(
+            "none of the BLUFR images has an embedding",
+            "embed the LFW images (keys <Name>/<Name>_<NNNN>) and try again",
+        )
+    return rows, usable, missing_images
+
+
+def _blufr_trial(
+    t: int,
+    trial: BlufrTrial,
+    emb: Embeddings,
+    rows: np.ndarray,
+    usable: np.ndarray,
+    labels: np.ndarray,
+    fars: _BlufrFars,
+    cfg: VerifyConfig,
+) -> _TrialResult:
+    """One BLUFR trial ``t`` (0-based): VR at FAR over all test pairs, then open-set DIR of
+    the probes against the gallery, on the trial's images that have an embedding."""
+    test = trial.test[usable[trial.test]]
+    gal = trial.gallery[usable[trial.gallery]]
+    probe = trial.probe[usable[trial.probe]]
+    x = emb.vectors[rows[test]]  # (n, D) float32
+    pos = {int(i): j for j, i in enumerate(test)}
+    if cfg.pca_dim:
+        train = trial.train[usable[trial.train]]
+        _check_pca(cfg, emb, len(train))
+        pca = M.fit_pca(emb.vectors[rows[train]], cfg.pca_dim)
+        x = pca.transform(x).astype(np.float32)
+    gen, imp = M.all_pairs_scores(x, labels[test], cfg.metric)
+    if len(gen) == 0 or len(imp) == 0:
+        raise InputError(
+            f"BLUFR trial {t + 1} has no genuine or no impostor pairs left",
+            "too many BLUFR images lack embeddings",
+        )
+    veri = M.far_thresholds(gen, imp, fars.veri)
+    hist = histogram(gen, imp, cfg.hist_bins) if t == 0 else None
+    n_imp = int(len(imp))
+    del imp  # the all-pairs impostor scores are the largest array: free them before the DIR
+    xg = x[[pos[int(i)] for i in gal]]
+    xp = x[[pos[int(i)] for i in probe]]
+    score = M.score_matrix(xg, xp, cfg.metric)  # (G, P)
+    osr = M.open_set_identification(score, labels[gal], labels[probe], fars.osi, ranks=(cfg.rank,))
+    vi, oi = fars.vi, fars.oi
+    record = {
+        "trial": t + 1,
+        "n_test": int(len(test)),
+        "n_test_missing": int(len(trial.test) - len(test)),
+        "n_genuine_pairs": int(len(gen)),
+        "n_impostor_pairs": n_imp,
+        "vr": float(veri.rate[vi]),
+        "vr_threshold": float(veri.threshold[vi]),
+        "vr_achieved_far": float(veri.achieved_far[vi]),
+        "n_gallery": int(len(gal)),
+        "n_genuine_probes": int(len(osr.probe_ranks)),
+        "n_impostor_probes": int(len(osr.impostor_scores)),
+        "dir": float(osr.dir[0, oi]),
+        "dir_threshold": float(osr.thresholds[oi]),
+        "dir_achieved_far": float(osr.achieved_far[oi]),
+        "closed_set_rank1": osr.cmc(1),
+    }
+    return _TrialResult(veri.rate, osr.dir[0], record, hist)
+
+
+def _blufr_comparability(
+    missing_images: dict[str, str], n_missing_test: int, n_trials: int
+) -> tuple[bool, str]:
+    if missing_images and n_missing_test:
+        return False, (
+            f"NOT comparable to published BLUFR results: {len(missing_images)} image(s) of the "
+            f"BLUFR list have no embedding ({n_missing_test} test-set removals over "
+            f"{n_trials} trials)"
+        )
+    if n_trials != 10:
+        return False, f"NOT comparable: {n_trials} trials instead of 10"
+    return True, "comparable: all 10 BLUFR trials, every test image scored"
+
+
+def _spread(rates: np.ndarray) -> list[float]:
+    """Per-FAR standard deviation over trials (ddof 1; zeros for a single trial)."""
+    return rates.std(0, ddof=1).tolist() if len(rates) > 1 else [0.0] * rates.shape[1]
+
+
+def _blufr_results(
+    trials_out: list[dict[str, Any]],
+    vr: np.ndarray,
+    dirs: np.ndarray,
+    fars: _BlufrFars,
+    cfg: VerifyConfig,
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """The report's ``results`` (per trial, mean/std at the reported FARs, curves) and
+    ``summary``."""
+    vr_stats = M.mean_std(vr[:, fars.vi])
+    dir_stats = M.mean_std(dirs[:, fars.oi])
+    vname = f"vr@far={_far_name(cfg.blufr_veri_far)}"
+    dname = f"dir@far={_far_name(cfg.osi_far)},rank={cfg.rank}"
+    results = {
+        "trials": trials_out,
+        vname: vr_stats,
+        dname: dir_stats,
+        "std_ddof": 1,
+        "curves": {
+            "veri_far": fars.veri.tolist(),
+            "vr_mean": vr.mean(0).tolist(),
+            "vr_std": _spread(vr),
+            "osi_far": fars.osi.tolist(),
+            "dir_mean": dirs.mean(0).tolist(),
+            "dir_std": _spread(dirs),
+        },
+    }
+    summary = {
+        f"{vname} (mean-std)": vr_stats["mean_minus_std"],
+        f"{vname} mean": vr_stats["mean"],
+        f"{vname} std": vr_stats["std"],
+        f"{dname} (mean-std)": dir_stats["mean_minus_std"],
+        f"{dname} mean": dir_stats["mean"],
+        f"{dname} std": dir_stats["std"],
+    }
+    return results, summary
+
+
 def evaluate_blufr(
     emb: Embeddings,
     config: BlufrConfig,
@@ -287,116 +492,23 @@ def evaluate_blufr(
     Images of the BLUFR list without a usable embedding are removed from each trial's test,
     gallery and probe sets (and reported); any such removal makes the result not comparable.
     """
-    rows = np.array([emb.find(k) for k in config.keys], dtype=np.int64)
-    usable = (rows >= 0) & emb.ok[np.maximum(rows, 0)]
-    missing_images = {config.keys[i]: emb.reason(int(rows[i])) for i in np.flatnonzero(~usable)}
-    if usable.sum() == 0:
-        raise InputError(
-            "none of the BLUFR images has an embedding",
-            "embed the LFW images (keys <Name>/<Name>_<NNNN>) and try again",
-        )
-    labels = config.labels
-    veri_fars = np.unique(np.r_[M.BLUFR_VERI_FARS, cfg.blufr_veri_far])
-    osi_fars = np.unique(np.r_[M.BLUFR_OSI_FARS, cfg.osi_far])
-    vi = int(np.flatnonzero(veri_fars == cfg.blufr_veri_far)[0])
-    oi = int(np.flatnonzero(osi_fars == cfg.osi_far)[0])
-    vr = np.zeros((len(config.trials), len(veri_fars)))
-    dirs = np.zeros((len(config.trials), len(osi_fars)))
+    rows, usable, missing_images = _blufr_rows(emb, config)
+    fars = _BlufrFars.of(cfg)
+    vr = np.zeros((len(config.trials), len(fars.veri)))
+    dirs = np.zeros((len(config.trials), len(fars.osi)))
     trials_out = []
     hist = None
-    skipped: list[dict[str, Any]] = [
-        {"item": k, "kind": "image", "reason": r} for k, r in missing_images.items()
-    ]
     for t, trial in enumerate(config.trials):
-        test = trial.test[usable[trial.test]]
-        gal = trial.gallery[usable[trial.gallery]]
-        probe = trial.probe[usable[trial.probe]]
-        x = emb.vectors[rows[test]]  # (n, D) float32
-        pos = {int(i): j for j, i in enumerate(test)}
-        if cfg.pca_dim:
-            train = trial.train[usable[trial.train]]
-            _check_pca(cfg, emb, len(train))
-            pca = M.fit_pca(emb.vectors[rows[train]], cfg.pca_dim)
-            x = pca.transform(x).astype(np.float32)
-        gen, imp = M.all_pairs_scores(x, labels[test], cfg.metric)
-        if len(gen) == 0 or len(imp) == 0:
-            raise InputError(
-                f"BLUFR trial {t + 1} has no genuine or no impostor pairs left",
-                "too many BLUFR images lack embeddings",
-            )
-        veri = M.far_thresholds(gen, imp, veri_fars)
-        vr[t] = veri.rate
+        tr = _blufr_trial(t, trial, emb, rows, usable, config.labels, fars, cfg)
+        vr[t], dirs[t] = tr.vr, tr.dir
+        trials_out.append(tr.record)
         if t == 0:
-            hist = histogram(gen, imp, cfg.hist_bins)
-        n_imp = int(len(imp))
-        del imp
-        xg = x[[pos[int(i)] for i in gal]]
-        xp = x[[pos[int(i)] for i in probe]]
-        score = M.score_matrix(xg, xp, cfg.metric)  # (G, P)
-        osr = M.open_set_identification(
-            score, labels[gal], labels[probe], osi_fars, ranks=(cfg.rank,)
-        )
-        dirs[t] = osr.dir[0]
-        n_gen_probes = len(osr.probe_ranks)
-        trials_out.append(
-            {
-                "trial": t + 1,
-                "n_test": int(len(test)),
-                "n_test_missing": int(len(trial.test) - len(test)),
-                "n_genuine_pairs": int(len(gen)),
-                "n_impostor_pairs": n_imp,
-                "vr": float(vr[t, vi]),
-                "vr_threshold": float(veri.threshold[vi]),
-                "vr_achieved_far": float(veri.achieved_far[vi]),
-                "n_gallery": int(len(gal)),
-                "n_genuine_probes": int(n_gen_probes),
-                "n_impostor_probes": int(len(osr.impostor_scores)),
-                "dir": float(dirs[t, oi]),
-                "dir_threshold": float(osr.thresholds[oi]),
-                "dir_achieved_far": float(osr.achieved_far[oi]),
-                "closed_set_rank1": osr.cmc(1),
-            }
-        )
+            hist = tr.hist
         if on_trial:
             on_trial(t)
-    vr_stats = M.mean_std(vr[:, vi])
-    dir_stats = M.mean_std(dirs[:, oi])
+    results, summary = _blufr_results(trials_out, vr, dirs, fars, cfg)
     n_missing_test = sum(tr["n_test_missing"] for tr in trials_out)
-    if missing_images and n_missing_test:
-        comparable = False
-        note = (
-            f"NOT comparable to published BLUFR results: {len(missing_images)} image(s) of the "
-            f"BLUFR list have no embedding ({n_missing_test} test-set removals over "
-            f"{len(config.trials)} trials)"
-        )
-    elif len(config.trials) != 10:
-        comparable, note = False, f"NOT comparable: {len(config.trials)} trials instead of 10"
-    else:
-        comparable, note = True, "comparable: all 10 BLUFR trials, every test image scored"
-    vname = f"vr@far={_far_name(cfg.blufr_veri_far)}"
-    dname = f"dir@far={_far_name(cfg.osi_far)},rank={cfg.rank}"
-    results = {
-        "trials": trials_out,
-        vname: vr_stats,
-        dname: dir_stats,
-        "std_ddof": 1,
-        "curves": {
-            "veri_far": veri_fars.tolist(),
-            "vr_mean": vr.mean(0).tolist(),
-            "vr_std": vr.std(0, ddof=1).tolist() if len(vr) > 1 else [0.0] * len(veri_fars),
-            "osi_far": osi_fars.tolist(),
-            "dir_mean": dirs.mean(0).tolist(),
-            "dir_std": dirs.std(0, ddof=1).tolist() if len(dirs) > 1 else [0.0] * len(osi_fars),
-        },
-    }
-    summary = {
-        f"{vname} (mean-std)": vr_stats["mean_minus_std"],
-        f"{vname} mean": vr_stats["mean"],
-        f"{vname} std": vr_stats["std"],
-        f"{dname} (mean-std)": dir_stats["mean_minus_std"],
-        f"{dname} mean": dir_stats["mean"],
-        f"{dname} std": dir_stats["std"],
-    }
+    comparable, note = _blufr_comparability(missing_images, n_missing_test, len(config.trials))
     report = {
         "results": results,
         "summary": summary,
@@ -409,31 +521,33 @@ def evaluate_blufr(
         },
     }
     curves = cast(dict[str, Any], results["curves"])
-    far = veri_fars[veri_fars > 0]
     return Evaluation(
         report=report,
-        roc={"far": far, "tar": vr.mean(0)[veri_fars > 0]},
+        roc={"far": fars.veri[fars.veri > 0], "tar": vr.mean(0)[fars.veri > 0]},
         hist=hist,
         veri_curve={
-            "far": veri_fars,
+            "far": fars.veri,
             "mean": np.array(curves["vr_mean"]),
             "std": np.array(curves["vr_std"]),
         },
         dir_curve={
-            "far": osi_fars,
+            "far": fars.osi,
             "mean": np.array(curves["dir_mean"]),
             "std": np.array(curves["dir_std"]),
         },
-        skipped=skipped,
+        skipped=[{"item": k, "kind": "image", "reason": r} for k, r in missing_images.items()],
     )
 
 
 # --------------------------------------------------------------------------- identify
 
 
-def evaluate_identify(emb: Embeddings, gallery: str, probe: str, cfg: VerifyConfig) -> Evaluation:
-    """Closed-set CMC on the probes whose identity is in the gallery; open-set DIR at FAR
-    when there are probes of identities outside the gallery too."""
+def _identify_sets(
+    emb: Embeddings, gallery: str, probe: str
+) -> tuple[np.ndarray, np.ndarray, dict[str, str], dict[str, str], list[dict[str, Any]]]:
+    """Gallery rows, probe rows (those not also in the gallery), the gallery's and the
+    probes' listed images without an embedding, and the skipped items; raises when either set
+    ends up empty."""
     g_rows, g_missing = select_images(emb, gallery)
     p_rows, p_missing = select_images(emb, probe)
     skipped = [
@@ -451,6 +565,34 @@ def evaluate_identify(emb: Embeddings, gallery: str, probe: str, cfg: VerifyConf
             f"(gallery: {len(g_rows)}, probes: {len(p_rows)})",
             "check --gallery and --probe against the embedded images",
         )
+    return g_rows, p_rows, g_missing, p_missing, skipped
+
+
+def _open_set(
+    score: np.ndarray, gl: np.ndarray, pl: np.ndarray, cfg: VerifyConfig
+) -> tuple[dict[str, Any], str, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Open-set DIR at FAR of probes against the gallery: the report's ``open_set`` record,
+    its DIR name, the DIR-vs-FAR curve for the ROC plot and the DIR curve."""
+    osi_fars = np.unique(np.r_[M.BLUFR_OSI_FARS, cfg.osi_far])
+    osr = M.open_set_identification(score, gl, pl, osi_fars, ranks=(cfg.rank,))
+    oi = int(np.flatnonzero(osi_fars == cfg.osi_far)[0])
+    dname = f"dir@far={_far_name(cfg.osi_far)},rank={cfg.rank}"
+    record = {
+        dname: float(osr.dir[0, oi]),
+        "threshold": float(osr.thresholds[oi]),
+        "achieved_far": float(osr.achieved_far[oi]),
+        "far": osi_fars.tolist(),
+        "dir": osr.dir[0].tolist(),
+    }
+    roc = {"far": osi_fars[osi_fars > 0], "tar": osr.dir[0][osi_fars > 0]}
+    dir_curve = {"far": osi_fars, "mean": osr.dir[0], "std": np.zeros(len(osi_fars))}
+    return record, dname, roc, dir_curve
+
+
+def evaluate_identify(emb: Embeddings, gallery: str, probe: str, cfg: VerifyConfig) -> Evaluation:
+    """Closed-set CMC on the probes whose identity is in the gallery; open-set DIR at FAR
+    when there are probes of identities outside the gallery too."""
+    g_rows, p_rows, g_missing, p_missing, skipped = _identify_sets(emb, gallery, probe)
     ids = np.array(emb.identities)
     gl, pl = ids[g_rows], ids[p_rows]
     score = M.score_matrix(
@@ -476,23 +618,10 @@ def evaluate_identify(emb: Embeddings, gallery: str, probe: str, cfg: VerifyConf
     summary = {"closed_set_rank1": cmc[0], "closed_set_rank5": results["rank5"]}
     roc = {"far": np.zeros(0), "tar": np.zeros(0)}
     dir_curve = None
-    osi_fars = np.unique(np.r_[M.BLUFR_OSI_FARS, cfg.osi_far])
+    results["open_set"] = None
     if (~is_gen).any():
-        osr = M.open_set_identification(score, gl, pl, osi_fars, ranks=(cfg.rank,))
-        oi = int(np.flatnonzero(osi_fars == cfg.osi_far)[0])
-        dname = f"dir@far={_far_name(cfg.osi_far)},rank={cfg.rank}"
-        results["open_set"] = {
-            dname: float(osr.dir[0, oi]),
-            "threshold": float(osr.thresholds[oi]),
-            "achieved_far": float(osr.achieved_far[oi]),
-            "far": osi_fars.tolist(),
-            "dir": osr.dir[0].tolist(),
-        }
-        summary[dname] = float(osr.dir[0, oi])
-        roc = {"far": osi_fars[osi_fars > 0], "tar": osr.dir[0][osi_fars > 0]}
-        dir_curve = {"far": osi_fars, "mean": osr.dir[0], "std": np.zeros(len(osi_fars))}
-    else:
-        results["open_set"] = None
+        results["open_set"], dname, roc, dir_curve = _open_set(score, gl, pl, cfg)
+        summary[dname] = results["open_set"][dname]
     same = gl[:, None] == pl[None, :]
     n_missing = len(g_missing) + len(p_missing)
     note = "user gallery/probe sets (no standard to compare with); " + (

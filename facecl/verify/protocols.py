@@ -79,6 +79,33 @@ def _bad(path: Path, line_no: int, msg: str) -> InputError:
     )
 
 
+def _lfw_header(p: Path, first: list[str]) -> tuple[tuple[int, ...], int, int]:
+    """The header line's numbers, the number of sets and the pairs of each kind per set."""
+    try:
+        header = tuple(int(t) for t in first)
+    except ValueError:
+        raise _bad(p, 1, f"header {' '.join(first)!r} is not numbers") from None
+    if len(header) == 2:
+        return header, header[0], header[1]
+    if len(header) == 1:
+        return header, 1, header[0]
+    raise _bad(p, 1, f"header has {len(header)} numbers, expected 1 (View 1) or 2 (View 2)")
+
+
+def _lfw_pair(p: Path, line_no: int, toks: list[str], matched: bool) -> tuple[str, str]:
+    """The two image keys of a matched ``name n1 n2`` or mismatched ``name1 n1 name2 n2`` line."""
+    try:
+        if matched:
+            if len(toks) != 3:
+                raise _bad(p, line_no, f"expected a matched pair 'name n1 n2', got {toks}")
+            return lfw_key(toks[0], toks[1]), lfw_key(toks[0], toks[2])
+        if len(toks) != 4:
+            raise _bad(p, line_no, f"expected a mismatched pair 'name1 n1 name2 n2', got {toks}")
+        return lfw_key(toks[0], toks[1]), lfw_key(toks[2], toks[3])
+    except ValueError:
+        raise _bad(p, line_no, f"image numbers must be integers: {toks}") from None
+
+
 def read_lfw_pairs(path: str | os.PathLike) -> PairList:
     """LFW View 2 ``pairs.txt`` (``sets n`` header) or View 1 ``pairsDev*.txt`` (``n``)."""
     p = Path(path)
@@ -89,41 +116,18 @@ def read_lfw_pairs(path: str | os.PathLike) -> PairList:
         lines.pop()
     if not lines:
         raise _bad(p, 1, "empty file")
-    try:
-        header = tuple(int(t) for t in lines[0])
-    except ValueError:
-        raise _bad(p, 1, f"header {' '.join(lines[0])!r} is not numbers") from None
-    if len(header) == 2:
-        n_sets, per = header
-    elif len(header) == 1:
-        n_sets, per = 1, header[0]
-    else:
-        raise _bad(p, 1, f"header has {len(header)} numbers, expected 1 (View 1) or 2 (View 2)")
+    header, n_sets, per = _lfw_header(p, lines[0])
     expected = n_sets * 2 * per
     body = lines[1:]
     if len(body) != expected:
         raise _bad(p, len(lines), f"{len(body)} pair lines, header promises {expected}")
     a, b, same, fold = [], [], [], []
     for i, toks in enumerate(body):
-        line_no = i + 2
-        k, r = divmod(i, 2 * per)
-        matched = r < per
-        try:
-            if matched:
-                if len(toks) != 3:
-                    raise _bad(p, line_no, f"expected a matched pair 'name n1 n2', got {toks}")
-                a.append(lfw_key(toks[0], toks[1]))
-                b.append(lfw_key(toks[0], toks[2]))
-            else:
-                if len(toks) != 4:
-                    raise _bad(
-                        p, line_no, f"expected a mismatched pair 'name1 n1 name2 n2', got {toks}"
-                    )
-                a.append(lfw_key(toks[0], toks[1]))
-                b.append(lfw_key(toks[2], toks[3]))
-        except ValueError:
-            raise _bad(p, line_no, f"image numbers must be integers: {toks}") from None
-        same.append(matched)
+        k, r = divmod(i, 2 * per)  # each set: `per` matched pairs, then `per` mismatched
+        ka, kb = _lfw_pair(p, i + 2, toks, matched=r < per)
+        a.append(ka)
+        b.append(kb)
+        same.append(r < per)
         fold.append(k)
     return PairList(a, b, np.array(same), np.array(fold), str(p), header)
 
