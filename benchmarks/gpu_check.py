@@ -107,16 +107,30 @@ def environment(plan: Plan) -> dict[str, Any]:
 
 
 def gpu_tests(plan: Plan) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider", "tests"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-rs",
+        "-m",
+        "gpu",
+        "-p",
+        "no:cacheprovider",
+        "tests",
+    ]
     r = _run(cmd, plan.pytest_timeout_s)
     tail = (r.stdout + r.stderr).strip().splitlines()
     words = ("passed", "skipped", "failed", "deselected", "error")
     summary = next((ln for ln in reversed(tail) if any(w in ln for w in words)), "")
     if r.returncode not in (0, 5):  # 5: nothing collected (also a failure below)
         raise RuntimeError(f"pytest -m gpu exited {r.returncode}: {summary or tail[-1:]}")
-    if plan.device == "cuda" and ("passed" not in summary or "skipped" in summary):
-        raise RuntimeError(f"GPU tests did not all run on this CUDA machine: {summary}")
-    return {"summary": summary.strip("= "), "returncode": r.returncode}
+    if plan.device == "cuda" and "passed" not in summary:
+        raise RuntimeError(f"no GPU test ran on this CUDA machine: {summary}")
+    # Some skip by design on a CUDA machine (NCCL needs two GPUs; the one-GPU refusal needs
+    # one; onnxruntime's CUDA provider needs onnxruntime-gpu): their reasons are kept.
+    skipped = [ln for ln in tail if ln.startswith("SKIPPED")]
+    return {"summary": summary.strip("= "), "returncode": r.returncode, "skipped": skipped}
 
 
 def align_bench(plan: Plan) -> dict[str, Any]:
@@ -131,6 +145,8 @@ def align_bench(plan: Plan) -> dict[str, Any]:
 
 
 def train_bench(plan: Plan, work: Path) -> dict[str, Any]:
+    import torch
+
     from benchmarks.bench_train import InMemory, measure
     from facecl.pack.dataset import ShardDataset
     from facecl.train.config import TrainConfig
@@ -160,12 +176,16 @@ def train_bench(plan: Plan, work: Path) -> dict[str, Any]:
             workers=workers,
             steps=warm + timed,
         )
+        cuda = dev.startswith("cuda")
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
         ips, wait, step_s = measure(cfg, ds, work / name.replace(" ", "_"), warm)
         out["runs"][name] = {
             "batch": batch,
             "images_per_s": ips,
             "step_s": step_s,
             "loader_wait_share": wait,
+            "peak_gpu_mib": round(torch.cuda.max_memory_allocated() / 2**20, 1) if cuda else None,
         }
     runs = out["runs"]
     out["speedup_amp_bf16_vs_cpu"] = (

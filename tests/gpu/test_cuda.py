@@ -150,3 +150,48 @@ def test_cuda_trained_run_embeds_on_cuda_like_on_cpu(pack, tmp_path):
     x, y = vectors["cpu"], vectors["cuda"]  # fp32 on CPU, fp16 on CUDA
     cos = (x * y).sum(1) / (np.linalg.norm(x, axis=1) * np.linalg.norm(y, axis=1))
     assert cos.min() > 0.999
+
+
+HEADS = ["softmax", "sphereface", "cosface", "arcface"]
+LOSSES = ["none", "cl", "acl", "acl-gamma", "cil"]
+MODES = [("fp32", ["--no-amp"]), ("bf16", ["--amp", "--amp-dtype", "bfloat16"]),
+         ("fp16", ["--amp", "--amp-dtype", "float16"])]  # fmt: skip
+
+
+@pytest.mark.parametrize("mode,flags", MODES, ids=[m for m, _ in MODES])
+@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("head", HEADS)
+def test_every_head_and_loss_stays_finite_in_each_numeric_mode(
+    pack, tmp_path, head, loss, mode, flags
+):
+    """A few CUDA steps of each head x loss x {fp32, bf16 autocast, fp16 + loss scaling}: every
+    logged loss finite and the final weights and centers finite."""
+    base = ["--arch", "tiny", "--steps", "6", "--batch-size", "8", "--workers", "0"]
+    base += ["--log-every", "2", "--lr", "0.01", "--device", "cuda", "--no-progress"]
+    run = tmp_path / "run"
+    args = ["train", str(pack), "-o", str(run), *base, "--head", head, "--loss", loss, *flags]
+    r = runner.invoke(app, [*args, "--json"])
+    assert r.exit_code == 0, r.output
+    for rec in read_metrics(run / "metrics.jsonl"):
+        assert math.isfinite(rec["loss"]), rec
+    ckpt = load_checkpoint(run / "model.pt")
+    for part in ("model", "head_state", "loss_state"):
+        for name, t in ckpt[part].items():
+            if t.is_floating_point():
+                assert torch.isfinite(t).all(), f"{part}.{name}"
+
+
+@pytest.mark.skipif(torch.cuda.device_count() > 1, reason="checks the one-GPU refusal")
+def test_ddp_on_one_gpu_is_a_clear_error(pack, tmp_path):
+    r = runner.invoke(app, ["train", str(pack), "-o", str(tmp_path / "r"), *ARGS, "--ddp", "2"])
+    assert r.exit_code == 2 and "--ddp" in r.output and len(r.output.strip().splitlines()) == 1
+    assert not (tmp_path / "r.partial").exists()
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs for NCCL")
+def test_ddp_with_nccl_on_two_gpus(pack, tmp_path):
+    r = runner.invoke(
+        app, ["train", str(pack), "-o", str(tmp_path / "r"), *ARGS, "--ddp", "2", "--json"]
+    )
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["world"] == 2
