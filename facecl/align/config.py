@@ -87,18 +87,25 @@ class AlignConfig:
 class AlignRuntime:
     device: Device = "auto"
     """Where MTCNN runs: ``auto`` (CUDA when available), ``cpu`` or ``cuda``."""
-    batch_size: int = 64
-    """Images per detector call (P-Net per pyramid scale over the batch)."""
+    batch_size: int | None = None
+    """Images per detector call (P-Net per pyramid scale over the batch); None = 64 on the
+    CPU, 256 on CUDA (a GPU needs larger batches to be busy)."""
     workers: int = 2
     """Threads decoding images and encoding PNGs while the detector runs."""
 
     def __post_init__(self) -> None:
         check_device(self.device)
-        if self.batch_size < 1 or self.workers < 1:
+        if (self.batch_size is not None and self.batch_size < 1) or self.workers < 1:
             raise ConfigError("--batch-size and --workers must be at least 1")
 
     def torch_device(self) -> str:
         return resolve_device(self.device)
+
+    def detector_batch(self) -> int:
+        """``batch_size``, or the device's default when it is None."""
+        if self.batch_size is not None:
+            return self.batch_size
+        return 256 if self.torch_device() == "cuda" else 64
 
 
 def parse_shard(text: str) -> tuple[int, int]:

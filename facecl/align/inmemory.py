@@ -114,7 +114,7 @@ class Aligner:
             if d.image is not None and min(d.image.shape[:2]) >= self.cfg.min_face
         ]
         dets: dict[int, Any] = {}
-        bs = self.runtime.batch_size
+        bs = self.runtime.detector_batch()
         for s in range(0, len(todo), bs):
             idx = todo[s : s + bs]
             for i, d in zip(
@@ -252,7 +252,7 @@ def stream_align(
     ``runtime.batch_size`` images and about ``PIXEL_BUDGET`` decoded pixels; so does the
     look-ahead, so memory stays bounded whatever the image sizes.
     """
-    cfg, bs = aligner.cfg, aligner.runtime.batch_size
+    cfg, bs = aligner.cfg, aligner.runtime.detector_batch()
     source = iter(keyed_items)
     ahead: deque[tuple[Any, Item, Future[Decoded]]] = deque()
     avg_px = 150.0 * 150.0

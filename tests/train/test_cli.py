@@ -195,3 +195,22 @@ def test_augment_reaches_the_training_images(pack, tmp_path):
     r = runner.invoke(app, [*base, "-o", str(tmp_path / "bad"), "--augment", "InvertImag"])
     assert r.exit_code != 0 and "InvertImg" in r.output
     assert not (tmp_path / "bad").exists() and not (tmp_path / "bad.partial").exists()
+
+
+def test_study_train_keys_parse_as_train_options_including_false_flags():
+    """Issue 18 item 4: every TrainConfig key a study can set (amp_dtype, amp = false,
+    flip = false) reaches the generated train command as an option it parses, and the
+    parsed values are the ones given (no silently dropped false flags)."""
+    import typer
+
+    from facecl.study.config import cli_args
+
+    keys = {"amp_dtype": "float16", "amp": False, "flip": False, "lambda": 0.01, "rho": 2.0}
+    args = ["P", "-o", "R", *cli_args(keys)]
+    train = typer.main.get_command(app).commands["train"]  # type: ignore[attr-defined]
+    ctx = train.make_context("train", args)
+    assert ctx.params["cfg__amp_dtype"] == "float16"
+    assert ctx.params["cfg__amp"] is False and ctx.params["cfg__flip"] is False
+    assert ctx.params["cfg__lam"] == 0.01 and ctx.params["cfg__center__rho"] == 2.0
+    r = runner.invoke(app, ["train", "P", "-o", "R", "--amp-dtype", "fp8"])
+    assert r.exit_code == 2 and "bfloat16" in r.output
