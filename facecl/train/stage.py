@@ -353,7 +353,9 @@ def _run_train_torchrun(
         dist.broadcast_object_list(decision, src=0)
         if decision[0] == "done":
             path = Path(out).resolve()
-            return TrainResult(path, read_manifest(path), up_to_date=True)
+            # only rank 0 reports (prints "up to date", the JSON): the others return no manifest
+            manifest = read_manifest(path) if env.rank == 0 else None
+            return TrainResult(path, manifest, up_to_date=True)
         if str(decision[0]).startswith("error:"):
             raise ConfigError(f"rank 0 failed: {decision[0][6:]}", "see rank 0's message")
         work_path = Path(decision[0])
