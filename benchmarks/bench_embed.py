@@ -108,11 +108,22 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench_embed_"))
     net, rep, export_s = make_model(arch, tmp)
     images = bench_images(tuple(net.input_size), args.images)
+    # Like with like: both backends in float32 (torch would otherwise autocast on CUDA); on
+    # CUDA onnxruntime needs its CUDA provider (onnxruntime-gpu), else it is timed on the CPU
+    # and the table says so.
+    import onnxruntime
+
+    ort_device = args.device
+    if (
+        args.device == "cuda"
+        and "CUDAExecutionProvider" not in onnxruntime.get_available_providers()
+    ):
+        print("note: onnxruntime has no CUDA provider (CPU wheel): onnxruntime runs on the CPU")
+        ort_device = "cpu"
+    model_pt, model_onnx = resolve_model(tmp / "model.pt"), resolve_model(tmp / "model.onnx")
     backends = {
-        "torch": TorchBackend(resolve_model(tmp / "model.pt"), args.fusion, False, args.device),
-        "onnxruntime": OnnxBackend(
-            resolve_model(tmp / "model.onnx"), args.fusion, False, args.device
-        ),
+        "torch": TorchBackend(model_pt, args.fusion, False, args.device, precision="float32"),
+        "onnxruntime": OnnxBackend(model_onnx, args.fusion, False, ort_device),
     }
     res = time_backends(backends, images, args.batch, args.rounds)
     times, speeds = res["batch_s"], res["images_per_s"]
@@ -123,7 +134,8 @@ def main() -> None:
     print(
         f"\n{arch} ({_params(net) / 1e6:.1f} M params), {args.fusion} fusion (2 forward passes "
         f"per image), batch {args.batch}, {args.images} images x {args.rounds} rounds, "
-        f"{args.threads} threads, device {args.device} ({dev}); torch {torch.__version__}, "
+        f"{args.threads} threads, device {args.device} ({dev}; onnxruntime on {ort_device}), "
+        f"float32 both; torch {torch.__version__}, "
         f"onnxruntime {_ort_version()}\n"
     )
     print(f"| backend | images/s | s per batch of {args.batch} (median) | vs torch eager |")
