@@ -35,6 +35,7 @@ _LAZY = {
     "create_head": "facecl.losses.factory",
     "list_center_losses": "facecl.losses.factory",
     "list_heads": "facecl.losses.factory",
+    "restore_center_loss": "facecl.losses.factory",
     "AdvancedCenterLoss": "facecl.losses.center",
     "CenterInvariantLoss": "facecl.losses.center",
     "CenterLoss": "facecl.losses.center",
@@ -80,4 +81,5 @@ __all__ = [
     "dynamic_center",
     "list_center_losses",
     "list_heads",
+    "restore_center_loss",
 ]

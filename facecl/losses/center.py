@@ -29,7 +29,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from facecl.errors import ConfigError
+from facecl.errors import CheckpointError, ConfigError
 from facecl.losses.config import CenterLossConfig
 from facecl.losses.distributed import gather_batch
 
@@ -80,7 +80,15 @@ class CenterLossBase(nn.Module):
 
     name: ClassVar[str] = "base"
 
-    def __init__(self, num_classes: int, feature_dim: int, config: CenterLossConfig | None = None):
+    def __init__(
+        self,
+        num_classes: int,
+        feature_dim: int,
+        config: CenterLossConfig | None = None,
+        class_counts: torch.Tensor | None = None,
+    ):
+        """``class_counts``: the training set's images per class (C,); only ``cil`` uses
+        them (Wu's ``num_data``), the others accept and ignore them."""
         super().__init__()
         if num_classes < 1 or feature_dim < 1:
             raise ValueError(f"need num_classes, feature_dim >= 1: {num_classes}, {feature_dim}")
@@ -196,6 +204,20 @@ class CenterLossBase(nn.Module):
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, feature_dim={self.feature_dim}, {self.config}"
+
+    @classmethod
+    def from_state(
+        cls,
+        num_classes: int,
+        feature_dim: int,
+        config: CenterLossConfig,
+        state: dict[str, torch.Tensor],
+    ) -> CenterLossBase:
+        """Rebuild from a checkpoint's ``loss_state`` (what the state holds, e.g. CIL's
+        counts, comes from it)."""
+        loss = cls(num_classes, feature_dim, config)
+        loss.load_state_dict(state)
+        return loss
 
 
 def class_counts(y: torch.Tensor, num_classes: int, dtype: torch.dtype) -> torch.Tensor:
@@ -327,17 +349,77 @@ class SharedGammaCenterLoss(CenterLossBase):
         self.gamma.sub_((self.config.alpha * delta).to(self.gamma.dtype))
 
 
+def _old_cil_state() -> CheckpointError:
+    return CheckpointError(
+        "this 'cil' checkpoint has no class_counts: it was written before CIL used the "
+        "training set's per-class counts as Wu's layer does (its gamma meant another strength)",
+        "retrain the run with this facecl (facecl train --force)",
+    )
+
+
+def _check_counts(counts: object, num_classes: int) -> torch.Tensor:
+    """The (C,) float tensor of per-class training counts, or a ConfigError saying why not."""
+    if counts is None:
+        raise ConfigError(
+            "center loss 'cil' needs the training set's images per class (Wu's num_data)",
+            "pass class_counts=COUNTS (C,) to create_center_loss; facecl train reads them "
+            "from the pack's classes.json",
+        )
+    t = torch.as_tensor(counts).detach().to("cpu", torch.float64).reshape(-1)
+    if t.numel() != num_classes or not bool(torch.isfinite(t).all()) or bool((t < 0).any()):
+        raise ConfigError(
+            f"class_counts must be {num_classes} counts >= 0 (one per class), got "
+            f"{t.numel()} values",
+            "pass the training set's images per class, in label order",
+        )
+    return t.float()
+
+
 class CenterInvariantLoss(CenterLoss):
-    """``cil``: CL plus Wu 2018's center invariant term gamma/4 (||c_y||^2 - tau)^2 (Eq. 3, 9).
+    """``cil``: CL plus Wu 2018's center invariant term gamma/4 (||c_y||^2 - tau)^2 (Eq. 3, 9)
+    as Wu's released layer computes it (caffe-face ``center_loss_layer.cpp``).
 
     tau = mean_k ||c_k||^2 over all C centers (Eq. 15). The term is averaged over the batch
-    (1/m sum_i, like L_C) and weighted by ``config.gamma`` (absolute, not times lambda). Its
-    gradient w.r.t. x_i is Wu Eq. 20 divided by m: gamma/m (1/n_y)(1 - 1/C)(||c_y||^2 - tau) c_y,
-    with n_y the number of samples of class y in the batch (the centers are estimated from
-    the batch, Eq. 2/19). Centers are updated by the CL rule (ECCV Eq. 4).
+    (forward ``sum_i (||c_{y_i}||^2 - tau)^2 / (4m)``) and weighted by ``config.gamma``
+    (absolute, not times lambda). Its gradient w.r.t. x_i is Wu Eq. 20 divided by m:
+    gamma/m (1/N_y)(1 - 1/C)(||c_y||^2 - tau) c_y, where N_y is class y's image count in the
+    **whole training set** (the layer's ``num_data[label]``, read from the label counts; the
+    paper's n_y), buffer ``class_counts``, so a sample's push does not depend on the batch
+    size nor on the DDP split. Centers are updated by the CL rule (ECCV Eq. 4).
     """
 
     name = "cil"
+    class_counts: torch.Tensor
+
+    def __init__(
+        self,
+        num_classes: int,
+        feature_dim: int,
+        config: CenterLossConfig | None = None,
+        class_counts: torch.Tensor | None = None,
+    ):
+        counts = _check_counts(class_counts, int(num_classes))
+        super().__init__(num_classes, feature_dim, config)
+        self.register_buffer("class_counts", counts)  # (C,) N_j, saved in checkpoints
+
+    @classmethod
+    def from_state(
+        cls,
+        num_classes: int,
+        feature_dim: int,
+        config: CenterLossConfig,
+        state: dict[str, torch.Tensor],
+    ) -> CenterLossBase:
+        if "class_counts" not in state:
+            raise _old_cil_state()
+        loss = cls(num_classes, feature_dim, config, class_counts=state["class_counts"])
+        loss.load_state_dict(state)
+        return loss
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        if prefix + "centers" in state_dict and prefix + "class_counts" not in state_dict:
+            raise _old_cil_state()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def extra_terms(self, x, y, head):
         x32 = upcast(x)
@@ -349,9 +431,9 @@ class CenterInvariantLoss(CenterLoss):
             norms2 = torch.linalg.vector_norm(c, dim=1).square()  # (C,) fused, no (C, D) temp
             excess = norms2[y] - norms2.mean()  # (B,) ||c_y||^2 - tau
             value = self.config.gamma / (4 * m) * excess.pow(2).sum()
-            n_y = class_counts(y, self.num_classes, x32.dtype)[y]  # (B,)
+            n_y = self.class_counts.to(x32)[y].clamp_min(1.0)  # (B,) N_{y_i}, training set
             coef = self.config.gamma / m * (1 - 1 / self.num_classes) * excess / n_y  # (B,)
-            grad = coef.unsqueeze(1) * c[y]  # (B, D) Wu Eq. 20
+            grad = coef.unsqueeze(1) * c[y]  # (B, D) Wu Eq. 20, Wu's layer's num_data
         # value exactly `value`, gradient w.r.t. x exactly `grad`
         surrogate = (x32 * grad).sum()
         return {"invariant": value + (surrogate - surrogate.detach())}

@@ -37,6 +37,7 @@ from facecl.train.state import (
     TrainState,
     build_state,
     checkpoint_payload,
+    dataset_class_counts,
     dataset_input_spec,
     resume_from,
 )
@@ -207,7 +208,8 @@ def _setup(
     kwargs = _arch_kwargs(cfg, dataset, arch_kwargs)
     num_classes = int(dataset.num_classes)
     spec = dataset_input_spec(dataset, kwargs)
-    state = build_state(cfg, num_classes, kwargs, device, input_spec=spec)
+    counts = dataset_class_counts(dataset, num_classes)  # CIL's N_j (Wu's num_data)
+    state = build_state(cfg, num_classes, kwargs, device, input_spec=spec, class_counts=counts)
     start, window = 0, Window()
     last = work / CHECKPOINTS / LAST
     if last.is_file():  # read on the CPU whatever the device (see resume_from)
