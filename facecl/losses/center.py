@@ -27,6 +27,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from facecl.errors import CheckpointError, ConfigError
@@ -54,7 +55,9 @@ def upcast(t: torch.Tensor) -> torch.Tensor:
 
 
 def _head_weight(head: nn.Module | None, who: str, num_classes: int) -> torch.Tensor:
-    """The head's (C, D) weight, detached: the center term sends no gradient into w."""
+    """The head's (C, D) weight as its logits use it, detached (the center term sends no
+    gradient into w): w_j / ||w_j|| when the head normalises (``normalizes_weight``, the
+    margin heads; IJCV Table 2 pairs ACL with the normalised w~), else the raw w_j."""
     weight = getattr(head, "weight", None)
     if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
         raise ConfigError(
@@ -66,7 +69,8 @@ def _head_weight(head: nn.Module | None, who: str, num_classes: int) -> torch.Te
             f"head weight has {weight.shape[0]} classes, center loss {who!r} {num_classes}",
             "build the head and the center loss with the same num_classes",
         )
-    return upcast(weight.detach())
+    w = upcast(weight.detach())
+    return F.normalize(w, dim=1) if getattr(head, "normalizes_weight", False) else w
 
 
 class CenterLossBase(nn.Module):

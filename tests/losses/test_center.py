@@ -251,6 +251,45 @@ def test_acl_gamma_updates_by_hand():
     assert float(shared.gamma) == pytest.approx(want, rel=1e-14)
 
 
+@pytest.mark.parametrize("name", ["acl", "acl-gamma"])
+@pytest.mark.parametrize("head_name", ["sphereface", "cosface", "arcface"])
+def test_acl_on_a_normalising_head_uses_the_normalised_weight(name, head_name):
+    """IJCV Table 2: with a margin head the logits use w~ = w/||w||, so ACL's centers are
+    gamma_j w~_j and its updates project on w~: the raw weight's norm does not matter."""
+    x, y = _batch(8)
+    head = create_head(head_name, 6, 4).double()
+    loss = create_center_loss(name, 4, 6, rho=0.5).double()
+    scales = torch.tensor([0.5, 2.0, 1.5, 3.0], dtype=torch.float64)
+    if name == "acl":
+        loss.gammas.copy_(scales)
+    else:
+        loss.gamma.fill_(1.7)
+    gam = scales if name == "acl" else torch.full((4,), 1.7, dtype=torch.float64)
+    w = head.weight.detach()
+    unit = [w[j] / math.sqrt(sum(float(v) ** 2 for v in w[j])) for j in range(4)]  # w~_j
+    centers = [gam[j] * unit[j] for j in range(4)]
+    value, grad = _value_and_grad(loss, x, y, head)
+    want_value, want_grad = _oracle_center_term(x, y, centers, 0.5)
+    assert value == pytest.approx(want_value, rel=1e-12)
+    torch.testing.assert_close(grad, want_grad, **TOL)
+    # the update projects on w~ too: rescaling the raw rows changes nothing
+    twin = create_center_loss(name, 4, 6, rho=0.5).double()
+    twin.load_state_dict(loss.state_dict())
+    loss.update_centers(x, y, head)
+    with torch.no_grad():
+        head.weight.mul_(torch.tensor([[3.0], [0.2], [1.0], [7.0]], dtype=torch.float64))
+    twin.update_centers(x, y, head)
+    for key, value_ in loss.state_dict().items():
+        torch.testing.assert_close(twin.state_dict()[key], value_, **TOL)
+    # the softmax head's logits use the raw w: ACL keeps it there
+    soft = _head_with_weight(w * 3)
+    torch.testing.assert_close(loss.centers_for(y, soft)[0], _scale(loss, y[0]) * w[y[0]] * 3)
+
+
+def _scale(loss, j):
+    return loss.gammas[j] if loss.name == "acl" else loss.gamma
+
+
 def test_acl_needs_the_head():
     loss = create_center_loss("acl", 3, 2)
     with pytest.raises(ConfigError, match="shares the head"):
