@@ -79,7 +79,8 @@ class CenterLossBase(nn.Module):
     ``forward(x (B,D), y (B,), head) -> scalar``: the center term L_C (the train loop
     multiplies it by lambda). ``terms`` / ``objective`` also return any extra term that has
     its own absolute weight (CIL's gamma L_I). ``update_centers(x, y, head)``: the paper's
-    update of the center state, after the optimiser step (all-gathers the batch under DDP).
+    update of the center state with this step's features, before the optimiser step (ECCV
+    Alg. 1 line 6 before line 7; ACL reads the head's W^t; all-gathers the batch under DDP).
     """
 
     name: ClassVar[str] = "base"
