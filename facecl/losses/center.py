@@ -100,6 +100,7 @@ class CenterLossBase(nn.Module):
         self.num_classes = int(num_classes)
         self.feature_dim = int(feature_dim)
         self.config = config if config is not None else CenterLossConfig()
+        self.rate = float(self.config.alpha)  # alpha * alpha_decay^step (``set_step``)
         self._init_state()
 
     # ---- hooks -------------------------------------------------------------------------------
@@ -125,6 +126,11 @@ class CenterLossBase(nn.Module):
         return {}
 
     # ---- shared behaviour --------------------------------------------------------------------
+    def set_step(self, step: int) -> None:
+        """The center rate of step ``step``: alpha * alpha_decay^step (the train loop calls
+        it before each step, like the heads' ``set_step``)."""
+        self.rate = float(self.config.alpha * self.config.alpha_decay ** int(step))
+
     def forward(
         self, x: torch.Tensor, y: torch.Tensor, head: nn.Module | None = None
     ) -> torch.Tensor:
@@ -287,7 +293,7 @@ class CenterLoss(CenterLossBase):
     def _apply_update(self, x, y, head) -> None:
         # ECCV Eq. 4: Delta c_j = sum_{i: y_i = j} (c_j - x_i) / (1 + n_j); c_j -= alpha Delta c_j
         cfg = self.config
-        _alpha_step(self.centers, self.centers[y] - x, y, cfg.count_offset, cfg.alpha)
+        _alpha_step(self.centers, self.centers[y] - x, y, cfg.count_offset, self.rate)
 
 
 def _alpha_step(
@@ -326,7 +332,7 @@ class AdvancedCenterLoss(CenterLossBase):
         w = _head_weight(head, self.name, self.num_classes)[y].to(x)  # (N, D)
         proj = (x * w).sum(1) / (w * w).sum(1).clamp_min(torch.finfo(x.dtype).tiny)  # (N,)
         cfg = self.config
-        _alpha_step(self.gammas, self.gammas[y].to(x) - proj, y, cfg.count_offset, cfg.alpha)
+        _alpha_step(self.gammas, self.gammas[y].to(x) - proj, y, cfg.count_offset, self.rate)
 
 
 class SharedGammaCenterLoss(CenterLossBase):
@@ -351,7 +357,7 @@ class SharedGammaCenterLoss(CenterLossBase):
         w = _head_weight(head, self.name, self.num_classes)[y].to(x)  # (N, D)
         target = (x * w).sum() / (self.config.gamma_eps + (w * w).sum())
         delta = self.gamma.to(x) - target
-        self.gamma.sub_((self.config.alpha * delta).to(self.gamma.dtype))
+        self.gamma.sub_((self.rate * delta).to(self.gamma.dtype))
 
 
 def _old_cil_state() -> CheckpointError:

@@ -304,6 +304,7 @@ def _one_step(
     set_step = getattr(head, "set_step", None)
     if set_step is not None:
         set_step(step)  # SphereFace's lambda annealing
+    state.center.set_step(step)  # the center rate alpha * alpha_decay^step
     terms, feats = train_step(
         run.net,
         head,

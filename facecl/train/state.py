@@ -99,6 +99,14 @@ def dataset_class_counts(dataset: Any, num_classes: int) -> Any:
     return counts
 
 
+def head_options(cfg: TrainConfig) -> dict[str, Any]:
+    """``create_head`` keyword options of a run: the margin over the preset, or the softmax
+    head's bias switch."""
+    if cfg.head == "softmax":
+        return {} if cfg.head_bias else {"bias": False}
+    return cfg.margin.given()
+
+
 def build_state(
     cfg: TrainConfig,
     num_classes: int,
@@ -115,7 +123,7 @@ def build_state(
     torch.manual_seed(cfg.seed)
     backbone = create_backbone(cfg.arch, **arch_kwargs)
     dim = int(backbone.feature_dim)
-    head = create_head(cfg.head, dim, num_classes, **cfg.margin.given())
+    head = create_head(cfg.head, dim, num_classes, **head_options(cfg))
     center = create_center_loss(
         cfg.loss, num_classes, dim, config=cfg.center, class_counts=class_counts
     )

@@ -141,12 +141,13 @@ def load_run(path: Path) -> tuple[Any, Any, Any, dict[str, Any]]:
     """(backbone, head, center loss, checkpoint) of a finished run's ``model.pt``."""
     from facecl.losses import create_head, restore_center_loss
     from facecl.train.checkpoint import build_backbone, load_checkpoint
+    from facecl.train.state import head_options
 
     ckpt = load_checkpoint(path)
     backbone = build_backbone(ckpt)
     cfg = config_from_dict(ckpt["config"])  # nested, or flat from a version 1 checkpoint
     dim, classes = ckpt["feature_dim"], ckpt["num_classes"]
-    head = create_head(ckpt["head"], dim, classes, **cfg.margin.given())
+    head = create_head(ckpt["head"], dim, classes, **head_options(cfg))
     head.load_state_dict(ckpt["head_state"])
     center = restore_center_loss(ckpt["loss"], classes, dim, cfg.center, ckpt["loss_state"])
     return backbone, head.eval(), center, ckpt

@@ -467,3 +467,20 @@ def test_repeated_updates_converge_to_the_class_means():
     for _ in range(200):
         acl.update_centers(x, y, head)
     torch.testing.assert_close(acl.gammas[[0, 2]], torch.tensor([2.0, 1.5], dtype=torch.float64))
+
+
+def test_alpha_decay_scales_the_center_rate_by_mu_to_the_step():
+    x = torch.tensor([[2.0, 0.0], [0.0, 4.0]], dtype=torch.float64)
+    y = torch.tensor([0, 1])
+    for name in ("cl", "acl", "acl-gamma"):
+        head = _head_with_weight(torch.tensor([[1.0, 0.0], [0.0, 1.0]], dtype=torch.float64))
+        plain = create_center_loss(name, 2, 2, alpha=0.5 * 0.8**3).double()
+        decayed = create_center_loss(name, 2, 2, alpha=0.5, alpha_decay=0.8).double()
+        decayed.load_state_dict(plain.state_dict())
+        decayed.set_step(3)  # alpha * mu^3
+        for loss in (plain, decayed):
+            loss.update_centers(x, y, head)
+        for key, value in plain.state_dict().items():
+            torch.testing.assert_close(decayed.state_dict()[key], value, **TOL)
+    with pytest.raises(ConfigError, match=r"alpha_decay must be in \(0, 1\]"):
+        create_center_loss("cl", 2, 2, alpha_decay=0.0)

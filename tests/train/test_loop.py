@@ -182,3 +182,14 @@ def test_center_terms_at_zero_weight_train_exactly_like_softmax(pack, tmp_path, 
     # ... and with the weight on, the same seed trains to different weights.
     _, _, on = _run(pack, tmp_path / f"{loss}-on", loss=loss, lam=0.5, gamma=0.5)
     assert any(not torch.equal(ref["model"][k], on["model"][k]) for k in ref["model"])
+
+
+def test_the_loop_decays_the_center_rate_each_step(pack, tmp_path):
+    """alpha_decay = mu: step t moves the centers at alpha mu^t; with mu ~ 0 only step 0
+    moves them, so 1 and 3 steps end on the same centers (and mu = 1 does not)."""
+    ends = {}
+    for mu, steps in ((1e-12, 1), (1e-12, 3), (1.0, 3)):
+        _, _, ckpt = _run(pack, tmp_path / f"{mu}-{steps}", steps=steps, alpha_decay=mu)
+        ends[mu, steps] = ckpt["loss_state"]["centers"]
+    torch.testing.assert_close(ends[1e-12, 3], ends[1e-12, 1], rtol=0, atol=1e-6)
+    assert (ends[1.0, 3] - ends[1e-12, 1]).abs().max() > 1e-3
