@@ -236,8 +236,12 @@ class RankedScores(Protocol):
 
     n: int
     dtype: np.dtype
-    min: Any
-    max: Any
+
+    @property
+    def min(self) -> Any: ...
+
+    @property
+    def max(self) -> Any: ...
 
     def kth_largest(self, k: np.ndarray) -> np.ndarray: ...
 

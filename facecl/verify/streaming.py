@@ -203,7 +203,8 @@ class ImpostorRanks:
 
     ``count`` (pass 1) each block, then ``plan(ks)`` with the wanted ranks, ``refine``
     (pass 2) the same blocks again; then ``kth_largest`` and ``count_at_least`` answer for
-    the planned ranks as a sorted array would. ``n``, ``min``, ``max``: the whole stream.
+    the planned ranks (and ``min``, ``max``) as a sorted array would. A block counted with
+    ``sign=-1`` is taken out again (the genuine pairs of a block counted whole).
     """
 
     dtype = np.dtype(np.float32)
@@ -211,22 +212,20 @@ class ImpostorRanks:
     def __init__(self) -> None:
         self.coarse = np.zeros(_BUCKETS, dtype=np.int64)
         self.n = 0
-        self.min, self.max = np.float32(np.inf), np.float32(-np.inf)
         self._slots = np.full(_BUCKETS, -1, dtype=np.int64)
-        self._fine: np.ndarray | None = None
+        self._ks = np.zeros(0, dtype=np.int64)
+        self._fine: torch.Tensor | None = None
         self._value: dict[int, float] = {}
-        self._at_least: dict[float, int] = {}
+        self._above = np.zeros(_BUCKETS, dtype=np.int64)
+        self._fine_from_top = np.zeros((0, _BUCKETS), dtype=np.int64)
 
-    def count(self, s: torch.Tensor) -> None:
+    def count(self, s: torch.Tensor, sign: int = 1) -> None:
         """Pass 1: a block of scores (any shape)."""
         if s.numel() == 0:
             return
-        torch = _torch()
         hi = (_order_keys(s) >> 16) + _BUCKETS // 2
-        self.coarse += torch.bincount(hi.flatten(), minlength=_BUCKETS).numpy()
-        self.n += s.numel()
-        self.min = min(self.min, np.float32(s.min()))
-        self.max = max(self.max, np.float32(s.max()))
+        self.coarse += sign * _torch().bincount(hi.flatten(), minlength=_BUCKETS).numpy()
+        self.n += sign * s.numel()
 
     def _bucket_of(self, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Bucket of each k-th largest (1-based) and the number of scores in higher buckets."""
@@ -234,42 +233,65 @@ class ImpostorRanks:
         b = _BUCKETS - 1 - np.searchsorted(from_top, k, side="left")
         return b, from_top[_BUCKETS - 1 - b] - self.coarse[b]
 
-    def plan(self, ks: np.ndarray) -> None:
-        """The ranks (1-based, 1 = largest) pass 2 must resolve."""
-        self._ks = np.unique(np.asarray(ks, dtype=np.int64))
-        buckets = np.unique(self._bucket_of(self._ks)[0])
+    def plan(self, ks: np.ndarray, values: np.ndarray | None = None) -> None:
+        """The ranks (1-based, 1 = largest) pass 2 must resolve (1 and n always are), and
+        float32 ``values`` whose ``count_at_least`` must be exact too (histogram edges)."""
+        if self.n == 0:
+            return
+        ks = np.asarray(ks, dtype=np.int64)
+        self._ks = np.unique(np.r_[ks[(ks >= 1) & (ks <= self.n)], 1, self.n])
+        extra = np.zeros(0, dtype=np.int64)
+        if values is not None and len(values):
+            v = _torch().from_numpy(np.asarray(values, dtype=np.float32))
+            extra = ((_order_keys(v) >> 16) + _BUCKETS // 2).numpy().astype(np.int64)
+        buckets = np.unique(np.r_[self._bucket_of(self._ks)[0], extra])
         self._slots[:] = -1
         self._slots[buckets] = np.arange(len(buckets))
-        self._fine = np.zeros(len(buckets) * _BUCKETS, dtype=np.int64)
+        self._lut = _torch().from_numpy(self._slots.astype(np.int32))
+        self._fine = _torch().zeros(len(buckets) * _BUCKETS, dtype=_torch().int64)
 
-    def refine(self, s: torch.Tensor) -> None:
+    def refine(self, s: torch.Tensor, sign: int = 1) -> None:
         """Pass 2: the same blocks as pass 1 (any order)."""
-        if s.numel() == 0 or self._fine is None or len(self._fine) == 0:
+        if s.numel() == 0 or self._fine is None:
             return
-        torch = _torch()
         key = _order_keys(s).flatten()
-        slot = torch.from_numpy(self._slots)[(key >> 16) + _BUCKETS // 2]
+        slot = self._lut[(key >> 16) + _BUCKETS // 2]
         keep = slot >= 0
         idx = slot[keep] * _BUCKETS + (key[keep] & 0xFFFF)
-        self._fine += torch.bincount(idx, minlength=len(self._fine)).numpy()
+        self._fine += sign * _torch().bincount(idx, minlength=len(self._fine))
 
     def resolve(self) -> None:
         """After pass 2: the value of each planned rank and how many scores are >= it."""
-        assert self._fine is not None, "plan() and refine() come first"
+        if self._fine is None:
+            return
+        # per planned bucket: how many of its scores have a low half >= each value (B, 65536)
+        fine = self._fine.numpy().reshape(-1, _BUCKETS)
+        self._fine_from_top = np.cumsum(fine[:, ::-1], axis=1)[:, ::-1]
+        self._above = np.cumsum(self.coarse[::-1])[::-1] - self.coarse  # in higher buckets
         buckets, above = self._bucket_of(self._ks)
-        for k, b, a in zip(self._ks, buckets, above, strict=True):
-            fine = self._fine[self._slots[b] * _BUCKETS : (self._slots[b] + 1) * _BUCKETS]
-            from_top = np.cumsum(fine[::-1])
-            j = int(np.searchsorted(from_top, k - a, side="left"))
-            low = _BUCKETS - 1 - j
-            value = _key_to_float(((int(b) - _BUCKETS // 2) << 16) | low)
-            self._value[int(k)] = value
-            self._at_least[value] = int(a + from_top[j])
+        for k, b in zip(self._ks, buckets, strict=True):
+            from_top = self._fine_from_top[self._slots[b], ::-1]  # low 65535 .. 0
+            j = int(np.searchsorted(from_top, k - self._above[b], side="left"))
+            self._value[int(k)] = _key_to_float(
+                ((int(b) - _BUCKETS // 2) << 16) | (_BUCKETS - 1 - j)
+            )
+        self._fine = None
+
+    def _resolved(self, k: int) -> float:
+        if not self._value:
+            self.resolve()
+        return self._value[k]
+
+    @property
+    def max(self) -> float:
+        return self._resolved(1)
+
+    @property
+    def min(self) -> float:
+        return self._resolved(self.n)
 
     def kth_largest(self, k: np.ndarray) -> np.ndarray:
-        if not self._value and len(np.atleast_1d(k)):
-            self.resolve()
-        return np.array([self._value[int(i)] for i in np.atleast_1d(k)], dtype=self.dtype)
+        return np.array([self._resolved(int(i)) for i in np.atleast_1d(k)], dtype=self.dtype)
 
     def count_at_least(self, thr: np.ndarray) -> np.ndarray:
         """How many scores are >= each threshold: a planned rank's value, or one outside
@@ -281,8 +303,19 @@ class ImpostorRanks:
             elif t <= self.min:
                 out.append(self.n)
             else:
-                out.append(self._at_least[float(np.float32(t))])
+                key = int(_order_keys(_torch().tensor([t], dtype=_torch().float32))[0])
+                b, low = (key >> 16) + _BUCKETS // 2, key & 0xFFFF
+                if self._slots[b] < 0:
+                    raise ValueError(f"{t} was not planned: its count is not exact")
+                out.append(int(self._above[b] + self._fine_from_top[self._slots[b], low]))
         return np.array(out, dtype=np.int64)
+
+    def histogram(self, edges: np.ndarray) -> np.ndarray:
+        """Counts (B,) on ``edges`` (B + 1,) spanning every score, as np.histogram's bins;
+        the interior edges must have been planned (``plan(values=interior_boundaries)``)."""
+        inner = _edge_boundaries(edges).numpy()
+        ge = np.r_[self.n, self.count_at_least(inner), 0]  # scores >= each edge
+        return ge[:-1] - ge[1:]
 
 
 # --------------------------------------------------------------------------- all pairs
@@ -290,21 +323,27 @@ class ImpostorRanks:
 
 def _lower_tiles(
     x: torch.Tensor, codes: torch.Tensor, metric: str
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """(scores, same label) of every unordered pair {i, j}, i != j, one square tile of the
-    lower triangle at a time, both flat."""
+) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+    """The scores of every unordered pair {i, j}, i != j, one square tile of the lower
+    triangle at a time (flat), with the tile's same-label mask (None: no same-label pair).
+
+    ``codes`` must be sorted: same-label pairs then sit in the tiles whose row and column
+    label ranges overlap, and every other tile is counted without a mask.
+    """
     torch = _torch()
     side = int(BLOCK_SCORES**0.5)
     n = len(x)
+    lower = torch.ones(min(side, n), min(side, n), dtype=torch.bool).tril(-1)
     for r in _blocks(n, side):
         for c in _blocks(r.stop, side):
             s = block_scores(x[r], x[c], metric)
-            same = codes[r, None] == codes[None, c]
+            overlap = codes[r.start] <= codes[c.stop - 1] and codes[c.start] <= codes[r.stop - 1]
+            same = (codes[r, None] == codes[None, c]) if overlap else None
             if c.start == r.start:  # the diagonal tile: j < i only
-                i, j = torch.tril_indices(len(s), len(s), -1)
-                yield s[i, j], same[i, j]
+                m = lower[: len(s), : len(s)]
+                yield s[m], (same[m] if same is not None else None)
             else:
-                yield s.flatten(), same.flatten()
+                yield s.flatten(), (same.flatten() if same is not None else None)
 
 
 @dataclass
@@ -328,32 +367,35 @@ def all_pairs_stats(
 
     ``ranks_of(n_impostor) -> ks``: the impostor ranks to resolve (e.g. FAR targets x n).
     ``bins`` > 0 also counts a histogram of both kinds on edges spanning every score.
+    Two passes over the tiles; each tile's scores are counted whole and its few genuine
+    ones taken out again, so an impostor score is never copied.
     """
     torch = _torch()
-    xt = prepare(x, metric)
     _, inv = np.unique(np.asarray(labels), return_inverse=True)
-    codes = torch.from_numpy(inv.astype(np.int64))
+    order = np.argsort(inv, kind="stable")
+    xt = prepare(np.asarray(x)[order], metric)
+    codes = torch.from_numpy(inv[order].astype(np.int64))
     imp = ImpostorRanks()
     gen: list[np.ndarray] = []
+    lo, hi = np.inf, -np.inf
     for s, same in _lower_tiles(xt, codes, metric):
-        gen.append(s[same].numpy())
-        imp.count(s[~same])
+        imp.count(s)
+        if bins and s.numel():
+            lo, hi = min(lo, float(s.min())), max(hi, float(s.max()))
+        if same is not None:
+            g = s[same]
+            imp.count(g, sign=-1)
+            gen.append(g.numpy())
     genuine = np.concatenate(gen) if gen else np.zeros(0, np.float32)
-    imp.plan(ranks_of(imp.n))
-    edges = None
-    counts = torch.zeros(bins, dtype=torch.int64)
-    if bins and len(genuine) and imp.n:
-        lo = float(min(genuine.min(), imp.min))
-        hi = float(max(genuine.max(), imp.max))
-        edges = np.linspace(lo, hi if hi > lo else lo + 1e-6, bins + 1)
-        bounds = _edge_boundaries(edges)
+    want_hist = bool(bins and len(genuine) and imp.n)
+    edges = np.linspace(lo, hi if hi > lo else lo + 1e-6, bins + 1) if want_hist else None
+    imp.plan(ranks_of(imp.n), _edge_boundaries(edges).numpy() if edges is not None else None)
     for s, same in _lower_tiles(xt, codes, metric):
-        si = s[~same]
-        imp.refine(si)
-        if edges is not None:
-            counts += torch.bincount(_bin(si, bounds), minlength=bins)
+        imp.refine(s)
+        if same is not None:
+            imp.refine(s[same], sign=-1)
     imp.resolve()
     hist = None
-    if edges is not None:
-        hist = (edges, np.histogram(genuine, edges)[0], counts.numpy())
+    if edges is not None:  # the edges' counts are exact: their buckets were refined too
+        hist = (edges, np.histogram(genuine, edges)[0], imp.histogram(edges))
     return AllPairs(genuine, imp, hist)
