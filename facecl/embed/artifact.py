@@ -11,7 +11,8 @@ A ``facecl embed`` output directory (schema ``facecl.embed/1``)::
 * ``identities``  utf-8 identity names
 * ``status``      utf-8, ``ok`` or the reason the item has no embedding (its row is NaN)
 
-:func:`write_embeddings` writes it, :func:`read_embeddings` reads an artifact directory back as
+:class:`EmbeddingsWriter` writes it block by block (:func:`write_embeddings` from arrays),
+:func:`read_embeddings` reads an artifact directory back as
 :class:`Embeddings`; :func:`read_datasets` and :func:`embeddings_from_arrays` are the same reader
 for a plain ``.h5`` holding these datasets (only ``embeddings`` and ``keys`` required there).
 """
@@ -115,6 +116,79 @@ class Embeddings:
 # --------------------------------------------------------------------------- writing
 
 
+ROWS_PER_H5_CHUNK_BYTES = 1 << 20
+"""HDF5 chunk size of the ``embeddings`` dataset (~1 MiB of rows)."""
+
+
+class EmbeddingsWriter:
+    """``directory/embeddings.h5`` written as it comes: ``append`` blocks of vectors to one
+    resizable, chunked dataset (memory: one block, whatever N), then ``close`` with the text
+    columns (temp file, then ``os.replace``). ``abort`` removes the temp file. Also a context
+    manager: leaving it on an exception aborts."""
+
+    def __init__(self, directory: Path, dim: int) -> None:
+        import h5py
+
+        self.path = Path(directory) / EMBEDDINGS
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent
+        )
+        os.close(fd)
+        self._tmp = Path(tmp)
+        self._file = h5py.File(tmp, "w")
+        rows = max(1, ROWS_PER_H5_CHUNK_BYTES // (4 * max(dim, 1)))
+        self._vectors = self._file.create_dataset(
+            VECTORS, shape=(0, dim), maxshape=(None, dim), chunks=(rows, max(dim, 1)),
+            dtype=DATASETS[VECTORS],
+        )  # fmt: skip
+        self.rows = 0
+
+    def append(self, vectors: np.ndarray) -> None:
+        """Rows (B, dim) after the ones already written."""
+        v = np.asarray(vectors, dtype=DATASETS[VECTORS])
+        self._vectors.resize(self.rows + len(v), axis=0)
+        self._vectors[self.rows :] = v
+        self.rows += len(v)
+
+    def close(
+        self,
+        *,
+        keys: Sequence[str],
+        paths: Sequence[str],
+        identities: Sequence[str],
+        status: Sequence[str],
+    ) -> Path:
+        """The text columns (one entry per appended row), then the file in place."""
+        import h5py
+
+        columns = {"keys": keys, "paths": paths, "identities": identities, "status": status}
+        try:
+            for name in TEXT_COLUMNS:
+                if len(columns[name]) != self.rows:
+                    raise ValueError(f"{name}: {len(columns[name])} entries for {self.rows} rows")
+                text = h5py.string_dtype("utf-8")
+                data = np.array(list(columns[name]), dtype=object)
+                self._file.create_dataset(name, data=data, dtype=text)
+            self._file.close()
+            os.replace(self._tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
+        return self.path
+
+    def abort(self) -> None:
+        if self._file:  # still open
+            self._file.close()
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> EmbeddingsWriter:
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        if exc_type is not None:
+            self.abort()
+
+
 def write_embeddings(
     directory: Path,
     vectors: np.ndarray,
@@ -124,24 +198,11 @@ def write_embeddings(
     identities: Sequence[str],
     status: Sequence[str],
 ) -> Path:
-    """Write ``directory/embeddings.h5`` (temp file, then ``os.replace``); returns its path."""
-    import h5py
-
-    path = Path(directory) / EMBEDDINGS
-    columns = {"keys": keys, "paths": paths, "identities": identities, "status": status}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.create_dataset(VECTORS, data=np.asarray(vectors, dtype=DATASETS[VECTORS]))
-            text = h5py.string_dtype("utf-8")
-            for name in TEXT_COLUMNS:
-                f.create_dataset(name, data=np.array(list(columns[name]), dtype=object), dtype=text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write ``directory/embeddings.h5`` from arrays in memory (:class:`EmbeddingsWriter`)."""
+    vectors = np.asarray(vectors, dtype=DATASETS[VECTORS])
+    with EmbeddingsWriter(directory, vectors.shape[1] if vectors.ndim == 2 else 0) as w:
+        w.append(vectors)
+        return w.close(keys=keys, paths=paths, identities=identities, status=status)
 
 
 # --------------------------------------------------------------------------- reading
@@ -200,6 +261,7 @@ __all__ = [
     "DATASETS",
     "OK",
     "Embeddings",
+    "EmbeddingsWriter",
     "write_embeddings",
     "read_embeddings",
     "read_datasets",

@@ -17,6 +17,7 @@ import numpy as np
 from facecl.errors import InputError, UsageError
 from facecl.registry import Registry
 from facecl.verify import metrics as M
+from facecl.verify import streaming as S
 from facecl.verify.config import VerifyConfig
 from facecl.verify.embeddings import Embeddings
 from facecl.verify.protocols import (
@@ -55,13 +56,16 @@ def _far_name(far: float) -> str:
     return f"{far:g}"
 
 
+def hist_edges(lo: float, hi: float, bins: int) -> np.ndarray:
+    """(B+1,) shared histogram edges from the lowest to the highest score."""
+    return np.linspace(lo, hi if hi > lo else lo + 1e-6, bins + 1)
+
+
 def histogram(genuine: np.ndarray, impostor: np.ndarray, bins: int) -> dict[str, np.ndarray]:
     """Counts of genuine and impostor scores on shared edges (B+1,)."""
     lo = float(min(genuine.min(), impostor.min()))
     hi = float(max(genuine.max(), impostor.max()))
-    if hi <= lo:
-        hi = lo + 1e-6
-    edges = np.linspace(lo, hi, bins + 1)
+    edges = hist_edges(lo, hi, bins)
     return {
         "edges": edges,
         "genuine": np.histogram(genuine, edges)[0],
@@ -95,10 +99,8 @@ def _dropped_items(res: ResolvedPairs, label: str = "") -> list[dict[str, Any]]:
 def _pairs_scores(
     emb: Embeddings, ia: np.ndarray, ib: np.ndarray, metric: str, pca: M.Pca | None
 ) -> np.ndarray:
-    a, b = emb.vectors[ia], emb.vectors[ib]
-    if pca is not None:
-        a, b = pca.transform(a), pca.transform(b)
-    return M.pair_scores(a, b, metric)
+    """Scores of the pairs (ia[i], ib[i]), gathered a block at a time."""
+    return M.pair_scores_at(emb.vectors, ia, ib, metric, pca.transform if pca else None)
 
 
 def _check_pca(cfg: VerifyConfig, emb: Embeddings, n_train_images: int) -> None:
@@ -389,20 +391,32 @@ def _blufr_trial(
         _check_pca(cfg, emb, len(train))
         pca = M.fit_pca(emb.vectors[rows[train]], cfg.pca_dim)
         x = pca.transform(x).astype(np.float32)
-    gen, imp = M.all_pairs_scores(x, labels[test], cfg.metric)
-    if len(gen) == 0 or len(imp) == 0:
+    pairs = S.all_pairs_stats(
+        x,
+        labels[test],
+        cfg.metric,
+        lambda n: M.far_ranks(fars.veri, n),
+        bins=cfg.hist_bins if t == 0 else 0,
+    )  # never the N^2 / 2 scores: the genuine ones and exact impostor ranks
+    gen, n_imp = pairs.genuine, pairs.impostor.n
+    if len(gen) == 0 or n_imp == 0:
         raise InputError(
             f"BLUFR trial {t + 1} has no genuine or no impostor pairs left",
             "too many BLUFR images lack embeddings",
         )
-    veri = M.far_thresholds(gen, imp, fars.veri)
-    hist = histogram(gen, imp, cfg.hist_bins) if t == 0 else None
-    n_imp = int(len(imp))
-    del imp  # the all-pairs impostor scores are the largest array: free them before the DIR
-    xg = x[[pos[int(i)] for i in gal]]
-    xp = x[[pos[int(i)] for i in probe]]
-    score = M.score_matrix(xg, xp, cfg.metric)  # (G, P)
-    osr = M.open_set_identification(score, labels[gal], labels[probe], fars.osi, ranks=(cfg.rank,))
+    veri = M.far_thresholds(gen, pairs.impostor, fars.veri)
+    hist = None
+    if pairs.hist is not None:
+        edges, hg, hi = pairs.hist
+        hist = {"edges": edges, "genuine": hg, "impostor": hi}
+    gpos = np.array([pos[int(i)] for i in gal], dtype=np.int64)
+    ppos = np.array([pos[int(i)] for i in probe], dtype=np.int64)
+    osr, _ = _open_set_rates(x, gpos, ppos, labels[gal], labels[probe], fars.osi, cfg)
+    if osr is None:
+        raise InputError(
+            f"BLUFR trial {t + 1} has no genuine or no impostor probes left",
+            "too many BLUFR images lack embeddings",
+        )
     vi, oi = fars.vi, fars.oi
     record = {
         "trial": t + 1,
@@ -568,13 +582,33 @@ def _identify_sets(
     return g_rows, p_rows, g_missing, p_missing, skipped
 
 
+def _open_set_rates(
+    vectors: np.ndarray,
+    g_rows: np.ndarray,
+    p_rows: np.ndarray,
+    gl: np.ndarray,
+    pl: np.ndarray,
+    fars: np.ndarray,
+    cfg: VerifyConfig,
+    max_rank: int = 1,
+) -> tuple[M.OpenSet | None, S.ProbeStats]:
+    """Open-set DIR at ``fars`` and rank ``cfg.rank`` of the probes ``vectors[p_rows]``
+    (labels pl) against the gallery ``vectors[g_rows]`` (labels gl), gallery block by block
+    (None without genuine and impostor probes); and the probes' statistics (ranks exact up
+    to ``max(max_rank, cfg.rank)``)."""
+    st = S.probe_stats(vectors, g_rows, p_rows, gl, pl, cfg.metric, max(max_rank, cfg.rank))
+    is_gen = np.isin(pl, gl)
+    if is_gen.all() or not is_gen.any():
+        return None, st
+    gen, rank, imp = st.genuine[is_gen], st.rank[is_gen], st.impostor[~is_gen]
+    return M.open_set_rates(gen, rank, imp, fars, ranks=(cfg.rank,)), st
+
+
 def _open_set(
-    score: np.ndarray, gl: np.ndarray, pl: np.ndarray, cfg: VerifyConfig
+    osr: M.OpenSet, osi_fars: np.ndarray, cfg: VerifyConfig
 ) -> tuple[dict[str, Any], str, dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Open-set DIR at FAR of probes against the gallery: the report's ``open_set`` record,
-    its DIR name, the DIR-vs-FAR curve for the ROC plot and the DIR curve."""
-    osi_fars = np.unique(np.r_[M.BLUFR_OSI_FARS, cfg.osi_far])
-    osr = M.open_set_identification(score, gl, pl, osi_fars, ranks=(cfg.rank,))
+    """The report's ``open_set`` record of ``osr`` (at ``osi_fars``), its DIR name, the
+    DIR-vs-FAR curve for the ROC plot and the DIR curve."""
     oi = int(np.flatnonzero(osi_fars == cfg.osi_far)[0])
     dname = f"dir@far={_far_name(cfg.osi_far)},rank={cfg.rank}"
     record = {
@@ -589,21 +623,38 @@ def _open_set(
     return record, dname, roc, dir_curve
 
 
+def _identify_hist(
+    vectors: np.ndarray,
+    g_rows: np.ndarray,
+    p_rows: np.ndarray,
+    gl: np.ndarray,
+    pl: np.ndarray,
+    st: S.ProbeStats,
+    cfg: VerifyConfig,
+) -> dict[str, np.ndarray] | None:
+    """Genuine and impostor gallery x probe score histograms: a second pass over the gallery,
+    made only for the plot (none with ``--no-plots``, or without any impostor pair)."""
+    if not cfg.plots or len(np.unique(np.r_[gl, pl])) < 2:
+        return None
+    edges = hist_edges(st.lo, st.hi, cfg.hist_bins)
+    gen, imp = S.probe_histogram(vectors, g_rows, p_rows, gl, pl, cfg.metric, edges)
+    return {"edges": edges, "genuine": gen, "impostor": imp}
+
+
 def evaluate_identify(emb: Embeddings, gallery: str, probe: str, cfg: VerifyConfig) -> Evaluation:
     """Closed-set CMC on the probes whose identity is in the gallery; open-set DIR at FAR
     when there are probes of identities outside the gallery too."""
     g_rows, p_rows, g_missing, p_missing, skipped = _identify_sets(emb, gallery, probe)
     ids = np.array(emb.identities)
     gl, pl = ids[g_rows], ids[p_rows]
-    score = M.score_matrix(
-        emb.vectors[g_rows].astype(np.float64), emb.vectors[p_rows].astype(np.float64), cfg.metric
-    )  # (G, P)
     is_gen = np.isin(pl, gl)
     if not is_gen.any():
         raise InputError(
             "no probe identity is in the gallery", "the gallery must hold the probes' identities"
         )
-    gscore, granks = M.genuine_probe_ranks(score[:, is_gen], gl, pl[is_gen])
+    osi_fars = np.unique(np.r_[M.BLUFR_OSI_FARS, cfg.osi_far])
+    osr, st = _open_set_rates(emb.vectors, g_rows, p_rows, gl, pl, osi_fars, cfg, 20)
+    granks = st.rank[is_gen]  # exact up to rank max(20, --rank)
     max_rank = min(20, len(g_rows))
     cmc = [float((granks <= r).mean()) for r in range(1, max_rank + 1)]
     results: dict[str, Any] = {
@@ -619,10 +670,9 @@ def evaluate_identify(emb: Embeddings, gallery: str, probe: str, cfg: VerifyConf
     roc = {"far": np.zeros(0), "tar": np.zeros(0)}
     dir_curve = None
     results["open_set"] = None
-    if (~is_gen).any():
-        results["open_set"], dname, roc, dir_curve = _open_set(score, gl, pl, cfg)
+    if osr is not None:
+        results["open_set"], dname, roc, dir_curve = _open_set(osr, osi_fars, cfg)
         summary[dname] = results["open_set"][dname]
-    same = gl[:, None] == pl[None, :]
     n_missing = len(g_missing) + len(p_missing)
     note = "user gallery/probe sets (no standard to compare with); " + (
         f"{n_missing} listed image(s) had no embedding" if n_missing else "every image scored"
@@ -637,7 +687,7 @@ def evaluate_identify(emb: Embeddings, gallery: str, probe: str, cfg: VerifyConf
     return Evaluation(
         report=report,
         roc=roc,
-        hist=histogram(score[same], score[~same], cfg.hist_bins) if (~same).any() else None,
+        hist=_identify_hist(emb.vectors, g_rows, p_rows, gl, pl, st, cfg),
         dir_curve=dir_curve,
         skipped=skipped,
     )
