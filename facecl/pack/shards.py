@@ -59,7 +59,13 @@ class ShardWriter:
         self.tmp.unlink(missing_ok=True)
         self._f = h5py.File(self.tmp, "w", track_order=False)
         self._images = self._f.create_dataset(
-            "images", (count, h, w, 3), np.uint8, chunks=(1, h, w, 3), track_times=False, **filt
+            "images",
+            (count, h, w, 3),
+            np.uint8,
+            chunks=(1, h, w, 3),
+            maxshape=(None, h, w, 3),  # close(allow_fewer=True) may shrink it
+            track_times=False,
+            **filt,
         )
         self._direct = {"none": "raw", "gzip": "zlib"}.get(compression)
         self._level = gzip_level
@@ -84,8 +90,13 @@ class ShardWriter:
         self._sources.append(source)
         self.n += 1
 
-    def close(self) -> Path:
-        """Write labels and keys, close, and move the shard into place."""
+    def close(self, allow_fewer: bool = False) -> Path:
+        """Write labels and keys, close, and move the shard into place. ``allow_fewer``: a
+        shard that got fewer images than planned (some were unreadable) is shrunk to them."""
+        if allow_fewer and self.n < self.count:
+            self._images.resize(self.n, axis=0)
+            self._labels = self._labels[: self.n]
+            self.count = self.n
         if self.n != self.count:
             self.abort()
             raise RuntimeError(
