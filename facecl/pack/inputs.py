@@ -151,7 +151,7 @@ def read_rgb(path: Path) -> np.ndarray:
         if not path.is_file():
             raise InputError(f"aligned crop {path} is missing", "the align artifact is damaged")
         raise InputError(f"cannot decode aligned crop {path}", "the align artifact is damaged")
-    return np.ascontiguousarray(bgr[..., ::-1])
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)  # far cheaper than a strided ::-1 copy
 
 
 def align_input(artifacts: Sequence[Path]) -> PackInput:

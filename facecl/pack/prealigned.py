@@ -58,7 +58,7 @@ def load_crop(item: Item) -> np.ndarray:
     bgr = cv2.imread(str(item.file), cv2.IMREAD_COLOR)
     if bgr is None:
         raise SkipItem("undecodable", str(item.file))
-    return np.ascontiguousarray(bgr[..., ::-1])
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)  # far cheaper than a strided ::-1 copy
 
 
 def prealigned_input(root: Path) -> PackInput:

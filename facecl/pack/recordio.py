@@ -212,7 +212,7 @@ def decode_image(payload: bytes) -> np.ndarray:
     bgr = cv2.imdecode(np.frombuffer(payload, np.uint8), cv2.IMREAD_COLOR)
     if bgr is None:
         raise BadRecord("undecodable", f"{len(payload)} bytes that are not a JPEG/PNG image")
-    return np.ascontiguousarray(bgr[..., ::-1])
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)  # far cheaper than a strided ::-1 copy
 
 
 # --------------------------------------------------------------------------- scanning

@@ -67,15 +67,16 @@ class ShardWriter:
             track_times=False,
             **filt,
         )
+        self._shape = (h, w, 3)
         self._direct = {"none": "raw", "gzip": "zlib"}.get(compression)
         self._level = gzip_level
         self._f.attrs.update({"schema": SHARD_SCHEMA, "split": split, "index": index})
 
     def add(self, image: np.ndarray, label: int, key: str, source: str) -> None:
         """``image``: uint8 (H, W, 3) RGB."""
-        if image.shape != self._images.shape[1:] or image.dtype != np.uint8:
+        if image.shape != self._shape or image.dtype != np.uint8:
             raise ValueError(
-                f"image {key}: {image.dtype} {image.shape}, expected uint8 {self._images.shape[1:]}"
+                f"image {key}: {image.dtype} {image.shape}, expected uint8 {self._shape}"
             )
         image = np.ascontiguousarray(image)
         if self._direct == "raw":  # one image per chunk: the image bytes are the chunk

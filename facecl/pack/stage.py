@@ -423,6 +423,8 @@ def _write_shard(
     """Write one shard; returns the skipped.csv rows of the images that could not be read."""
     h, w = source.spec.size
     dropped: list[dict[str, str]] = []
+    pending = 0  # images not yet reported to on_image (reported in batches: a rich bar
+    # update per image costs about as much as writing the image)
     with ShardWriter(
         path,
         len(chunk),
@@ -442,9 +444,13 @@ def _write_shard(
                 )
             else:
                 writer.add(img, label, item.key, item.source)
-            if on_image:
-                on_image(1)
+            pending += 1
+            if on_image and pending == 64:
+                on_image(pending)
+                pending = 0
         writer.close(allow_fewer=True)
+    if on_image and pending:
+        on_image(pending)
     return dropped
 
 
