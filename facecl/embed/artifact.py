@@ -10,6 +10,8 @@ A ``facecl embed`` output directory (schema ``facecl.embed/1``)::
 * ``paths``       utf-8, the source image paths
 * ``identities``  utf-8 identity names
 * ``status``      utf-8, ``ok`` or the reason the item has no embedding (its row is NaN)
+* ``issame``      bool (N/2,), only for a verification ``.bin`` input: pair ``i`` is rows
+  ``2i`` and ``2i+1``, in the file's order (``facecl verify --protocol bin`` scores them)
 
 :func:`write_embeddings` writes it, :func:`read_embeddings` reads an artifact directory back as
 :class:`Embeddings`; :func:`read_datasets` and :func:`embeddings_from_arrays` are the same reader
@@ -36,6 +38,7 @@ VECTORS = "embeddings"
 TEXT_COLUMNS = ("keys", "paths", "identities", "status")
 """The utf-8 string datasets, one entry per row, in the order they are written."""
 DATASETS: dict[str, str] = {VECTORS: "float32", **dict.fromkeys(TEXT_COLUMNS, "utf-8")}
+PAIRS = "issame"
 REQUIRED = (VECTORS, "keys")
 """What a plain file must hold; the other columns have defaults (see :func:`from_arrays`)."""
 
@@ -51,6 +54,7 @@ class Embeddings:
     status: list[str]
     source: Path
     ref: dict[str, str]
+    issame: np.ndarray | None = None  # (N/2,) bool: the stored pairs (rows 2i, 2i+1)
     _by_key: dict[str, int] = field(default_factory=dict, repr=False)
     _by_path: dict[str, int] = field(default_factory=dict, repr=False)
 
@@ -63,6 +67,11 @@ class Embeddings:
                     f"'{VECTORS}' has {n}",
                     "rebuild the embeddings with 'facecl embed --force'",
                 )
+        if self.issame is not None and 2 * len(self.issame) != n:
+            raise ArtifactError(
+                f"{self.source}: '{PAIRS}' has {len(self.issame)} pairs for {n} rows",
+                "rebuild the embeddings with 'facecl embed --force'",
+            )
         finite = np.isfinite(self.vectors).all(1) & (np.abs(self.vectors).sum(1) > 0)
         self.status = [
             s if s != OK or f else "non-finite or zero vector"
@@ -123,8 +132,10 @@ def write_embeddings(
     paths: Sequence[str],
     identities: Sequence[str],
     status: Sequence[str],
+    issame: np.ndarray | None = None,
 ) -> Path:
-    """Write ``directory/embeddings.h5`` (temp file, then ``os.replace``); returns its path."""
+    """Write ``directory/embeddings.h5`` (temp file, then ``os.replace``); returns its path.
+    ``issame``: the pairs of a verification set (rows ``2i``, ``2i+1``)."""
     import h5py
 
     path = Path(directory) / EMBEDDINGS
@@ -137,6 +148,8 @@ def write_embeddings(
             text = h5py.string_dtype("utf-8")
             for name in TEXT_COLUMNS:
                 f.create_dataset(name, data=np.array(list(columns[name]), dtype=object), dtype=text)
+            if issame is not None:
+                f.create_dataset(PAIRS, data=np.asarray(issame, dtype=bool))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -192,13 +205,15 @@ def from_arrays(data: Mapping[str, np.ndarray], source: Path, ref: dict[str, str
     else:
         identities = [k.split("/", 1)[0] if "/" in k else k.rsplit("_", 1)[0] for k in keys]
     status = _strings(data["status"]) if "status" in data else [OK] * len(keys)
-    return Embeddings(vectors, keys, paths, identities, status, source, ref)
+    issame = np.asarray(data[PAIRS], dtype=bool).ravel() if PAIRS in data else None
+    return Embeddings(vectors, keys, paths, identities, status, source, ref, issame)
 
 
 __all__ = [
     "EMBEDDINGS",
     "DATASETS",
     "OK",
+    "PAIRS",
     "Embeddings",
     "write_embeddings",
     "read_embeddings",
