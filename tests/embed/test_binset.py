@@ -22,10 +22,8 @@ from facecl.embed.binfit import template_offset
 from facecl.embed.binset import read_bin, write_bin
 from facecl.embed.features import preprocess
 from facecl.errors import InputError
-from facecl.train.checkpoint import build_backbone, load_checkpoint, save_checkpoint
+from facecl.train.checkpoint import build_backbone, load_checkpoint
 from facecl.verify.embeddings import load_embeddings
-
-from .conftest import tiny_payload
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 BINS = DATA / "insightface"
@@ -134,29 +132,15 @@ def test_arcface_window_of_the_112x96_template():
     assert template_offset("112x112") == (0, 0)
 
 
-@pytest.fixture(scope="module")
-def ckpt_112(tmp_path_factory) -> Path:
-    p = tiny_payload(seed=3)
-    p["input_size"] = [112, 112]
-    p["arch_kwargs"] = {**p["arch_kwargs"], "input_size": [112, 112]}
-    torch.manual_seed(3)
-    from facecl.models import create_backbone
-
-    p["model"] = create_backbone("tiny", feature_dim=16, input_size=(112, 112)).state_dict()
-    path = tmp_path_factory.mktemp("c112") / "tiny112.pt"
-    save_checkpoint(path, p)
-    return path
-
-
 def embed(model, src, out, *extra):
     r = runner.invoke(app, ["embed", str(model), str(src), "-o", str(out), "--json", *extra])
     assert r.exit_code == 0, r.output
     return json.loads(r.stdout)
 
 
-def test_both_styles_give_the_same_embeddings_and_store_the_pairs(tmp_path, ckpt_112):
-    s2 = embed(ckpt_112, PY2, tmp_path / "e2")
-    s3 = embed(ckpt_112, PY3, tmp_path / "e3")
+def test_both_styles_give_the_same_embeddings_and_store_the_pairs(tmp_path, tiny_ckpt_112):
+    s2 = embed(tiny_ckpt_112, PY2, tmp_path / "e2")
+    s3 = embed(tiny_ckpt_112, PY3, tmp_path / "e3")
     assert s2["items"] == s3["items"] == 120 and s2["ok"] == 120
     e2, e3 = load_embeddings(tmp_path / "e2"), load_embeddings(tmp_path / "e3")
     assert np.array_equal(e2.vectors, e3.vectors)
@@ -168,7 +152,7 @@ def test_both_styles_give_the_same_embeddings_and_store_the_pairs(tmp_path, ckpt
     assert m["extra"]["input_kind"] == "bin" and m["extra"]["bin_pairs"] == 60
     assert m["extra"]["bin_fit"].startswith("as stored")
     # Row 0 is the net's concat features of the first crop, computed here by hand.
-    net = build_backbone(load_checkpoint(ckpt_112))
+    net = build_backbone(load_checkpoint(tiny_ckpt_112))
     x = torch.from_numpy(preprocess(decode(read_bin(PY3).images[0])[None]))
     with torch.no_grad():
         ref = torch.cat([net(x), net(torch.flip(x, dims=[3]))], 1).numpy()[0]
