@@ -10,6 +10,8 @@ A ``facecl embed`` output directory (schema ``facecl.embed/1``)::
 * ``paths``       utf-8, the source image paths
 * ``identities``  utf-8 identity names
 * ``status``      utf-8, ``ok`` or the reason the item has no embedding (its row is NaN)
+* ``issame``      bool (N/2,), only for a verification ``.bin`` input: pair ``i`` is rows
+  ``2i`` and ``2i+1``, in the file's order (``facecl verify --protocol bin`` scores them)
 
 :class:`EmbeddingsWriter` writes it block by block (:func:`write_embeddings` from arrays),
 :func:`read_embeddings` reads an artifact directory back as
@@ -37,6 +39,7 @@ VECTORS = "embeddings"
 TEXT_COLUMNS = ("keys", "paths", "identities", "status")
 """The utf-8 string datasets, one entry per row, in the order they are written."""
 DATASETS: dict[str, str] = {VECTORS: "float32", **dict.fromkeys(TEXT_COLUMNS, "utf-8")}
+PAIRS = "issame"
 REQUIRED = (VECTORS, "keys")
 """What a plain file must hold; the other columns have defaults (see :func:`from_arrays`)."""
 
@@ -52,6 +55,7 @@ class Embeddings:
     status: list[str]
     source: Path
     ref: dict[str, str]
+    issame: np.ndarray | None = None  # (N/2,) bool: the stored pairs (rows 2i, 2i+1)
     _by_key: dict[str, int] = field(default_factory=dict, repr=False)
     _by_path: dict[str, int] = field(default_factory=dict, repr=False)
 
@@ -64,6 +68,11 @@ class Embeddings:
                     f"'{VECTORS}' has {n}",
                     "rebuild the embeddings with 'facecl embed --force'",
                 )
+        if self.issame is not None and 2 * len(self.issame) != n:
+            raise ArtifactError(
+                f"{self.source}: '{PAIRS}' has {len(self.issame)} pairs for {n} rows",
+                "rebuild the embeddings with 'facecl embed --force'",
+            )
         finite = np.isfinite(self.vectors).all(1) & (np.abs(self.vectors).sum(1) > 0)
         self.status = [
             s if s != OK or f else "non-finite or zero vector"
@@ -157,8 +166,10 @@ class EmbeddingsWriter:
         paths: Sequence[str],
         identities: Sequence[str],
         status: Sequence[str],
+        issame: np.ndarray | None = None,
     ) -> Path:
-        """The text columns (one entry per appended row), then the file in place."""
+        """The text columns (one entry per appended row), then the file in place.
+        ``issame``: the pairs of a verification set (rows ``2i``, ``2i+1``)."""
         import h5py
 
         columns = {"keys": keys, "paths": paths, "identities": identities, "status": status}
@@ -169,6 +180,8 @@ class EmbeddingsWriter:
                 text = h5py.string_dtype("utf-8")
                 data = np.array(list(columns[name]), dtype=object)
                 self._file.create_dataset(name, data=data, dtype=text)
+            if issame is not None:
+                self._file.create_dataset(PAIRS, data=np.asarray(issame, dtype=bool))
             self._file.close()
             os.replace(self._tmp, self.path)
         except BaseException:
@@ -197,12 +210,14 @@ def write_embeddings(
     paths: Sequence[str],
     identities: Sequence[str],
     status: Sequence[str],
+    issame: np.ndarray | None = None,
 ) -> Path:
-    """Write ``directory/embeddings.h5`` from arrays in memory (:class:`EmbeddingsWriter`)."""
+    """Write ``directory/embeddings.h5`` from arrays in memory (:class:`EmbeddingsWriter`);
+    ``issame``: the pairs of a verification set (rows ``2i``, ``2i+1``)."""
     vectors = np.asarray(vectors, dtype=DATASETS[VECTORS])
     with EmbeddingsWriter(directory, vectors.shape[1] if vectors.ndim == 2 else 0) as w:
         w.append(vectors)
-        return w.close(keys=keys, paths=paths, identities=identities, status=status)
+        return w.close(keys=keys, paths=paths, identities=identities, status=status, issame=issame)
 
 
 # --------------------------------------------------------------------------- reading
@@ -253,13 +268,15 @@ def from_arrays(data: Mapping[str, np.ndarray], source: Path, ref: dict[str, str
     else:
         identities = [k.split("/", 1)[0] if "/" in k else k.rsplit("_", 1)[0] for k in keys]
     status = _strings(data["status"]) if "status" in data else [OK] * len(keys)
-    return Embeddings(vectors, keys, paths, identities, status, source, ref)
+    issame = np.asarray(data[PAIRS], dtype=bool).ravel() if PAIRS in data else None
+    return Embeddings(vectors, keys, paths, identities, status, source, ref, issame)
 
 
 __all__ = [
     "EMBEDDINGS",
     "DATASETS",
     "OK",
+    "PAIRS",
     "Embeddings",
     "EmbeddingsWriter",
     "write_embeddings",

@@ -100,8 +100,8 @@ def export_command(
     verify_on: Annotated[
         Path | None,
         typer.Option(
-            help="Aligned faces for the parity check (align artifact or folder of crops); "
-            "default: the bundled faces."
+            help="Aligned faces for the parity check (align artifact, folder of crops, or "
+            "a verification .bin for --insightface); default: the bundled faces."
         ),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,

@@ -88,11 +88,21 @@ class ExportConfig:
     verify_max_images: int = 64
     """At most this many faces from the verification input are compared."""
 
+    insightface: bool = False
+    """Write what insightface.model_zoo.get_model loads (ArcFaceONNX): input 'data'
+    (N, 3, 112, 112) RGB 0..255 ArcFace crops, normalisation inside the graph (a 112x96
+    model gets columns 8..104), one output 'fc1'. Not with --with-flip."""
+
     def __post_init__(self) -> None:
         from facecl.embed.features import FUSIONS
         from facecl.errors import ConfigError
 
         FUSIONS.get(self.fusion)
+        if self.insightface and self.with_flip:
+            raise ConfigError(
+                "--insightface exports FC1 only (insightface fuses the flip itself)",
+                "drop --with-flip",
+            )
         if not 11 <= self.opset <= 21:
             raise ConfigError(f"unsupported opset {self.opset}", "choose an opset in 11..21")
         if not 0.0 < self.min_parity <= 1.0:

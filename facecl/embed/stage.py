@@ -270,6 +270,7 @@ def _finish(
             paths=[i.path for i in source.items],
             identities=[i.identity for i in source.items],
             status=status,
+            issame=source.issame,
         )
     shutil.rmtree(chunk_dir)
     counts = {"processed": n, "written": ok, "failed": n - ok, "skipped": skipped}

@@ -14,7 +14,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from facecl.errors import InputError, UsageError
+from facecl.errors import FaceclError, InputError, UsageError
 from facecl.registry import Registry
 from facecl.verify import metrics as M
 from facecl.verify import streaming as S
@@ -33,6 +33,7 @@ from facecl.verify.protocols import (
     read_pairs_csv,
     resolve_pairs,
     select_images,
+    stored_pairs,
 )
 
 Standard = tuple[bool, str]
@@ -254,29 +255,115 @@ def evaluate_pairs(
         score, accuracy = _score_split(emb, ia, ib, same, train_pairs, train_res, cfg)
     else:
         score, accuracy = _score_folds(emb, ia, ib, same, fold, cfg)
+    comparable, note = _pairs_comparability(standard, res, train_res)
+    return _pairs_evaluation(
+        _Scored(score, same, fold, accuracy),
+        cfg,
+        (comparable, note),
+        _pairs_missing(pairs, res, train_res),
+        skipped,
+    )
+
+
+@dataclass(frozen=True)
+class _Scored:
+    """The scored pairs of a pair protocol: score, same, fold (N,) and the accuracy record."""
+
+    score: np.ndarray
+    same: np.ndarray
+    fold: np.ndarray
+    accuracy: dict[str, Any] | None
+
+
+def _pairs_evaluation(
+    scored: _Scored,
+    cfg: VerifyConfig,
+    comparability: tuple[bool | None, str],
+    missing: dict[str, Any],
+    skipped: list[dict[str, Any]],
+) -> Evaluation:
+    """The Evaluation of a pair protocol: its accuracy record plus AUC, EER and TAR@FAR."""
+    score, same = scored.score, scored.same
     numbers, roc = _verification_numbers(score, same, cfg)
     results: dict[str, Any] = {
-        "accuracy": accuracy,
+        "accuracy": scored.accuracy,
         **numbers,
         "n_pairs": int(len(same)),
         "n_genuine": int(same.sum()),
         "n_impostor": int((~same).sum()),
     }
-    comparable, note = _pairs_comparability(standard, res, train_res)
     report = {
         "results": results,
         "summary": _pair_summary(results, cfg),
-        "comparable": comparable,
-        "comparability": note,
-        "missing": _pairs_missing(pairs, res, train_res),
+        "comparable": comparability[0],
+        "comparability": comparability[1],
+        "missing": missing,
     }
     return Evaluation(
         report=report,
         roc={"far": roc.far, "tar": roc.tar, "thresholds": roc.thresholds},
         hist=histogram(score[same], score[~same], cfg.hist_bins),
-        scores={"score": score, "same": same, "fold": fold},
+        scores={"score": score, "same": same, "fold": scored.fold},
         skipped=skipped,
     )
+
+
+# --------------------------------------------------------------------------- .bin sets
+
+
+def embed_fusion(emb: Embeddings) -> str | None:
+    """How image and flip features were fused in ``emb`` (its embed manifest), if known."""
+    from facecl.artifacts import read_manifest
+
+    if not emb.source.is_dir():
+        return None
+    try:
+        return str(read_manifest(emb.source).config.get("fusion"))
+    except FaceclError:  # not an artifact directory: unknown
+        return None
+
+
+def _bin_comparability(fusion: str | None, res: ResolvedPairs, folds: int) -> Standard:
+    reasons = []
+    if fusion != "sum":
+        reasons.append(
+            f"fusion is {fusion or 'unknown'}: insightface sums image and flip features "
+            "(embed with --fusion sum to compare one for one)"
+        )
+    if res.dropped:
+        reasons.append(f"{len(res.dropped)} pair(s) dropped for missing embeddings")
+    if folds != 10:
+        reasons.append(f"{folds} folds instead of 10")
+    if reasons:
+        return False, "NOT comparable to insightface's numbers: " + "; ".join(reasons)
+    return True, "comparable to insightface's verification.py: sum fusion, 10 folds, every pair"
+
+
+def evaluate_bin(emb: Embeddings, cfg: VerifyConfig) -> Evaluation:
+    """insightface's protocol on the pairs stored from a ``.bin``: contiguous folds in file
+    order, the accuracy threshold chosen on the other folds from insightface's grid on the
+    squared distance of unit vectors (:func:`metrics.insightface_kfold`), population std;
+    AUC, EER and TAR@FAR from all pairs with ``--metric``."""
+    pairs = stored_pairs(emb, cfg.folds)
+    res, ia, ib, same, fold = _test_pairs(emb, pairs)
+    kf = M.insightface_kfold(emb.vectors[ia], emb.vectors[ib], same, fold)
+    accuracy: dict[str, Any] = {
+        "mean": kf.mean,
+        "std": kf.std,
+        "folds": kf.accuracy.tolist(),
+        "distance_thresholds": kf.threshold.tolist(),
+        "train_accuracy": kf.train_accuracy.tolist(),
+        "fold_sizes": [int((fold == k).sum()) for k in np.unique(fold)],
+        "rule": "same if |a/|a| - b/|b||^2 < t, t in 0..3.99 step 0.01 (insightface)",
+    }
+    if cfg.metric == "cosine":  # the same decisions on the cosine score: cos > 1 - t/2
+        accuracy["thresholds"] = (1.0 - kf.threshold / 2.0).tolist()
+    fusion = embed_fusion(emb)
+    comparable, note = _bin_comparability(fusion, res, cfg.folds)
+    missing = {**_pairs_missing(pairs, res, None), "fusion": fusion}
+    score = _pairs_scores(emb, ia, ib, cfg.metric, None)
+    scored = _Scored(score, same, fold, accuracy)
+    return _pairs_evaluation(scored, cfg, (comparable, note), missing, _dropped_items(res))
 
 
 def _pairs_missing(
@@ -718,6 +805,8 @@ class Protocol:
     """File name of the open-set identification plot (when there is one)."""
     hist_note: str = ""
     """Appended to the score histogram's title."""
+    many_inputs: bool = False
+    """Takes several embeddings in one call (one report each, one table)."""
 
 
 PROTOCOLS: Registry[Protocol] = Registry("protocol")
@@ -758,6 +847,10 @@ def _blufr(
     return evaluate_blufr(emb, conf, cfg, (lambda t: on_trial(t + 1, n)) if on_trial else None)
 
 
+def _bin(emb: Embeddings, inputs: Mapping[str, Path], cfg: VerifyConfig, _: Any) -> Evaluation:
+    return evaluate_bin(emb, cfg)
+
+
 def _identify(emb: Embeddings, inputs: Mapping[str, Path], cfg: VerifyConfig, _: Any) -> Evaluation:
     return evaluate_identify(emb, str(inputs["gallery"]), str(inputs["probe"]), cfg)
 
@@ -765,6 +858,7 @@ def _identify(emb: Embeddings, inputs: Mapping[str, Path], cfg: VerifyConfig, _:
 PROTOCOLS.register("lfw-pairs", Protocol(_lfw_pairs, ("pairs",)))
 PROTOCOLS.register("lfw-view1", Protocol(_lfw_view1, ("pairs",), train_pairs=True))
 PROTOCOLS.register("pairs", Protocol(_pairs, ("pairs",)))
+PROTOCOLS.register("bin", Protocol(_bin, (), training_split=False, many_inputs=True))
 PROTOCOLS.register(
     "blufr",
     Protocol(

@@ -406,6 +406,44 @@ def kfold_accuracy(
     return KFold(np.array(acc), np.array(thr), np.array(tr_acc))
 
 
+INSIGHTFACE_GRID = np.arange(0, 4, 0.01)
+"""insightface's accuracy thresholds on the squared L2 distance of unit vectors (0..4)."""
+
+
+def contiguous_folds(n: int, k: int) -> np.ndarray:
+    """(n,) fold of each pair when n pairs in file order are cut into k contiguous folds,
+    the first ``n % k`` one pair larger (scikit-learn's ``KFold(k, shuffle=False)``)."""
+    if not 1 <= k <= n:
+        raise ValueError(f"cannot cut {n} pairs into {k} folds")
+    sizes = np.full(k, n // k)
+    sizes[: n % k] += 1
+    return np.repeat(np.arange(k), sizes)
+
+
+def insightface_kfold(a: np.ndarray, b: np.ndarray, same: np.ndarray, folds: np.ndarray) -> KFold:
+    """k-fold accuracy as insightface's ``eval/verification.py`` computes it.
+
+    a, b: (N, D) the two vectors of each pair; same: (N,) bool; folds: (N,) fold index.
+    Each vector is L2-normalised (float64), a pair is "same" when the squared distance is
+    ``< t``; per fold, ``t`` is the first value of :data:`INSIGHTFACE_GRID` with the best
+    accuracy on the other folds. ``KFold.threshold`` holds the chosen distances.
+    """
+    a = l2_normalize(np.asarray(a, dtype=np.float64))
+    b = l2_normalize(np.asarray(b, dtype=np.float64))
+    dist = np.square(a - b).sum(1)  # (N,)
+    same = np.asarray(same, dtype=bool)
+    correct = (dist[None, :] < INSIGHTFACE_GRID[:, None]) == same[None, :]  # (T, N)
+    acc, thr, tr_acc = [], [], []
+    for k in np.unique(folds):
+        test = folds == k
+        train_acc = correct[:, ~test].mean(1)  # (T,)
+        i = int(np.argmax(train_acc))
+        acc.append(float(correct[i, test].mean()))
+        thr.append(float(INSIGHTFACE_GRID[i]))
+        tr_acc.append(float(train_acc[i]))
+    return KFold(np.array(acc), np.array(thr), np.array(tr_acc))
+
+
 def _kfold_shared_scores(
     scores: np.ndarray,
     labels: np.ndarray,
