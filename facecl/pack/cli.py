@@ -51,6 +51,12 @@ def register(app: typer.Typer) -> None:
                         f"dropped {mi['identities_removed']} identities ({mi['images_removed']} "
                         f"images) with fewer than {mi['k']} images"
                     )
+                if len(plan.classes) < 2:
+                    console.print(
+                        f"[yellow]warning:[/] only {len(plan.classes)} identity is left: a "
+                        "classifier over one class learns nothing (its softmax loss is 0)",
+                        highlight=False,
+                    )
                 if plan.collisions:
                     console.print(
                         f"[yellow]warning:[/] {len(plan.collisions)} group(s) of identity names "

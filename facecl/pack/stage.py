@@ -32,6 +32,7 @@ from facecl.artifacts import (
 )
 from facecl.errors import InputError
 from facecl.models.input_spec import InputSpec
+from facecl.outpath import check_free_space
 from facecl.pack.artifact import (
     CLASSES,
     HISTOGRAM,
@@ -356,6 +357,9 @@ def run_pack(
             f"nothing left to pack: {plan.rows} rows, {len(plan.skipped)} skipped",
             "check the exclusion lists and --min-images (see the reasons in the align output)",
         )
+    if config.compression == "none":  # the shards' size is known: check it fits up front
+        h, w = spec.size
+        check_free_space(so.path, plan.n_images * h * w * 3, f"{plan.n_images} packed crops")
     work = so.begin()
     written = write_shards(
         work,

@@ -101,7 +101,20 @@ def build_backbone(ckpt: dict[str, Any]) -> torch.nn.Module:
     """Rebuild the backbone described by a checkpoint and load its weights (eval mode)."""
     from facecl.models import create_backbone
 
-    model = create_backbone(ckpt["arch"], **ckpt.get("arch_kwargs", {}))
+    kwargs = ckpt.get("arch_kwargs", {})
+    if not isinstance(kwargs, dict):
+        raise CheckpointError(
+            f"checkpoint arch_kwargs is {type(kwargs).__name__}, expected a dict",
+            "the checkpoint is corrupt or was edited",
+        )
+    try:
+        model = create_backbone(ckpt["arch"], **kwargs)
+    except TypeError as e:
+        raise CheckpointError(
+            f"checkpoint arch_kwargs {sorted(kwargs)} do not fit architecture "
+            f"{ckpt['arch']!r}: {str(e).splitlines()[0][:160]}",
+            "the checkpoint was written by another facecl version, or edited",
+        ) from None
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as e:
