@@ -86,6 +86,11 @@ def release(out: str | os.PathLike) -> None:
     os.close(fd)
 
 
+def held_outputs() -> list[Path]:
+    """The outputs this process is writing (those it holds the lock of)."""
+    return [Path(k[: -len(LOCK_SUFFIX)]) for k in _HELD]
+
+
 def holds(out: str | os.PathLike) -> bool:
     return str(lock_path(Path(out).resolve())) in _HELD
 

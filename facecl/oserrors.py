@@ -51,7 +51,8 @@ def is_storage_failure(e: BaseException) -> bool:
 
 
 def storage_error(e: BaseException, path: str | None = None) -> StorageError:
-    """The one-line error for an OS-level failure ``e``."""
+    """The one-line error for an OS-level failure ``e``. Without a file name in ``e`` (a
+    failed ``write`` has none) the output being written is named."""
     code = _errno_of(e)
     if code is None and isinstance(e, RuntimeError):
         code = errno.ENOSPC  # torch hides the errno; a short write is a full disk in practice
@@ -64,6 +65,11 @@ def storage_error(e: BaseException, path: str | None = None) -> StorageError:
     where = path or getattr(e, "filename", None)
     if where is None and (m := _H5_NAME.search(str(e))):
         where = m.group(1)
+    if where is None:
+        from facecl.lock import held_outputs
+
+        outs = held_outputs()
+        where = f"writing {outs[0]}.partial" if outs else None
     other = getattr(e, "filename2", None)
     at = f" ({where}{' -> ' + str(other) if other else ''})" if where else ""
     name = errno.errorcode.get(code, "") if code is not None else ""

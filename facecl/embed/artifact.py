@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facecl.artifacts import input_ref, read_manifest
+from facecl.artifacts import honour_umask, input_ref, read_manifest
 from facecl.errors import ArtifactError, InputError
 
 STAGE = "embed"
@@ -130,6 +130,7 @@ def write_embeddings(
     path = Path(directory) / EMBEDDINGS
     columns = {"keys": keys, "paths": paths, "identities": identities, "status": status}
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    honour_umask(tmp, fd)  # mkstemp makes 0600; any other file gets 0666 & ~umask
     os.close(fd)
     try:
         with h5py.File(tmp, "w") as f:

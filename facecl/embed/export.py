@@ -40,6 +40,7 @@ from facecl.artifacts import (
     atomic_write_json,
     config_dict,
     fingerprint,
+    honour_umask,
     input_ref,
     schema_for,
     sha256_file,
@@ -136,6 +137,7 @@ def run_export(
 
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    honour_umask(tmp, fd)  # mkstemp makes 0600; any other file gets 0666 & ~umask
     os.close(fd)
     try:
         _export_onnx(module, (h, w), tmp, config.opset)
