@@ -11,18 +11,21 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-# `python -c SLOW_CLI MODULE:FUNC SECONDS facecl-args...`: FUNC sleeps SECONDS per call. The
-# slowdown changes timing only, never values.
+# `python -c SLOW_CLI MODULE:FUNC SECONDS facecl-args...`: FUNC (or Class.method) sleeps
+# SECONDS per call. The slowdown changes timing only, never values.
 SLOW_CLI = (
     "import importlib, sys, time\n"
     "mod, _, name = sys.argv[1].partition(':')\n"
     "delay = float(sys.argv[2])\n"
-    "m = importlib.import_module(mod)\n"
-    "f = getattr(m, name)\n"
+    "owner = importlib.import_module(mod)\n"
+    "*path, name = name.split('.')\n"
+    "for p in path:\n"
+    "    owner = getattr(owner, p)\n"
+    "f = getattr(owner, name)\n"
     "def slow(*a, **k):\n"
     "    time.sleep(delay)\n"
     "    return f(*a, **k)\n"
-    "setattr(m, name, slow)\n"
+    "setattr(owner, name, slow)\n"
     "from facecl.cli import app\n"
     "app(args=sys.argv[3:], prog_name='facecl')\n"
 )
