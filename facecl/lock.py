@@ -68,6 +68,7 @@ def acquire(out: str | os.PathLike) -> Path:
     key = str(path)
     if key in _HELD:
         return path
+    path.parent.mkdir(parents=True, exist_ok=True)  # the output's parent, made by begin() anyway
     fd = _open_locked(path)
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()}\n".encode())

@@ -44,8 +44,11 @@ def _same_embeddings(a, b):
 
 
 def _steps_done(partial):
+    """Steps logged, once a checkpoint exists (0 before: a kill then has nothing to keep)."""
     m = partial / "metrics.jsonl"
-    return len(m.read_text().splitlines()) if m.is_file() else 0
+    if not m.is_file() or not (partial / "checkpoints" / "last.pt").is_file():
+        return 0
+    return len(m.read_text().splitlines())
 
 
 def _kill_and_resume(stage, args, out, ready):
@@ -161,3 +164,18 @@ def test_killed_force_run_resumes_with_the_same_forced_command(pipeline, tmp_pat
     r = ok(facecl("pack", *args, "--json"))
     assert json.loads(r.stdout)["resumed_shards"] >= 1
     assert _files(out) == _files(pipeline.pack)
+
+
+def test_align_redoes_a_finished_chunk_whose_crop_is_missing(pipeline, tmp_path):
+    """A54: killed after a chunk, one of that chunk's crops deleted from the .partial: the
+    resume redoes that chunk (and says so) instead of a FileNotFoundError at the hashes."""
+    out = tmp_path / "A"
+    partial = tmp_path / "A.partial"
+    args = [pipeline.src, "-o", out, *ALIGN_ARGS, "--batch-size", "2"]
+    proc = start("align", *args, slow=SLOW["align"])
+    kill_when(proc, lambda: _parts(1)(partial))
+    crop = next((partial / "aligned").rglob("*.png"))
+    crop.unlink()
+    r = ok(facecl("align", *args))
+    assert "redoing chunk" in r.stderr and "crops are missing" in r.stderr
+    assert _files(out) == _files(pipeline.align)

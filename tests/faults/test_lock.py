@@ -53,3 +53,10 @@ def test_no_lock_left_after_success_failure_or_no_op(pipeline, tmp_path):
     r = facecl("pack", pipeline.align, "-o", tmp_path / "P2", "--exclude", names)
     one_line_error(r, 1, "nothing left to pack")
     assert not (tmp_path / "P2.lock").exists() and not (tmp_path / "P2.partial").exists()
+
+
+def test_lock_of_an_output_whose_parent_does_not_exist_yet(pipeline, tmp_path):
+    """A55: -o new/dirs/P: the lock beside it needs its parent; the stage makes it."""
+    out = tmp_path / "new" / "dirs" / "P"
+    ok(facecl("pack", pipeline.align, "-o", out, *PACK_ARGS))
+    assert (out / "manifest.json").is_file() and not (out.parent / "P.lock").exists()
