@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facecl.artifacts import input_ref, read_manifest
+from facecl.artifacts import honour_umask, input_ref, read_manifest
 from facecl.errors import ArtifactError, InputError
 
 STAGE = "embed"
@@ -142,6 +142,7 @@ class EmbeddingsWriter:
         fd, tmp = tempfile.mkstemp(
             prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent
         )
+        honour_umask(tmp, fd)  # mkstemp makes 0600; any other file gets 0666 & ~umask
         os.close(fd)
         self._tmp = Path(tmp)
         self._file = h5py.File(tmp, "w")

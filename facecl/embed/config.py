@@ -28,9 +28,10 @@ class EmbedConfig:
     batch_size: int = 64
     """Images per forward pass (the flip doubles the backbone batch)."""
 
-    device: Device = "auto"
+    device: Device = field(default="auto", metadata={"runtime": True})
     """auto (cuda when available), cpu or cuda. With an ONNX model: the onnxruntime provider
-    (cuda needs onnxruntime-gpu, and fails unless its CUDA provider actually loads)."""
+    (cuda needs onnxruntime-gpu, and fails unless its CUDA provider actually loads). Not
+    fingerprinted itself: the resolved numeric mode (device and dtype) is."""
 
     fp16: bool = True
     """Reduced precision on CUDA when ``precision`` is auto: autocast in bfloat16 where the GPU

@@ -40,6 +40,7 @@ from facecl.artifacts import (
     atomic_write_json,
     config_dict,
     fingerprint,
+    honour_umask,
     input_ref,
     schema_for,
     sha256_file,
@@ -53,6 +54,7 @@ from facecl.embed.model_ref import model_inputs, read_sidecar, sidecar_path
 from facecl.embed.sources import open_source
 from facecl.errors import ArtifactError, CheckpointError, InputError
 from facecl.models.input_spec import LAYOUT, InputSpec
+from facecl.outpath import check_output
 
 BUNDLED_FACES = Path(__file__).resolve().parent / "faces"
 INPUT_NAME = "input"
@@ -101,11 +103,12 @@ def run_export(
         raise CheckpointError(
             f"{model_file.path} is already an ONNX file", "pass a train run or .pt checkpoint"
         )
-    out = Path(out).resolve()
-    side = sidecar_path(out)
     inputs = model_inputs(model_file)
     if verify_on is not None:
         inputs.append(input_ref(verify_on))
+    # never over the checkpoint, nor into the run (or any input) directory
+    out = check_output(out, [i["path"] for i in inputs])
+    side = sidecar_path(out)
     fp = fingerprint("export", config_dict(config), inputs)
     previous = _existing_report(out, fp, force)
     if previous is not None:
@@ -168,6 +171,7 @@ def _write_checked(
         faces = load_faces(verify_on, spec.size, n)  # (N,H,W,3)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    honour_umask(tmp, fd)  # mkstemp makes 0600; any other file gets 0666 & ~umask
     os.close(fd)
     try:
         _export_onnx(module, spec.size, tmp, config.opset)

@@ -24,7 +24,14 @@ from typing import Any
 
 import numpy as np
 
-from facecl.artifacts import Manifest, StageOutput, atomic_open, config_dict, sha256_file
+from facecl.artifacts import (
+    Manifest,
+    StageOutput,
+    atomic_open,
+    config_dict,
+    runtime_fields,
+    sha256_file,
+)
 from facecl.console import console, progress
 from facecl.embed.artifact import OK, STAGE, EmbeddingsWriter
 from facecl.embed.backends import Backend, ModelFile, load_backend, resolve_model
@@ -92,7 +99,9 @@ def run_embed(
     # vectors computed on another device or dtype are another artifact, never resumed into.
     fingerprinted = {**config_dict(config), "numeric": backend.numeric}
     inputs = [*model_inputs(model_file), source.ref]
-    so = StageOutput(out, STAGE, fingerprinted, inputs, force=force)
+    so = StageOutput(
+        out, STAGE, fingerprinted, inputs, force=force, runtime=runtime_fields(EmbedConfig)
+    )
     if so.up_to_date:
         assert so.existing is not None
         return EmbedResult(so.path, so.existing, True, 0, time.perf_counter() - t0, 0.0)

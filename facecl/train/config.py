@@ -43,6 +43,10 @@ Sampler = Literal["uniform", "balanced"]
 AmpDtype = Literal["bfloat16", "float16"]
 Split = Literal["train", "all"]
 
+# Field metadata of a runtime-only setting: how the work is done, not what it produces.
+# It is recorded in the manifest but not fingerprinted (a run resumes across changes of it).
+RUNTIME = {"runtime": True}
+
 # Config-file / override spellings that are not field names.
 ALIASES = {"lambda": "lam"}
 
@@ -118,7 +122,7 @@ class TrainConfig:
     flip: bool = True
     """Random horizontal flips (p = 0.5, ECCV Sec. 4.1), drawn from (seed, step)."""
 
-    workers: int = 2
+    workers: int = field(default=2, metadata=RUNTIME)
     """DataLoader worker processes (0 = load in the training process)."""
 
     augment: tuple[str, ...] = ()
@@ -127,10 +131,10 @@ class TrainConfig:
     random draws are not checkpointed: a resumed run is not bit-identical with augment."""
 
     # ---- runtime
-    device: Device = "auto"
+    device: Device = field(default="auto", metadata=RUNTIME)
     """``auto`` (CUDA when available), ``cpu`` or ``cuda``."""
 
-    threads: int = 0
+    threads: int = field(default=0, metadata=RUNTIME)
     """CPU threads for torch (``torch.set_num_threads``); 0 = torch's default (all cores;
     under ``--ddp N`` the cores split between the processes)."""
 

@@ -195,10 +195,14 @@ def _same_config(recorded: Any, cfg: TrainConfig) -> bool:
     describes ``cfg``."""
     if not isinstance(recorded, Mapping):
         return False
+    from facecl.artifacts import config_dict, runtime_fields, without_runtime
+
     try:
-        return bool(config_from_dict(recorded) == cfg)
+        then = config_dict(config_from_dict(recorded))
     except FaceclError:
         return False
+    runtime = runtime_fields(TrainConfig)  # workers, threads, device may change on resume
+    return without_runtime(then, runtime) == without_runtime(config_dict(cfg), runtime)
 
 
 def restore(state: TrainState, ckpt: dict[str, Any], cfg: TrainConfig) -> int:
