@@ -47,7 +47,7 @@ from typing import Any
 import torch
 
 from facecl import __version__
-from facecl.errors import CheckpointError
+from facecl.errors import CheckpointError, ConfigError
 from facecl.models.input_spec import InputSpec
 
 FORMAT = "facecl.checkpoint"
@@ -101,7 +101,10 @@ def build_backbone(ckpt: dict[str, Any]) -> torch.nn.Module:
     """Rebuild the backbone described by a checkpoint and load its weights (eval mode)."""
     from facecl.models import create_backbone
 
-    model = create_backbone(ckpt["arch"], **ckpt.get("arch_kwargs", {}))
+    try:  # a name the checkpoint holds is bad data (exit 1), not a bad option
+        model = create_backbone(ckpt["arch"], **ckpt.get("arch_kwargs", {}))
+    except ConfigError as e:
+        raise CheckpointError(f"checkpoint: {e.message}", e.hint) from None
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as e:

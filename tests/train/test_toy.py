@@ -89,4 +89,4 @@ def test_toy_mnist_cli(mnist_dir, tmp_path):
     with np.load(out / "features.npz") as z:
         assert z["test_features"].shape == (50, 2) and z["centers"].shape == (10, 2)
     r = runner.invoke(app, ["toy", "mnist", "-o", str(out), "--loss", "nope"])
-    assert r.exit_code == 1 and "acl-gamma" in r.output
+    assert r.exit_code == 2 and "acl-gamma" in r.output
