@@ -22,15 +22,16 @@ from typing import Any
 
 import numpy as np
 
-from facecl.align.artifact import ALIGNED, read_faces
+from facecl.align.artifact import ALIGNED, crop_hashes, read_faces
 from facecl.artifacts import (
     StageOutput,
     atomic_write_json,
     input_ref,
     read_manifest,
+    sha256_bytes,
     sha256_file,
 )
-from facecl.errors import InputError
+from facecl.errors import InputError, IntegrityError
 from facecl.models.input_spec import InputSpec
 from facecl.pack.artifact import (
     CLASSES,
@@ -63,6 +64,7 @@ class Item:
     identity: str
     file: Path  # the crop PNG
     source: str  # the align stage's source of the crop
+    sha256: str = ""  # the crop's hash in its align manifest ("" when not recorded)
 
 
 @dataclass
@@ -83,6 +85,7 @@ def read_align_rows(
     """The packable crops of one align artifact and the rows it did not crop."""
     items: list[Item] = []
     skipped: list[dict[str, str]] = []
+    hashes = crop_hashes(artifact)
     for row in read_faces(artifact):
         output = row.output.strip()
         status = row.status.strip()
@@ -101,7 +104,7 @@ def read_align_rows(
         if rel.parts[0] == ALIGNED and len(rel.parts) > 2:
             rel = Path(*rel.parts[1:])  # aligned/<identity>/<stem>.png -> <identity>/<stem>
         file = artifact / output
-        items.append(Item(key=rel.as_posix(), identity=row.identity, file=file, source=row.source))
+        items.append(Item(rel.as_posix(), row.identity, file, row.source, hashes.get(output, "")))
     return items, skipped
 
 
@@ -254,21 +257,38 @@ def make_plan(artifacts: Sequence[Path], config: PackConfig, lists: Sequence[Nam
 # --------------------------------------------------------------------------- images
 
 
-def read_rgb(path: Path) -> np.ndarray:
-    """A crop as uint8 (H, W, 3) RGB."""
+def read_rgb(path: Path, sha256: str = "") -> np.ndarray:
+    """A crop as uint8 (H, W, 3) RGB, checked against its manifest hash when given."""
     import cv2
 
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    from facecl.align.io import PNG_MAGIC, png_problem
+
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(
+            f"aligned crop {path} is missing", "the align artifact is damaged"
+        ) from None
+    except OSError as e:
+        raise InputError(f"cannot read aligned crop {path}: {e.strerror}", "check it") from None
+    if sha256 and sha256_bytes(data) != sha256:
+        raise IntegrityError(
+            f"aligned crop {path} was changed after align wrote it (sha256 mismatch)",
+            "restore it or re-run 'facecl align' with --force",
+        )
+    problem = png_problem(data) if data.startswith(PNG_MAGIC) else ""
+    bgr = None if problem else cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if bgr is None:
-        if not path.is_file():
-            raise InputError(f"aligned crop {path} is missing", "the align artifact is damaged")
-        raise InputError(f"cannot decode aligned crop {path}", "the align artifact is damaged")
+        raise InputError(
+            f"cannot decode aligned crop {path}{': ' + problem if problem else ''}",
+            "the align artifact is damaged; re-run 'facecl align'",
+        )
     return np.ascontiguousarray(bgr[..., ::-1])
 
 
 def _decoded(items: Sequence[tuple[Item, int]], threads: int) -> Iterator[np.ndarray]:
     with ThreadPoolExecutor(threads) as pool:  # cv2 decodes without the GIL
-        yield from pool.map(lambda x: read_rgb(x[0].file), items)
+        yield from pool.map(lambda x: read_rgb(x[0].file, x[0].sha256), items)
 
 
 # --------------------------------------------------------------------------- stats
