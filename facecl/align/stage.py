@@ -284,14 +284,14 @@ def merge_shards(
     so = StageOutput(out, "align", cfg, [input_ref(s) for s in shards], force=force)
     if so.existing is not None:  # up to date
         return AlignSummary(str(so.path), True, False, 0, so.existing.counts, 0.0, 0.0)
+    shard_rows = [read_faces(s) for s in shards]  # every row checked before anything is written
     work = so.begin()
     rows = []
-    for s in shards:
-        shard_rows = read_faces(s)
-        for r in shard_rows:
+    for s, these in zip(shards, shard_rows, strict=True):
+        for r in these:
             if r.output:
                 _link_or_copy(Path(s) / r.output, work / r.output)
-        rows.extend(shard_rows)
+        rows.extend(these)
     rows.sort(key=lambda r: (r.index, r.face_index))
     write_faces(work / FACES_CSV, rows)
     listing = {}
