@@ -195,16 +195,56 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 # --------------------------------------------------------------------------- inputs
 
 
+def safe_relpath(rel: object) -> bool:
+    """True when ``rel`` (from an artifact) is a relative posix path that stays inside the
+    artifact: not absolute, no ``..``, ``.`` or empty parts, no backslashes."""
+    if not isinstance(rel, str) or not rel or rel.startswith("/") or "\\" in rel:
+        return False
+    return all(part not in ("", ".", "..") for part in rel.split("/"))
+
+
 def is_artifact(path: str | os.PathLike) -> bool:
     return (Path(path) / MANIFEST).is_file()
 
 
 def tree_listing_sha256(root: Path, files: Iterable[Path] | None = None) -> str:
-    """Hash of a file list (relative path and size), cheap and order-independent."""
+    """Hash of a tree's listing: every file's relative path, size and mtime (so an in-place
+    edit is a change), order-independent. Folder links are followed (each real folder once);
+    a folder that cannot be listed is part of the listing; names are hashed as their bytes
+    (``os.fsencode``), so names that are not UTF-8 hash too."""
+    root = Path(root)
     if files is None:
-        files = (p for p in root.rglob("*") if p.is_file())
-    lines = sorted(f"{p.relative_to(root).as_posix()}\t{p.stat().st_size}" for p in files)
-    return sha256_bytes("\n".join(lines).encode())
+        files, unreadable = _tree_files(root)
+    else:
+        unreadable = []
+    lines = []
+    for p in files:
+        try:
+            st = p.stat()
+            stat = b"%d\t%d" % (st.st_size, st.st_mtime_ns)
+        except OSError:
+            stat = b"unreadable"
+        lines.append(os.fsencode(p.relative_to(root)) + b"\t" + stat)
+    lines += [os.fsencode(d.relative_to(root)) + b"\t!unlistable" for d in unreadable]
+    return sha256_bytes(b"\n".join(sorted(lines)))
+
+
+def _tree_files(root: Path) -> tuple[list[Path], list[Path]]:
+    """(files, folders that could not be listed) below ``root``, following folder links
+    with each real folder visited once."""
+    files: list[Path] = []
+    errors: list[OSError] = []
+    seen = {os.path.realpath(root)}
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=errors.append):
+        keep = []
+        for d in dirnames:
+            real = os.path.realpath(os.path.join(dirpath, d))
+            if real not in seen:
+                seen.add(real)
+                keep.append(d)
+        dirnames[:] = keep
+        files += [Path(dirpath, f) for f in filenames]
+    return files, [Path(e.filename) for e in errors if e.filename]
 
 
 def input_ref(path: str | os.PathLike) -> dict[str, str]:

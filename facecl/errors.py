@@ -27,8 +27,9 @@ class UsageError(FaceclError):
     exit_code = 2
 
 
-class ConfigError(FaceclError):
-    """Invalid configuration value or key."""
+class ConfigError(UsageError):
+    """Invalid configuration value or key (an option value, a config-file key, an unknown
+    choice): a usage error, exit 2, wherever the config is validated (``__post_init__``)."""
 
 
 class UnknownNameError(ConfigError):

@@ -48,7 +48,7 @@ import torch
 
 from facecl import __version__
 from facecl.artifacts import honour_umask
-from facecl.errors import CheckpointError
+from facecl.errors import CheckpointError, ConfigError
 from facecl.models.input_spec import InputSpec
 
 FORMAT = "facecl.checkpoint"
@@ -127,8 +127,10 @@ def build_backbone(ckpt: dict[str, Any]) -> torch.nn.Module:
             f"checkpoint arch_kwargs is {type(kwargs).__name__}, expected a dict",
             "the checkpoint is corrupt or was edited",
         )
-    try:
+    try:  # a name the checkpoint holds is bad data (exit 1), not a bad option
         model = create_backbone(ckpt["arch"], **kwargs)
+    except ConfigError as e:
+        raise CheckpointError(f"checkpoint: {e.message}", e.hint) from None
     except TypeError as e:
         raise CheckpointError(
             f"checkpoint arch_kwargs {sorted(kwargs)} do not fit architecture "

@@ -34,7 +34,7 @@ from facecl.artifacts import (
     read_manifest,
     sha256_file,
 )
-from facecl.errors import ConfigError, UsageError
+from facecl.errors import FaceclError, UsageError
 from facecl.pack.artifact import CLASSES as PACK_CLASSES
 from facecl.train import distributed as ddp_util
 from facecl.train.config import TrainConfig, config_from_dict
@@ -366,7 +366,7 @@ def _run_train_torchrun(
             manifest = read_manifest(path) if env.rank == 0 else None
             return TrainResult(path, manifest, up_to_date=True)
         if str(decision[0]).startswith("error:"):
-            raise ConfigError(f"rank 0 failed: {decision[0][6:]}", "see rank 0's message")
+            raise FaceclError(f"rank 0 failed: {decision[0][6:]}", "see rank 0's message")
         work_path = Path(decision[0])
         info = {"classes_sha256": sha256_file(shards / PACK_CLASSES), "pack": str(shards)}
         resumed_from = _checkpoint_step(work_path)

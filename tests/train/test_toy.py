@@ -89,7 +89,7 @@ def test_toy_mnist_cli(mnist_dir, tmp_path):
     with np.load(out / "features.npz") as z:
         assert z["test_features"].shape == (50, 2) and z["centers"].shape == (10, 2)
     r = runner.invoke(app, ["toy", "mnist", "-o", str(out), "--loss", "nope"])
-    assert r.exit_code == 1 and "acl-gamma" in r.output
+    assert r.exit_code == 2 and "acl-gamma" in r.output
 
 
 def test_wu2018_preset_is_wus_caffe_face_set_up(mnist_dir, tmp_path):
@@ -114,4 +114,4 @@ def test_wu2018_preset_is_wus_caffe_face_set_up(mnist_dir, tmp_path):
     assert "fc.bias" not in ckpt["head_state"] and "feature_act.weight" in ckpt["model"]
     assert ckpt["loss_state"]["class_counts"].tolist() == [5] * 5 + [20] * 5
     r = runner.invoke(app, ["toy", "mnist", "-o", str(tmp_path / "x"), "--preset", "wu2019"])
-    assert r.exit_code == 1 and "did you mean 'wu2018'" in r.output
+    assert r.exit_code == 2 and "did you mean 'wu2018'" in r.output

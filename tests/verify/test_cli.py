@@ -185,7 +185,7 @@ def test_identify_closed_and_open_set(tmp_path):
     assert_png(out / "dir.png")
     r = invoke(emb, "-p", "identify", "--gallery", gallery, "--probe", probe, "-o", out,
                "--pca", "4", "--force")  # fmt: skip
-    assert r.exit_code == 1 and "--pca" in r.output
+    assert r.exit_code == 2 and "--pca" in r.output
 
 
 def _mini_blufr(tmp_path, n_ids=30, per_id=4, trials=2, seed=0):
@@ -306,7 +306,7 @@ def test_compare_overlays_runs(tmp_path, lfw_mini, mini_emb):
         (["-p", "identify", "--gallery", "g"], 2, "needs --probe"),
         (["--pairs", "p.txt", "--config", "c.mat"], 2, "--config is not used"),
         (["--pairs", "nope.txt"], 1, "input not found"),
-        (["--pairs", "p.txt", "--folds", "1"], 1, "below 2"),
+        (["--pairs", "p.txt", "--folds", "1"], 2, "below 2"),
     ],
 )
 def test_usage_errors_are_one_line(tmp_path, mini_emb, args, code, msg, monkeypatch):
