@@ -92,7 +92,13 @@ def run_embed(
     model_file = resolve_model(model)
     # The backend first: its InputSpec decides how raw photos are aligned.
     backend = load_backend(
-        model_file, config.fusion, config.l2, config.device, config.fp16, config.precision
+        model_file,
+        config.fusion,
+        config.l2,
+        config.device,
+        config.fp16,
+        config.precision,
+        config.memory_format,
     )
     source = open_source(input_path, config.assume_aligned, backend.spec)
     # The resolved numeric mode (device, dtype) is part of the config and the fingerprint:
