@@ -78,5 +78,8 @@ def test_pack_cli_errors(tmp_path):
     assert r.exit_code == 2 and "'none', 'lzf', 'gzip'" in " ".join(
         r.output.replace("│", " ").split()
     )
-    r = runner.invoke(app, ["pack", str(tmp_path), "-o", str(tmp_path / "p")])
+    (tmp_path / "plain").mkdir()
+    r = runner.invoke(app, ["pack", str(tmp_path / "plain"), "-o", str(tmp_path / "p")])
     assert r.exit_code == 1 and "no facecl artifact" in r.stderr
+    r = runner.invoke(app, ["pack", str(tmp_path), "-o", str(tmp_path / "p")])
+    assert r.exit_code == 2 and "inside" in r.stderr  # an output inside an input is refused
