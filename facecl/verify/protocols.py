@@ -25,6 +25,7 @@ to the standard protocol.
 from __future__ import annotations
 
 import csv
+import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +74,20 @@ class PairList:
         return len(np.unique(self.fold))
 
 
+def read_text(path: Path) -> str:
+    """A text input (pairs, lists) as str; a file that is not UTF-8 is one line naming the
+    line and byte, not a UnicodeDecodeError."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise InputError(
+            f"{path}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start})",
+            "save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)",
+        ) from None
+
+
 def _bad(path: Path, line_no: int, msg: str) -> InputError:
     return InputError(
         f"{path}:{line_no}: {msg}",
@@ -113,7 +128,7 @@ def read_lfw_pairs(path: str | os.PathLike) -> PairList:
     p = Path(path)
     if not p.is_file():
         raise InputError(f"pairs file not found: {p}", "pass --pairs PATH/pairs.txt")
-    lines = [ln.split() for ln in p.read_text().splitlines()]
+    lines = [ln.split() for ln in read_text(p).splitlines()]
     while lines and not lines[-1]:
         lines.pop()
     if not lines:
@@ -153,7 +168,7 @@ def read_pairs_csv(path: str | os.PathLike, folds: int = 10) -> PairList:
     if not p.is_file():
         raise InputError(f"pairs file not found: {p}", "pass --pairs PATH.csv")
     a, b, same = [], [], []
-    with open(p, newline="") as f:
+    with io.StringIO(read_text(p), newline="") as f:
         for line_no, row in enumerate(csv.reader(f), start=1):
             if not row or all(not c.strip() for c in row) or row[0].lstrip().startswith("#"):
                 continue
@@ -333,7 +348,7 @@ def select_images(emb: Embeddings, spec: str | os.PathLike) -> tuple[np.ndarray,
         if not names:
             raise InputError(f"no images under {p}", "pass a folder of <identity>/<image> files")
     elif p.is_file():
-        names = [ln.strip() for ln in p.read_text().splitlines()]
+        names = [ln.strip() for ln in read_text(p).splitlines()]
         names = [n for n in names if n and not n.startswith("#")]
     else:
         raise InputError(

@@ -14,7 +14,7 @@ import pytest
 from tests.conftest import LFW_MINI
 from tests.faults.helpers import facecl
 
-IDENTITIES = ("Aaron_Eckhart", "Aaron_Guiel", "Aaron_Patterson")
+IDENTITIES = ("Aaron_Sorkin", "Abel_Pacheco", "Adam_Scott")  # 2 photos each
 ALIGN_ARGS = ("--chunk-size", "2", "--workers", "1")
 PACK_ARGS = ("--shard-size", "2")
 TRAIN_ARGS = ("--arch", "tiny", "--steps", "6", "--batch-size", "4", "--workers", "0")

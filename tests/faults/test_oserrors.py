@@ -6,6 +6,7 @@ field of the wrong type, a checkpoint with unknown arch_kwargs, --device cuda wi
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import pytest
@@ -48,6 +49,7 @@ def test_pack_on_a_full_disk_with_compression(pipeline, tmpfs):
     _nothing_complete(disk / "P")
 
 
+@pytest.mark.slow  # resume itself is covered fast in test_artifacts_resume
 def test_full_disk_run_resumes_once_there_is_space(pipeline, tmp_path, tmpfs):
     """A22: the align killed by ENOSPC resumes (on a bigger copy of its .partial) to the
     same result as an uninterrupted run."""
@@ -116,7 +118,8 @@ def test_onnx_option_refuses_a_torch_checkpoint(pipeline, tmp_path):
 def test_warnings_are_one_line_each(pipeline, tmp_path):
     """A32: torch's DataLoader warning (more workers than cores) is one 'warning:' line,
     without the source line Python's default adds."""
-    r = ok(facecl("train", pipeline.pack, "-o", tmp_path / "R", *TRAIN_ARGS, "--workers", "64"))
+    workers = str(len(os.sched_getaffinity(0)) + 1)  # one more than the cores: torch warns
+    r = ok(facecl("train", pipeline.pack, "-o", tmp_path / "R", *TRAIN_ARGS, "--workers", workers))
     warn = [ln for ln in r.stderr.splitlines() if "worker processes in total" in ln]
     assert len(warn) == 1 and warn[0].startswith("warning:"), r.stderr
     assert "warnings.warn(" not in r.stderr and "UserWarning:" not in r.stderr
@@ -130,3 +133,13 @@ def test_one_identity_pack_warns_in_pack_and_train(pipeline, tmp_path):
     assert "warning: only 1 identity is left" in r.stderr
     r = ok(facecl("train", tmp_path / "P", "-o", tmp_path / "R", *TRAIN_ARGS))
     assert "warning:" in r.stderr and "has 1 class" in r.stderr
+
+
+@pytest.mark.parametrize("protocol", ["pairs", "lfw-pairs"])
+def test_non_utf8_pairs_file_is_one_line(pipeline, tmp_path, protocol):
+    """A71-A72: a Latin-1 pairs file (CSV or LFW format): one line naming the line and byte."""
+    bad = tmp_path / "pairs.csv"
+    bad.write_bytes("a.png,b.png,1\nJos\xe9.png,b.png,0\n".encode("latin-1"))
+    r = facecl("verify", pipeline.emb, "-p", protocol, "--pairs", bad, "-o", tmp_path / "V")
+    one_line_error(r, 1, "not UTF-8", f"{bad}:2", "0xe9")
+    assert not (tmp_path / "V").exists() and not (tmp_path / "V.partial").exists()
