@@ -78,3 +78,16 @@ def test_embed_of_a_damaged_pack_is_one_line(aligned, tmp_path):
 
     with pytest.raises(IntegrityError, match="altered or truncated"):
         list(pack_source(out).images(0))
+
+
+def test_a_manifest_shard_path_outside_the_pack_is_refused(aligned, tmp_path):
+    import json
+
+    out = run_pack([aligned], tmp_path / "p", PackConfig(val_fraction=0)).path
+    m = json.loads((out / "manifest.json").read_text())
+    m["extra"]["shards"][0]["path"] = "../../elsewhere.h5"
+    (out / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(IntegrityError, match="names the shard '../../elsewhere.h5', outside"):
+        ShardDataset(out, split="all")
+    with pytest.raises(IntegrityError, match="outside the pack"):
+        next(iter_pack_images(out))
