@@ -54,3 +54,12 @@ class IntegrityError(ArtifactError):
 
 class CheckpointError(FaceclError):
     """A checkpoint that is corrupt, unsafe, or of another architecture."""
+
+
+class StorageError(FaceclError):
+    """The file system refused a write or a read: read-only, full, name too long, not a
+    directory, busy (``facecl.oserrors`` maps an ``OSError`` to one of these)."""
+
+
+class LockedError(FaceclError):
+    """Another live facecl process is writing the same output."""

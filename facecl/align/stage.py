@@ -101,14 +101,16 @@ def run_align(
     so = StageOutput(out, "align", cfg, inputs, force=force)
     if so.existing is not None:  # up to date
         return AlignSummary(str(so.path), True, False, 0, so.existing.counts, 0.0, 0.0)
+    if detector is None:
+        runtime.torch_device()  # --device cuda without CUDA fails before OUT.partial exists
     work = so.begin()
     parts = work / PARTS
     parts.mkdir(exist_ok=True)
     mine = _chunks(len(items), cfg)
     chunk_items = {c: items[c * cfg.chunk_size : (c + 1) * cfg.chunk_size] for c in mine}
     total = sum(len(v) for v in chunk_items.values())
-    finished = (work / FACES_CSV).is_file()  # killed between writing faces.csv and commit
-    done = {c for c in mine if (parts / _part_name(c)).is_file()}
+    finished = _finished(work)  # killed between writing faces.csv and commit
+    done = _intact_chunks(work, [c for c in mine if (parts / _part_name(c)).is_file()])
     todo = [] if finished else [c for c in mine if c not in done]
     n_done = sum(len(chunk_items[c]) for c in done)
     aligner = Aligner(cfg, runtime, table, detector)
@@ -196,6 +198,39 @@ def _align_chunks(
                 rows = []
             on_progress(processed)
     return processed
+
+
+def _finished(work: Path) -> bool:
+    """Whether ``faces.csv`` is written and every crop it names is there (else it is removed
+    and the chunks are redone)."""
+    if not (work / FACES_CSV).is_file():
+        return False
+    if all((work / r.output).is_file() for r in read_faces_file(work / FACES_CSV) if r.output):
+        return True
+    (work / FACES_CSV).unlink()
+    return False
+
+
+def _intact_chunks(work: Path, chunks: list[int]) -> set[int]:
+    """The finished chunks whose crops are all still on disk; a chunk with a crop missing
+    (deleted or lost in a crash) is redone (its part file removed) and reported."""
+    from facecl.console import console
+
+    ok = set()
+    for c in chunks:
+        part = work / PARTS / _part_name(c)
+        rows = read_faces_file(part)
+        lost = [r.output for r in rows if r.output and not (work / r.output).is_file()]
+        if lost:
+            console.print(
+                f"[yellow]redoing chunk {c}[/]: {len(lost)} of its crops are missing "
+                f"from {work.name}/ (e.g. {lost[0]})",
+                highlight=False,
+            )
+            part.unlink()
+            continue
+        ok.add(c)
+    return ok
 
 
 def _part_name(c: int) -> str:

@@ -22,6 +22,7 @@ import numpy as np
 from facecl.align.artifact import check_crop, crop_hashes, read_faces
 from facecl.artifacts import input_ref, is_artifact, read_manifest, sha256_json
 from facecl.embed.artifact import OK
+from facecl.embed.binset import is_bin
 from facecl.errors import InputError, UsageError
 from facecl.models.input_spec import InputSpec
 
@@ -41,11 +42,12 @@ class Item:
 
 @dataclass
 class Source:
-    kind: str  # "align" | "pack" | "images"
+    kind: str  # "align" | "pack" | "images" | "bin"
     items: list[Item]
     ref: dict[str, str]  # manifest input reference
     _images: Callable[[int], Iterator[ImageOrReason]] = field(repr=False)
     notes: dict[str, object] = field(default_factory=dict)
+    issame: np.ndarray | None = None  # a .bin set: (P,) bool, pair i = items 2i and 2i+1
 
     def images(self, start: int = 0) -> Iterator[ImageOrReason]:
         """Crop (H, W, 3) uint8 RGB or failure reason of items ``start, start + 1, ...``."""
@@ -102,7 +104,8 @@ def key_for(identity: str, stem: str) -> str:
 def open_source(
     path: str | os.PathLike, assume_aligned: bool = False, spec: InputSpec | None = None
 ) -> Source:
-    """The input of ``facecl embed``: align artifact, pack artifact, image folder/list/file.
+    """The input of ``facecl embed``: align artifact, pack artifact, image folder/list/file,
+    or an insightface verification ``.bin`` (:mod:`facecl.embed.binset`).
 
     Raw photos (not ``assume_aligned``) are aligned with the geometry of ``spec``, the
     model's input (its crop template); without a spec, with facecl's default template.
@@ -118,6 +121,10 @@ def open_source(
             f"{p} is a '{m.stage}' artifact",
             "pass an align or pack artifact, or a folder or list of images",
         )
+    if is_bin(p):
+        from facecl.embed.binfit import bin_source
+
+        return bin_source(p, spec)
     if Path(str(p) + ".partial").is_dir() and not p.exists():
         read_manifest(p)  # raises the "incomplete artifact" error
     if p.is_dir() or (p.is_file() and p.suffix.lower() in LIST_SUFFIXES | IMAGE_SUFFIXES):
@@ -125,7 +132,7 @@ def open_source(
     if not p.exists():
         raise InputError(f"input not found: {p}", "pass an align/pack artifact or images")
     raise InputError(
-        f"cannot embed {p}: not an artifact, a folder, an image or a list of images",
+        f"cannot embed {p}: not an artifact, a folder, an image, a list of images or a .bin",
         f"lists end in {', '.join(sorted(LIST_SUFFIXES))}",
     )
 

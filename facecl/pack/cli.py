@@ -1,4 +1,8 @@
-"""``facecl pack ALIGNED... -o SHARDS``: aligned crops -> identity-filtered HDF5 shards."""
+"""``facecl pack INPUT... -o SHARDS``: aligned crops -> identity-filtered HDF5 shards.
+
+INPUT is one or more align artifacts, one RecordIO folder (``train.rec`` + ``train.idx``, as
+insightface distributes MS1M, Glint360K, ...), or with ``--prealigned`` one folder of crops.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +20,12 @@ def register(app: typer.Typer) -> None:
     @config_command(cfg=PackConfig)
     def pack(
         aligned: Annotated[
-            list[Path], typer.Argument(help="One or more 'facecl align' output directories.")
+            list[Path],
+            typer.Argument(
+                help="One or more 'facecl align' outputs; or one RecordIO folder (train.rec "
+                "+ train.idx [+ property]); or, with --prealigned, one folder of crops "
+                "ROOT/<identity>/<image>."
+            ),
         ],
         out: Annotated[Path, typer.Option("--out", "-o", help="Output directory (the pack).")],
         *,
@@ -50,6 +59,14 @@ def register(app: typer.Typer) -> None:
                     console.print(
                         f"dropped {mi['identities_removed']} identities ({mi['images_removed']} "
                         f"images) with fewer than {mi['k']} images"
+                    )
+                if not plan.overlap.get("ran", True):
+                    console.print(f"[yellow]warning:[/] {plan.overlap['reason']}")
+                if len(plan.classes) < 2:
+                    console.print(
+                        f"[yellow]warning:[/] only {len(plan.classes)} identity is left: a "
+                        "classifier over one class learns nothing (its softmax loss is 0)",
+                        highlight=False,
                     )
                 if plan.collisions:
                     console.print(

@@ -38,6 +38,15 @@ class PackConfig:
     seed: int = 0
     """Seed of the validation split."""
 
+    prealigned: bool = False
+    """The input is one folder of crops that are already aligned, ROOT/<identity>/<image>
+    (all 112x96 or all 112x112): pack them without 'facecl align'."""
+
+    names: str = ""
+    """RecordIO input only: a file naming its class ids, one ``ID<TAB>NAME`` line per class,
+    so that ``exclude`` can remove identities by name (without it the overlap filter cannot
+    run); stored as a resolved path."""
+
     def __post_init__(self) -> None:
         if self.shard_size < 1:
             raise ConfigError(f"shard_size must be >= 1, got {self.shard_size}", "e.g. 10000")

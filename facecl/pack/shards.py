@@ -59,17 +59,24 @@ class ShardWriter:
         self.tmp.unlink(missing_ok=True)
         self._f = h5py.File(self.tmp, "w", track_order=False)
         self._images = self._f.create_dataset(
-            "images", (count, h, w, 3), np.uint8, chunks=(1, h, w, 3), track_times=False, **filt
+            "images",
+            (count, h, w, 3),
+            np.uint8,
+            chunks=(1, h, w, 3),
+            maxshape=(None, h, w, 3),  # close(allow_fewer=True) may shrink it
+            track_times=False,
+            **filt,
         )
+        self._shape = (h, w, 3)
         self._direct = {"none": "raw", "gzip": "zlib"}.get(compression)
         self._level = gzip_level
         self._f.attrs.update({"schema": SHARD_SCHEMA, "split": split, "index": index})
 
     def add(self, image: np.ndarray, label: int, key: str, source: str) -> None:
         """``image``: uint8 (H, W, 3) RGB."""
-        if image.shape != self._images.shape[1:] or image.dtype != np.uint8:
+        if image.shape != self._shape or image.dtype != np.uint8:
             raise ValueError(
-                f"image {key}: {image.dtype} {image.shape}, expected uint8 {self._images.shape[1:]}"
+                f"image {key}: {image.dtype} {image.shape}, expected uint8 {self._shape}"
             )
         image = np.ascontiguousarray(image)
         if self._direct == "raw":  # one image per chunk: the image bytes are the chunk
@@ -84,8 +91,13 @@ class ShardWriter:
         self._sources.append(source)
         self.n += 1
 
-    def close(self) -> Path:
-        """Write labels and keys, close, and move the shard into place."""
+    def close(self, allow_fewer: bool = False) -> Path:
+        """Write labels and keys, close, and move the shard into place. ``allow_fewer``: a
+        shard that got fewer images than planned (some were unreadable) is shrunk to them."""
+        if allow_fewer and self.n < self.count:
+            self._images.resize(self.n, axis=0)
+            self._labels = self._labels[: self.n]
+            self.count = self.n
         if self.n != self.count:
             self.abort()
             raise RuntimeError(

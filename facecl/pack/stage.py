@@ -1,10 +1,11 @@
-"""`run_pack`: align artifacts -> identity-filtered, split, checksummed HDF5 shards.
+"""`run_pack`: align artifacts, a RecordIO folder or pre-aligned crops -> identity-filtered,
+split, checksummed HDF5 shards.
 
-Order of work: read every align artifact's ``faces.csv`` -> drop rows without a crop ->
-drop identities on exclusion lists -> drop identities below ``min_images`` -> labels by
+Order of work: read the input (``facecl.pack.inputs``: which images, which rows are unusable)
+-> drop identities on exclusion lists -> drop identities below ``min_images`` -> labels by
 sorted identity name -> per-identity seeded validation split -> a deterministic shard plan
--> write the shards (resuming finished ones) -> classes.json, skipped.csv, class_hist.png
-and the manifest.
+-> write the shards (decoding in a thread pool, resuming finished shards, recording images
+that turn out unreadable) -> classes.json, skipped.csv, class_hist.png and the manifest.
 """
 
 from __future__ import annotations
@@ -13,25 +14,18 @@ import dataclasses
 import hashlib
 import json
 import os
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from facecl.align.artifact import ALIGNED, check_crop, crop_hashes, read_faces
-from facecl.artifacts import (
-    StageOutput,
-    atomic_write_json,
-    input_ref,
-    read_manifest,
-    sha256_file,
-)
-from facecl.errors import InputError
-from facecl.models.input_spec import InputSpec
+from facecl.artifacts import StageOutput, atomic_write_json, input_ref, sha256_file
+from facecl.errors import InputError, UsageError
+from facecl.outpath import check_free_space
 from facecl.pack.artifact import (
     CLASSES,
     HISTOGRAM,
@@ -43,6 +37,18 @@ from facecl.pack.artifact import (
     write_skipped,
 )
 from facecl.pack.config import PackConfig
+from facecl.pack.inputs import (
+    RECORDIO,
+    Item,
+    Loader,
+    PackInput,
+    SkipItem,
+    input_kind,
+    input_refs,
+    open_input,
+    path_list,
+    skip_row,
+)
 from facecl.pack.overlap import (
     BUILTIN_LISTS,
     NameList,
@@ -53,17 +59,10 @@ from facecl.pack.overlap import (
 from facecl.pack.shards import ShardWriter
 
 PROGRESS = "_pack_progress.json"
-
-
-@dataclass(frozen=True)
-class Item:
-    """One aligned crop to pack."""
-
-    key: str  # "<identity>/<stem>", unique in the pack
-    identity: str
-    file: Path  # the crop PNG
-    source: str  # the align stage's source of the crop
-    sha256: str = ""  # the crop's hash in its align manifest ("" when not recorded)
+NO_NAMES = (
+    "the input names its identities by class id only (RecordIO), so no identity could be "
+    "checked against evaluation sets; pass --names FILE (ID<TAB>NAME) and --exclude to filter"
+)
 
 
 @dataclass
@@ -76,55 +75,6 @@ class PackResult:
 
 
 # --------------------------------------------------------------------------- planning
-
-
-def read_align_rows(
-    artifact: Path,
-) -> tuple[list[Item], list[dict[str, str]]]:
-    """The packable crops of one align artifact and the rows it did not crop."""
-    items: list[Item] = []
-    skipped: list[dict[str, str]] = []
-    hashes = crop_hashes(artifact)
-    for row in read_faces(artifact):
-        output = row.output.strip()
-        status = row.status.strip()
-        if not output or status == "skipped":
-            reason = row.reason.strip() or status or "no_crop"
-            skipped.append(
-                {
-                    "key": row.source,
-                    "identity": row.identity,
-                    "reason": f"align:{reason}",
-                    "detail": str(artifact),
-                }
-            )
-            continue
-        rel = Path(output).with_suffix("")
-        if rel.parts[0] == ALIGNED and len(rel.parts) > 2:
-            rel = Path(*rel.parts[1:])  # aligned/<identity>/<stem>.png -> <identity>/<stem>
-        file = artifact / output
-        items.append(Item(rel.as_posix(), row.identity, file, row.source, hashes.get(output, "")))
-    return items, skipped
-
-
-def align_input_spec(artifacts: Sequence[Path]) -> InputSpec:
-    """The crop geometry shared by the align artifacts (their ``size``); raises unless they
-    were all aligned with the same ``--size``."""
-    sizes: dict[str, list[Path]] = defaultdict(list)
-    for a in artifacts:
-        size = read_manifest(a, stage="align").config.get("size")
-        if not isinstance(size, str) or not size:
-            raise InputError(
-                f"align artifact {a} records no crop size", "pass an output of 'facecl align'"
-            )
-        sizes[size].append(a)
-    if len(sizes) > 1:
-        seen = ", ".join(f"{s} ({', '.join(p.name for p in ps)})" for s, ps in sizes.items())
-        raise InputError(
-            f"the align artifacts have different crop sizes: {seen}",
-            "all packed crops must share one size; align them with the same --size",
-        )
-    return InputSpec.for_template(next(iter(sizes)))
 
 
 def split_identity(keys: Sequence[str], identity: str, fraction: float, seed: int) -> set[str]:
@@ -156,6 +106,8 @@ class Plan:
     min_images: dict[str, Any]
     rows: int
     collisions: dict[str, list[str]]
+    overlap: dict[str, Any] = field(default_factory=dict)
+    """Whether the overlap filter ran (``ran``) and, if not, why (``reason``)."""
 
     @property
     def n_images(self) -> int:
@@ -172,63 +124,43 @@ class Plan:
         return out
 
 
-def make_plan(artifacts: Sequence[Path], config: PackConfig, lists: Sequence[NameList]) -> Plan:
-    items: list[Item] = []
-    skipped: list[dict[str, str]] = []
-    rows = 0
-    for art in artifacts:
-        got, skip = read_align_rows(art)
-        items += got
-        skipped += skip
-        rows += len(got) + len(skip)
-    seen: dict[str, Item] = {}
-    for it in items:
-        if it.key in seen:
-            raise InputError(
-                f"image {it.key!r} appears twice ({seen[it.key].file} and {it.file})",
-                "pass each align artifact once; artifacts must not overlap",
-            )
-        seen[it.key] = it
-
-    by_id: dict[str, list[Item]] = defaultdict(list)
-    for it in items:
-        by_id[it.identity].append(it)
-
+def _exclude(
+    by_id: dict[str, list[Item]], lists: Sequence[NameList], skipped: list[dict[str, str]]
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """The identities no list names, and one exclusion record per list."""
     overlap = filter_identities(sorted(by_id), lists)
     exclusions = []
     for nl in lists:
         removed = overlap.removed_by(nl.label)
-        n_img = sum(len(by_id[i]) for i in removed)
         exclusions.append(
             {
                 "list": nl.label,
                 "path": str(nl.path),
                 "names": nl.raw_count,
                 "identities_removed": len(removed),
-                "images_removed": n_img,
+                "images_removed": sum(len(by_id[i]) for i in removed),
                 "removed": removed,
             }
         )
         for ident in removed:
-            skipped += [
-                {"key": it.key, "identity": ident, "reason": "excluded", "detail": nl.label}
-                for it in by_id[ident]
-            ]
+            skipped += [skip_row(it.key, ident, "excluded", nl.label) for it in by_id[ident]]
+    return overlap.kept, exclusions
+
+
+def make_plan(source: PackInput, config: PackConfig, lists: Sequence[NameList]) -> Plan:
+    skipped = list(source.skipped)
+    by_id: dict[str, list[Item]] = defaultdict(list)
+    for it in source.items:
+        by_id[it.identity].append(it)
+    kept_ids, exclusions = _exclude(by_id, lists, skipped)
 
     kept: list[str] = []
     few: list[str] = []
-    for ident in overlap.kept:
+    for ident in kept_ids:
         (kept if len(by_id[ident]) >= config.min_images else few).append(ident)
     for ident in few:
-        skipped += [
-            {
-                "key": it.key,
-                "identity": ident,
-                "reason": "min_images",
-                "detail": f"{len(by_id[ident])} < {config.min_images}",
-            }
-            for it in by_id[ident]
-        ]
+        detail = f"{len(by_id[ident])} < {config.min_images}"
+        skipped += [skip_row(it.key, ident, "min_images", detail) for it in by_id[ident]]
     min_images: dict[str, Any] = {
         "k": config.min_images,
         "identities_removed": len(few),
@@ -242,48 +174,17 @@ def make_plan(artifacts: Sequence[Path], config: PackConfig, lists: Sequence[Nam
         val = split_identity([it.key for it in group], ident, config.val_fraction, config.seed)
         for it in group:
             split_items["val" if it.key in val else "train"].append((it, label))
+    overlap = {"ran": True} if source.names_known else {"ran": False, "reason": NO_NAMES}
     return Plan(
         classes=classes,
         items=split_items,
         skipped=skipped,
         exclusions=exclusions,
         min_images=min_images,
-        rows=rows,
+        rows=source.rows,
         collisions=dict(normalization_collisions(classes)),
+        overlap=overlap,
     )
-
-
-# --------------------------------------------------------------------------- images
-
-
-def read_rgb(path: Path, sha256: str = "") -> np.ndarray:
-    """A crop as uint8 (H, W, 3) RGB, checked against its manifest hash when given."""
-    import cv2
-
-    from facecl.align.io import PNG_MAGIC, png_problem
-
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(
-            f"aligned crop {path} is missing", "the align artifact is damaged"
-        ) from None
-    except OSError as e:
-        raise InputError(f"cannot read aligned crop {path}: {e.strerror}", "check it") from None
-    check_crop(path, data, sha256)
-    problem = png_problem(data) if data.startswith(PNG_MAGIC) else ""
-    bgr = None if problem else cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise InputError(
-            f"cannot decode aligned crop {path}{': ' + problem if problem else ''}",
-            "the align artifact is damaged; re-run 'facecl align'",
-        )
-    return np.ascontiguousarray(bgr[..., ::-1])
-
-
-def _decoded(items: Sequence[tuple[Item, int]], threads: int) -> Iterator[np.ndarray]:
-    with ThreadPoolExecutor(threads) as pool:  # cv2 decodes without the GIL
-        yield from pool.map(lambda x: read_rgb(x[0].file, x[0].sha256), items)
 
 
 # --------------------------------------------------------------------------- stats
@@ -340,7 +241,7 @@ def resolve_excludes(specs: Sequence[str]) -> tuple[str, ...]:
 
 
 def run_pack(
-    aligned: Sequence[str | os.PathLike],
+    inputs: Sequence[str | os.PathLike],
     out: str | os.PathLike,
     config: PackConfig,
     *,
@@ -349,58 +250,80 @@ def run_pack(
     on_plan: Callable[[Plan, int], None] | None = None,
     on_image: Callable[[int], None] | None = None,
 ) -> PackResult:
-    """Pack align artifacts into ``out``. ``on_plan(plan, images_to_write)`` is called once
-    before writing; ``on_image(n)`` after every n written images (for progress)."""
-    if not aligned:
-        raise InputError("no align artifacts given", "pass one or more 'facecl align' outputs")
-    config = dataclasses.replace(config, exclude=resolve_excludes(config.exclude))
-    artifacts = [Path(a).resolve() for a in aligned]
-    if len(set(artifacts)) != len(artifacts):
-        raise InputError("an align artifact is given twice", "pass each artifact once")
-    spec = align_input_spec(artifacts)
+    """Pack align artifacts, one RecordIO folder, or (``config.prealigned``) one folder of
+    crops into ``out``. ``on_plan(plan, images_to_write)`` is called once before writing;
+    ``on_image(n)`` after every n written images (for progress). ``threads`` decode images."""
+    if not inputs:
+        raise InputError(
+            "nothing to pack", "pass 'facecl align' outputs, a RecordIO folder or --prealigned"
+        )
+    names = str(Path(config.names).expanduser().resolve()) if config.names else ""
+    config = dataclasses.replace(config, exclude=resolve_excludes(config.exclude), names=names)
+    paths = path_list(inputs)
+    kind = input_kind(paths, config.prealigned)
+    if kind == RECORDIO and config.exclude and not names:
+        raise UsageError(
+            "--exclude needs identity names, and a RecordIO set has only class ids",
+            "pass --names FILE mapping each class id to a name (ID<TAB>NAME per line)",
+        )
     lists = [load_name_list(s) for s in config.exclude]
-    inputs = [input_ref(a) for a in artifacts] + [input_ref(nl.path) for nl in lists]
+    refs = input_refs(paths, names) + [input_ref(nl.path) for nl in lists]
 
-    so = StageOutput(out, "pack", config, inputs, force=force)
+    so = StageOutput(out, "pack", config, refs, force=force)
     if so.existing is not None:  # same config and inputs: up to date if its files are intact
         from facecl.inspect.verify import verify_artifact
 
         verify_artifact(so.path, so.existing)
         return PackResult(path=so.path, manifest=so.existing, up_to_date=True)
 
-    plan = make_plan(artifacts, config, lists)
-    if plan.n_images == 0:
-        raise InputError(
-            f"nothing left to pack: {plan.rows} rows, {len(plan.skipped)} skipped",
-            "check the exclusion lists and --min-images (see the reasons in the align output)",
+    source = open_input(kind, paths, names)
+    try:
+        plan = make_plan(source, config, lists)
+        if plan.n_images == 0:
+            raise InputError(
+                f"nothing left to pack: {plan.rows} rows, {len(plan.skipped)} skipped",
+                "check the exclusion lists and --min-images (see the reasons in skipped.csv)",
+            )
+        if config.compression == "none":  # the shards' size is known: check it fits up front
+            h, w = source.spec.size
+            n = plan.n_images
+            check_free_space(so.path, n * h * w * 3, f"{n} packed crops")
+        work = so.begin()
+        written = write_shards(
+            work,
+            plan,
+            config,
+            source,
+            resume=so.resumed,
+            threads=threads,
+            on_plan=on_plan,
+            on_image=on_image,
         )
-    work = so.begin()
-    written = write_shards(
-        work,
-        plan,
-        config,
-        spec,
-        resume=so.resumed,
-        threads=threads,
-        on_plan=on_plan,
-        on_image=on_image,
-    )
-    return finalize(so, work, plan, config, spec, written)
+    finally:
+        source.close()
+    return finalize(so, work, plan, config, source, written)
 
 
 @dataclass
 class Written:
-    """What :func:`write_shards` leaves: every shard's sha256 and how many were reused."""
+    """What :func:`write_shards` leaves: each shard's sha256 and image count, the images that
+    could not be read while writing, and how many shards were reused."""
 
     hashes: dict[str, str]  # shard path -> sha256
+    counts: dict[str, int]  # shard path -> images written
+    dropped: dict[str, list[dict[str, str]]]  # shard path -> skipped.csv rows
     resumed: int
+
+    @property
+    def dropped_rows(self) -> list[dict[str, str]]:
+        return [row for rows in self.dropped.values() for row in rows]
 
 
 def write_shards(
     work: Path,
     plan: Plan,
     config: PackConfig,
-    spec: InputSpec,
+    source: PackInput,
     *,
     resume: bool,
     threads: int = 2,
@@ -413,9 +336,10 @@ def write_shards(
     progress file is updated after each shard so a kill loses at most the one in flight.
     """
     progress_file = work / PROGRESS
-    done: dict[str, str] = {}
+    prior: dict[str, Any] = {}
     if resume and progress_file.is_file():
-        done = json.loads(progress_file.read_text()).get("shards", {})
+        prior = json.loads(progress_file.read_text())
+    done: dict[str, dict[str, Any]] = prior.get("shards", {})
     for split in SPLITS:
         (work / split).mkdir(exist_ok=True)
         for stale in (work / split).glob("*.tmp"):
@@ -425,7 +349,8 @@ def write_shards(
     for split, index, chunk in plan.shards(config.shard_size):
         rel = shard_path(split, index)
         f = work / rel
-        if rel in done and f.is_file() and sha256_file(f) == done[rel]:
+        entry = done.get(rel)
+        if isinstance(entry, dict) and f.is_file() and sha256_file(f) == entry.get("sha256"):
             resumed += 1
             if on_image:
                 on_image(len(chunk))
@@ -435,25 +360,62 @@ def write_shards(
             todo.append((rel, split, index, chunk))
     if on_plan:
         on_plan(plan, sum(len(c) for *_, c in todo))
-    size = _crop_size(plan, spec)
+    if source.kind == "align":
+        _check_first_crop(plan, source)
     for rel, split, index, chunk in todo:
-        _write_shard(work / rel, split, index, chunk, size, config, threads, on_image)
-        done[rel] = sha256_file(work / rel)
+        dropped = _write_shard(work / rel, split, index, chunk, source, config, threads, on_image)
+        done[rel] = {
+            "sha256": sha256_file(work / rel),
+            "images": len(chunk) - len(dropped),
+            "dropped": dropped,
+        }
         atomic_write_json(progress_file, {"shards": done})
-    return Written(hashes=done, resumed=resumed)
+    return Written(
+        hashes={r: e["sha256"] for r, e in done.items()},
+        counts={r: int(e["images"]) for r, e in done.items()},
+        dropped={r: list(e["dropped"]) for r, e in done.items()},
+        resumed=resumed,
+    )
 
 
-def _crop_size(plan: Plan, spec: InputSpec) -> tuple[int, int]:
-    """(H, W) of the first planned crop, checked against the align artifacts' size."""
+def _check_first_crop(plan: Plan, source: PackInput) -> None:
+    """The first planned crop has the align artifacts' size (else the artifact is damaged)."""
+    spec = source.spec
     first = next(items[0][0] for items in (plan.items[s] for s in SPLITS) if items)
-    h, w = read_rgb(first.file).shape[:2]
+    h, w = source.load(first).shape[:2]
     if (h, w) != spec.size:
         raise InputError(
             f"crop {first.file} is {h} px high and {w} px wide, but its align artifact was "
             f"made with --size {spec.size_text}",
             "the align artifact is damaged; re-run 'facecl align'",
         )
-    return h, w
+
+
+def _loaded(
+    chunk: Sequence[tuple[Item, int]], load: Loader, threads: int, group: int = 16
+) -> Iterator[np.ndarray | SkipItem]:
+    """``load`` of each item in order (or the SkipItem it raised), decoded by ``threads``
+    threads (cv2 decodes without the GIL) in groups of ``group`` items, at most
+    ``4 * threads`` groups ahead of the consumer, so memory stays bounded."""
+
+    def run(items: Sequence[tuple[Item, int]]) -> list[np.ndarray | SkipItem]:
+        out: list[np.ndarray | SkipItem] = []
+        for item, _ in items:
+            try:
+                out.append(load(item))
+            except SkipItem as e:
+                out.append(e)
+        return out
+
+    groups = (chunk[i : i + group] for i in range(0, len(chunk), group))
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        ahead: deque[Future[list[np.ndarray | SkipItem]]] = deque()
+        for g in groups:
+            ahead.append(pool.submit(run, g))
+            if len(ahead) > 4 * threads:
+                yield from ahead.popleft().result()
+        while ahead:
+            yield from ahead.popleft().result()
 
 
 def _write_shard(
@@ -461,31 +423,43 @@ def _write_shard(
     split: str,
     index: int,
     chunk: Sequence[tuple[Item, int]],
-    size: tuple[int, int],
+    source: PackInput,
     config: PackConfig,
     threads: int,
     on_image: Callable[[int], None] | None,
-) -> None:
-    h, w = size
+) -> list[dict[str, str]]:
+    """Write one shard; returns the skipped.csv rows of the images that could not be read."""
+    h, w = source.spec.size
+    dropped: list[dict[str, str]] = []
+    pending = 0  # images not yet reported to on_image (reported in batches: a rich bar
+    # update per image costs about as much as writing the image)
     with ShardWriter(
         path,
         len(chunk),
-        size,
+        (h, w),
         split=split,
         index=index,
         compression=config.compression,
         gzip_level=config.gzip_level,
     ) as writer:
-        for (item, label), img in zip(chunk, _decoded(chunk, threads), strict=True):
-            if img.shape != (h, w, 3):
+        for (item, label), img in zip(chunk, _loaded(chunk, source.load, threads), strict=True):
+            if isinstance(img, SkipItem):
+                dropped.append(skip_row(item.key, item.identity, img.reason, img.detail))
+            elif img.shape != (h, w, 3):
                 raise InputError(
                     f"crop {item.file} is {img.shape[1]}x{img.shape[0]}, expected {w}x{h}",
                     "all packed crops must share one size; align them with the same --size",
                 )
-            writer.add(img, label, item.key, item.source)
-            if on_image:
-                on_image(1)
-        writer.close()
+            else:
+                writer.add(img, label, item.key, item.source)
+            pending += 1
+            if on_image and pending == 64:
+                on_image(pending)
+                pending = 0
+        writer.close(allow_fewer=True)
+    if on_image and pending:
+        on_image(pending)
+    return dropped
 
 
 def finalize(
@@ -493,44 +467,54 @@ def finalize(
     work: Path,
     plan: Plan,
     config: PackConfig,
-    spec: InputSpec,
+    source: PackInput,
     written: Written,
 ) -> PackResult:
     """Write the class map, the skip listing and the histogram, then commit the manifest."""
-    per_split = {s: Counter(lab for _, lab in plan.items[s]) for s in SPLITS}
+    spec = source.spec
+    dropped = written.dropped_rows
+    lost = {r["key"] for r in dropped}
+    per_split = {s: Counter(lab for it, lab in plan.items[s] if it.key not in lost) for s in SPLITS}
     totals = [per_split["train"][i] + per_split["val"][i] for i in range(len(plan.classes))]
     classes = [
         PackClass(name, i, totals[i], per_split["train"][i], per_split["val"][i])
         for i, name in enumerate(plan.classes)
     ]
+    skipped = plan.skipped + dropped
     write_classes(work, classes)
-    write_skipped(work / SKIPPED, sorted(plan.skipped, key=lambda r: (r["reason"], r["key"])))
+    write_skipped(work / SKIPPED, sorted(skipped, key=lambda r: (r["reason"], r["key"])))
     write_histogram(totals, work / HISTOGRAM)
     (work / PROGRESS).unlink(missing_ok=True)
 
     shards = plan.shards(config.shard_size)
-    done = written.hashes
-    files = {r: done[r] for r in sorted(done)}
+    files = {r: written.hashes[r] for r in sorted(written.hashes)}
     for rel in (CLASSES, SKIPPED, HISTOGRAM):
         files[rel] = sha256_file(work / rel)
-    skipped_counts = dict(Counter(r["reason"] for r in plan.skipped))
+    skipped_counts = dict(Counter(r["reason"] for r in skipped))
     stats = class_stats(totals)
+    n_written = plan.n_images - len(dropped)
     counts = {
         "processed": plan.rows,
-        "written": plan.n_images,
+        "written": n_written,
         "skipped": skipped_counts,
         "classes": len(plan.classes),
-        "train": len(plan.items["train"]),
-        "val": len(plan.items["val"]),
+        "train": sum(per_split["train"].values()),
+        "val": sum(per_split["val"].values()),
         "shards": len(shards),
     }
+    shard_list = [
+        {"path": shard_path(s, i), "split": s, "images": written.counts[shard_path(s, i)]}
+        for s, i, _ in shards
+    ]
     extra = {
         "files": files,
         "image_size": list(spec.size),
         "input_spec": spec.to_dict(),
         "layout": "one HDF5 file per shard under <split>/; see docs/architecture.md",
-        "shards": [{"path": shard_path(s, i), "split": s, "images": len(c)} for s, i, c in shards],
+        "shards": shard_list,
+        "source": {"kind": source.kind, **source.source},
         "exclusions": plan.exclusions,
+        "overlap_filter": plan.overlap,
         "min_images": plan.min_images,
         "class_stats": stats,
         "class_hist": HISTOGRAM,
@@ -539,7 +523,7 @@ def finalize(
     manifest = so.commit(counts, extra)
     summary = {
         "output": str(so.path),
-        "images": plan.n_images,
+        "images": n_written,
         "classes": len(plan.classes),
         "train": counts["train"],
         "val": counts["val"],
@@ -550,6 +534,7 @@ def finalize(
             {k: e[k] for k in ("list", "identities_removed", "images_removed")}
             for e in plan.exclusions
         ],
+        "overlap_filter": plan.overlap,
         "min_images": plan.min_images,
         "class_stats": stats,
         "image_size": list(spec.size),

@@ -239,7 +239,16 @@ def _pack_dataset(shards: Path, cfg: TrainConfig) -> Any:
     # Flips are drawn in the loop from (seed, step), not in the dataset; an unknown augment
     # name fails here, before anything is written, listing the close match.
     transform = list(cfg.augment) if cfg.augment else None
-    return ShardDataset(shards, split=cfg.split, flip=False, transform=transform)
+    dataset = ShardDataset(shards, split=cfg.split, flip=False, transform=transform)
+    if int(dataset.num_classes) < 2:
+        from facecl.console import console
+
+        console.print(
+            f"[yellow]warning:[/] {shards} has {dataset.num_classes} class: the softmax loss "
+            "of one class is 0, so the backbone learns from the center term alone",
+            highlight=False,
+        )
+    return dataset
 
 
 def _begin(shards: Path, out: str | os.PathLike, cfg: TrainConfig, force: bool, resume: bool):

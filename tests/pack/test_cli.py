@@ -78,5 +78,6 @@ def test_pack_cli_errors(tmp_path):
     assert r.exit_code == 2 and "'none', 'lzf', 'gzip'" in " ".join(
         r.output.replace("│", " ").split()
     )
-    r = runner.invoke(app, ["pack", str(tmp_path), "-o", str(tmp_path / "p")])
+    (tmp_path / "plain").mkdir()  # a folder that is no artifact (and -o not inside it)
+    r = runner.invoke(app, ["pack", str(tmp_path / "plain"), "-o", str(tmp_path / "p")])
     assert r.exit_code == 1 and "no facecl artifact" in r.stderr
