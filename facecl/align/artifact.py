@@ -169,6 +169,18 @@ def crop_hashes(artifact: str | os.PathLike) -> dict[str, str]:
     return {k: v for k, v in files.items() if k != FACES_CSV} if isinstance(files, dict) else {}
 
 
+def check_crop(path: str | os.PathLike, data: bytes, sha256: str) -> None:
+    """Raise ``IntegrityError`` when a crop's bytes do not hash to ``sha256`` (its manifest
+    entry; "" = not recorded, nothing to check)."""
+    from facecl.artifacts import sha256_bytes
+
+    if sha256 and sha256_bytes(data) != sha256:
+        raise IntegrityError(
+            f"aligned crop {path} was changed after align wrote it (sha256 mismatch)",
+            "restore it or re-run 'facecl align' with --force",
+        )
+
+
 def check_output(output: str, where: str, hint: str) -> None:
     """Raise unless ``output`` is empty or ``aligned/<name>/.../<name>.png`` (relative, no
     ``..``, no separators or control characters in a name): a row can never make a reader

@@ -19,11 +19,11 @@ from typing import cast
 
 import numpy as np
 
-from facecl.align.artifact import crop_hashes, read_faces
-from facecl.artifacts import input_ref, is_artifact, read_manifest, sha256_bytes, sha256_json
+from facecl.align.artifact import check_crop, crop_hashes, read_faces
+from facecl.artifacts import input_ref, is_artifact, read_manifest, sha256_json
 from facecl.embed.artifact import OK
 from facecl.embed.binset import is_bin
-from facecl.errors import InputError, IntegrityError, UsageError
+from facecl.errors import InputError, UsageError
 from facecl.models.input_spec import InputSpec
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm"}
@@ -74,11 +74,7 @@ def read_rgb(path: str | os.PathLike, sha256: str = "") -> ImageOrReason:
         return f"unreadable file ({e.strerror or type(e).__name__})"
     from facecl.align.io import PNG_MAGIC, png_problem
 
-    if sha256 and sha256_bytes(data.tobytes()) != sha256:
-        raise IntegrityError(
-            f"aligned crop {p} was changed after align wrote it (sha256 mismatch)",
-            "restore it or re-run 'facecl align' with --force",
-        )
+    check_crop(p, data.tobytes(), sha256)
     img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if img is None:
         return "unreadable image"

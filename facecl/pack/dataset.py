@@ -12,7 +12,6 @@ from __future__ import annotations
 import difflib
 import os
 import warnings
-import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,11 +20,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from facecl.artifacts import read_manifest
+from facecl.artifacts import read_manifest, safe_relpath
 from facecl.errors import ConfigError, IntegrityError, UnknownNameError
 from facecl.models.input_spec import InputSpec, normalise
 from facecl.pack.artifact import CLASSES, PackClass, manifest_input_spec, read_classes
-from facecl.pack.shards import open_shard
+from facecl.pack.shards import decompress_chunk, open_shard, verify_shard
 
 SPLIT_CHOICES = ("train", "val", "all")
 
@@ -38,7 +37,21 @@ def _shards(root: Path, split: str) -> tuple[Any, list[dict[str, Any]]]:
         raise ConfigError(f"unknown split {split!r}", f"use one of {', '.join(SPLIT_CHOICES)}")
     m = read_manifest(root, stage="pack")
     shards = [s for s in m.extra["shards"] if split == "all" or s["split"] == split]
+    for s in shards:
+        if not safe_relpath(s.get("path")):
+            raise IntegrityError(
+                f"{root}: manifest names the shard {s.get('path')!r}, outside the pack",
+                "the manifest was edited; rebuild the pack with --force",
+            )
     return m, shards
+
+
+def _verify(root: Path, manifest: Any, shards: list[dict[str, Any]]) -> None:
+    """Check each shard against its sha256 in the manifest (shards without one: none)."""
+    files = manifest.extra.get("files", {})
+    for s in shards:
+        if files.get(s["path"]):
+            verify_shard(root / s["path"], files[s["path"]])
 
 
 def build_augment(spec: TransformSpec | Sequence[TransformSpec]) -> Any:
@@ -139,6 +152,8 @@ class ShardDataset(Dataset):
     ``split``: ``train``, ``val`` or ``all``. ``flip``: random horizontal flip, p = 0.5.
     ``transform``: optional augmentation before normalisation: an albumentations transform,
     a spec for :func:`build_augment`, or any ``fn(uint8 HWC) -> uint8 HWC``.
+    ``verify``: check every shard's sha256 against the manifest once, here (before any
+    worker forks); see docs/benchmarks.md for what it costs.
     """
 
     def __init__(
@@ -147,11 +162,14 @@ class ShardDataset(Dataset):
         split: str = "train",
         flip: bool = False,
         transform: Any = None,
+        verify: bool = True,
     ):
         self.root = Path(path)
         self.split = split
         self.flip = flip
         manifest, shards = _shards(self.root, split)
+        if verify:
+            _verify(self.root, manifest, shards)
         classes = read_classes(self.root)
         self.class_names: list[str] = [c.name for c in classes]
         self.num_classes = len(self.class_names)
@@ -215,13 +233,20 @@ class ShardDataset(Dataset):
         shard, row = self._locate(index)
         ds, mode = self._images(shard)
         if mode == "h5py":  # e.g. lzf: let HDF5 decode the chunk
-            ds.read_direct(out, source_sel=np.s_[row])
+            try:
+                ds.read_direct(out, source_sel=np.s_[row])
+            except OSError as e:
+                raise IntegrityError(
+                    f"shard {self._files[shard]}: image {row} unreadable "
+                    f"({str(e).splitlines()[0]})",
+                    "rebuild the pack with 'facecl pack --force'",
+                ) from None
             return
         # One image per chunk: read the chunk's bytes directly, skipping HDF5's selection
         # machinery (about 6x faster per image).
         mask, buf = ds.id.read_direct_chunk((row, 0, 0, 0))
         if mode == "zlib" and mask == 0:  # mask != 0: HDF5 stored this chunk unfiltered
-            buf = zlib.decompress(buf)
+            buf = decompress_chunk(buf, self._files[shard], row)
         out[...] = np.frombuffer(buf, np.uint8).reshape(out.shape)
 
     def image(self, index: int) -> np.ndarray:
@@ -272,12 +297,20 @@ def iter_pack_images(
 ) -> Iterator[tuple[str, np.ndarray, int]]:
     """Every packed image in shard order as ``(key, uint8 (H, W, 3) RGB, label)``."""
     root = Path(path)
-    _, shards = _shards(root, split)
+    manifest, shards = _shards(root, split)
     for s in shards:
+        _verify(root, manifest, [s])  # each shard checked when it is opened
         with open_shard(root / s["path"]) as h5:
             images, labels, keys = h5["images"], h5["labels"], h5["paths"].asstr()
             for start in range(0, images.shape[0], batch):
                 stop = min(start + batch, images.shape[0])
-                imgs, labs, ks = images[start:stop], labels[start:stop], keys[start:stop]
+                try:
+                    imgs, labs, ks = images[start:stop], labels[start:stop], keys[start:stop]
+                except OSError as e:  # a chunk HDF5 cannot decode
+                    raise IntegrityError(
+                        f"shard {root / s['path']}: images {start}..{stop - 1} unreadable "
+                        f"({str(e).splitlines()[0]})",
+                        "rebuild the pack with 'facecl pack --force'",
+                    ) from None
                 for k, img, lab in zip(ks, imgs, labs, strict=True):
                     yield k, img, int(lab)

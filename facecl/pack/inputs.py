@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from facecl.align.artifact import ALIGNED, crop_hashes, read_faces
-from facecl.artifacts import input_ref, is_artifact, read_manifest, sha256_bytes
-from facecl.errors import InputError, IntegrityError
+from facecl.align.artifact import ALIGNED, check_crop, crop_hashes, read_faces
+from facecl.artifacts import input_ref, is_artifact, read_manifest
+from facecl.errors import InputError
 from facecl.models.input_spec import InputSpec
 
 ALIGN, RECORDIO, PREALIGNED = "align", "recordio", "prealigned"
@@ -159,11 +159,7 @@ def read_rgb(path: Path, sha256: str = "") -> np.ndarray:
         ) from None
     except OSError as e:
         raise InputError(f"cannot read aligned crop {path}: {e.strerror}", "check it") from None
-    if sha256 and sha256_bytes(data) != sha256:
-        raise IntegrityError(
-            f"aligned crop {path} was changed after align wrote it (sha256 mismatch)",
-            "restore it or re-run 'facecl align' with --force",
-        )
+    check_crop(path, data, sha256)
     problem = png_problem(data) if data.startswith(PNG_MAGIC) else ""
     bgr = None if problem else cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if bgr is None:

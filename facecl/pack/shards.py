@@ -128,6 +128,39 @@ class ShardWriter:
             self.abort()
 
 
+def verify_shard(path: str | os.PathLike, sha256: str) -> None:
+    """Raise ``IntegrityError`` unless the shard's bytes hash to ``sha256`` (its manifest
+    entry): a consumer checks a shard once when it opens the pack, so flipped bytes are a
+    one-line error instead of silently wrong pixels."""
+    from facecl.artifacts import sha256_file
+
+    try:
+        actual = sha256_file(path)
+    except FileNotFoundError:
+        raise IntegrityError(
+            f"shard {path} is missing", "rebuild with 'facecl pack --force'"
+        ) from None
+    except OSError as e:
+        raise IntegrityError(f"cannot read shard {path}: {e.strerror}", "check the file") from None
+    if actual != sha256:
+        raise IntegrityError(
+            f"shard {path} is altered or truncated "
+            f"(sha256 {actual[:12]} != manifest {sha256[:12]})",
+            "rebuild the pack with 'facecl pack --force'",
+        )
+
+
+def decompress_chunk(data: bytes, path: object, row: int) -> bytes:
+    """A gzip (zlib) chunk's bytes, or a one-line error naming the shard and image."""
+    try:
+        return zlib.decompress(data)
+    except zlib.error as e:
+        raise IntegrityError(
+            f"shard {path}: image {row} does not decompress ({e})",
+            "the shard is corrupt; rebuild the pack with 'facecl pack --force'",
+        ) from None
+
+
 def open_shard(path: str | os.PathLike) -> h5py.File:
     """Open a shard read-only, failing clearly on a truncated or foreign file."""
     try:

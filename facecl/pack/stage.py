@@ -270,7 +270,10 @@ def run_pack(
     refs = input_refs(paths, names) + [input_ref(nl.path) for nl in lists]
 
     so = StageOutput(out, "pack", config, refs, force=force)
-    if so.up_to_date:
+    if so.existing is not None:  # same config and inputs: up to date if its files are intact
+        from facecl.inspect.verify import verify_artifact
+
+        verify_artifact(so.path, so.existing)
         return PackResult(path=so.path, manifest=so.existing, up_to_date=True)
 
     source = open_input(kind, paths, names)

@@ -75,15 +75,19 @@ class PairList:
 
 
 def read_text(path: Path) -> str:
-    """A text input (pairs, lists) as str; a file that is not UTF-8 is one line naming the
-    line and byte, not a UnicodeDecodeError."""
-    data = path.read_bytes()
+    """A text input (pairs, lists) as str, a UTF-8 BOM dropped; a file that is not UTF-8 is
+    one line naming the line and byte, not a UnicodeDecodeError."""
     try:
-        return data.decode("utf-8")
+        data = path.read_bytes()
+    except OSError as e:
+        raise InputError(f"cannot read {path}: {e.strerror}", "check the path") from None
+    try:
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
+        start = e.start + (3 if data.startswith(b"\xef\xbb\xbf") else 0)
+        line = data[:start].count(b"\n") + 1
         raise InputError(
-            f"{path}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start})",
+            f"{path}:{line}: not UTF-8 text (byte 0x{data[start]:02x} at offset {start})",
             "save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)",
         ) from None
 
@@ -232,14 +236,84 @@ class ResolvedPairs:
     missing_images: dict[str, str] = field(default_factory=dict)
 
 
+class NameResolver:
+    """Finds the embedding row of an image named in a protocol file.
+
+    A name is an embedding key (``Name/Name_0001``), or a path: as stored, or relative to
+    each of ``bases`` (the protocol file's folder, the embedded image root, the working
+    directory). Failing those, ``<folder>/<stem>`` (or a bare stem) is matched to the keys,
+    only when it names one image: ``x.jpg`` and ``x.png`` in one folder are told apart by
+    their suffix, and a name that still fits two images is an error naming both.
+    """
+
+    def __init__(self, emb: Embeddings, bases: list[Path]):
+        self.emb = emb
+        self.bases = list(dict.fromkeys(Path(b) for b in bases))
+        self.by_key = {k: i for i, k in enumerate(emb.keys)}
+        self.by_path: dict[str, int] = {}
+        for i, q in enumerate(emb.paths):
+            self.by_path.setdefault(os.path.normpath(q), i)
+        self.by_stem: dict[str, list[int]] = {}
+        for i, k in enumerate(emb.keys):
+            stem, tilde, n = k.rpartition("~")
+            self.by_stem.setdefault(stem if tilde and n.isdigit() else k, []).append(i)
+
+    def __call__(self, name: str) -> int:
+        if name in self.by_key and len(self.by_stem.get(name, ())) <= 1:
+            return self.by_key[name]  # a key (one that two images share falls through)
+        p = Path(name)
+        places = [p] if p.is_absolute() else [p, *(b / p for b in self.bases)]
+        rows = {r for q in places if (r := self.by_path.get(os.path.normpath(q))) is not None}
+        if not rows:
+            key = f"{p.parent.name}/{p.stem}" if p.parent.name else p.stem
+            rows = set(self.by_stem.get(key, []))
+            if len(rows) > 1 and p.suffix:
+                same = {
+                    r for r in rows if Path(self.emb.paths[r]).suffix.lower() == p.suffix.lower()
+                }
+                rows = same or rows
+        if len(rows) > 1:
+            a, b = sorted(self.emb.paths[r] for r in rows)[:2]
+            raise InputError(
+                f"the image name {name!r} fits more than one embedded image: {a} and {b}",
+                "name it by its path (relative to the pairs file) or by its key",
+            )
+        return rows.pop() if rows else -1
+
+
+def embedded_roots(emb: Embeddings) -> list[Path]:
+    """Folders the embedded images were listed from (an embed artifact's image tree, list
+    file folder, or the align artifact's tree); empty for a plain embeddings file."""
+    from facecl.artifacts import is_artifact, read_manifest
+
+    roots: list[Path] = []
+    if not is_artifact(emb.source):
+        return roots
+    for inp in read_manifest(emb.source).inputs:
+        path = Path(inp.get("path", ""))
+        if inp.get("kind") == "tree":
+            roots.append(path)
+        elif inp.get("kind") in ("file", "list"):
+            roots.append(path.parent)
+        elif inp.get("kind") == "artifact" and is_artifact(path):
+            sub = read_manifest(path).inputs
+            if sub and sub[0].get("kind") == "tree":
+                roots.append(Path(sub[0]["path"]))
+            elif sub and sub[0].get("kind") == "file":
+                roots.append(Path(sub[0]["path"]).parent)
+    return roots
+
+
 def resolve_pairs(emb: Embeddings, pairs: PairList) -> ResolvedPairs:
     """Map each pair's images to embedding rows; list every pair with an unusable image."""
     ok = emb.ok
     cache: dict[str, int] = {}
+    bases = [Path(pairs.source).resolve().parent, *embedded_roots(emb), Path.cwd()]
+    find = NameResolver(emb, bases)
 
     def row(name: str) -> int:
         if name not in cache:
-            cache[name] = emb.find(name)
+            cache[name] = find(name)
         return cache[name]
 
     ia = np.array([row(n) for n in pairs.a], dtype=np.int64)
@@ -355,8 +429,9 @@ def select_images(emb: Embeddings, spec: str | os.PathLike) -> tuple[np.ndarray,
             f"gallery/probe set not found: {p}", "pass a folder of images or a list file"
         )
     rows, missing = [], {}
+    find = NameResolver(emb, [p if p.is_dir() else p.parent, *embedded_roots(emb), Path.cwd()])
     for name in names:
-        r = emb.find(name)
+        r = find(name)
         if r >= 0 and ok[r]:
             rows.append(r)
         else:

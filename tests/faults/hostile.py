@@ -131,3 +131,22 @@ def build(tmp: Path) -> Hostile:
     (root / "Deep").mkdir()
     h.rows["Deep/" + deep_folder(root / "Deep")] = "read_error"
     return h
+
+
+def tiny_checkpoint(path: Path) -> Path:
+    """An untrained 'tiny' backbone for 112x96 crops: the stages only have to run."""
+    from facecl.models import create_backbone
+    from facecl.train.checkpoint import save_checkpoint
+
+    net = create_backbone("tiny", feature_dim=8)
+    payload = {
+        "arch": "tiny",
+        "arch_kwargs": {"feature_dim": 8},
+        "feature_dim": 8,
+        "input_size": [112, 96],
+        "loss": "cl",
+        "config": {},
+        "model": net.state_dict(),
+    }
+    save_checkpoint(path, payload)
+    return path

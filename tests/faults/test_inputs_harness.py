@@ -14,10 +14,8 @@ import h5py
 import pytest
 
 from facecl.artifacts import read_manifest
-from facecl.models import create_backbone
-from facecl.train.checkpoint import save_checkpoint
 
-from .hostile import build
+from .hostile import build, tiny_checkpoint
 
 DECODE_FAILS = {"truncated", "corrupt", "empty_file", "not_an_image", "missing"}
 
@@ -39,20 +37,7 @@ def hostile(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
-    """An untrained 'tiny' backbone for 112x96 crops: embed only has to run."""
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    net = create_backbone("tiny", feature_dim=8)
-    payload = {
-        "arch": "tiny",
-        "arch_kwargs": {"feature_dim": 8},
-        "feature_dim": 8,
-        "input_size": [112, 96],
-        "loss": "cl",
-        "config": {},
-        "model": net.state_dict(),
-    }
-    save_checkpoint(path, payload)
-    return path
+    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt")
 
 
 def test_align_accounts_for_every_input(hostile, tmp_path):

@@ -78,7 +78,7 @@ def test_pack_cli_errors(tmp_path):
     assert r.exit_code == 2 and "'none', 'lzf', 'gzip'" in " ".join(
         r.output.replace("│", " ").split()
     )
-    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain").mkdir()  # a folder that is no artifact (and -o not inside it)
     r = runner.invoke(app, ["pack", str(tmp_path / "plain"), "-o", str(tmp_path / "p")])
     assert r.exit_code == 1 and "no facecl artifact" in r.stderr
     r = runner.invoke(app, ["pack", str(tmp_path), "-o", str(tmp_path / "p")])
