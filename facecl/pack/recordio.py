@@ -210,10 +210,12 @@ def decode_image(payload: bytes) -> np.ndarray:
     """A record's JPEG (or PNG) payload -> uint8 (H, W, 3) RGB."""
     import cv2
 
-    bgr = cv2.imdecode(np.frombuffer(payload, np.uint8), cv2.IMREAD_COLOR)
-    if bgr is None:
+    rgb_flag = getattr(cv2, "IMREAD_COLOR_RGB", None)  # OpenCV >= 4.10 decodes into RGB
+    buf = np.frombuffer(payload, np.uint8)
+    img = cv2.imdecode(buf, rgb_flag if rgb_flag is not None else cv2.IMREAD_COLOR)
+    if img is None:
         raise BadRecord("undecodable", f"{len(payload)} bytes that are not a JPEG/PNG image")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)  # far cheaper than a strided ::-1 copy
+    return img if rgb_flag is not None else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
 # --------------------------------------------------------------------------- scanning
