@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.facecl-installed
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
 
-.PHONY: install test test-all lint typecheck demo bench gpu-check study clean
+.PHONY: install test test-all lint typecheck demo bench bench-peers gpu-check study clean
 
 install: $(STAMP)
 
@@ -33,8 +33,21 @@ typecheck: install
 demo: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh
 
+# Every benchmark (< 15 min on 2 cores) into benchmarks/results.json. The peers it compares
+# against get their own venv first (bench-peers); if that cannot be made, the benchmark that
+# needs it says so in one line and the others still run.
 bench: install
+	-$(MAKE) --no-print-directory bench-peers
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash benchmarks/run_all.sh
+
+# facenet-pytorch (pinned), the align benchmark's peer, in .bench/fnp beside our torch:
+# never a facecl dependency.
+FACENET_SPEC ?= facenet-pytorch==2.6.0
+PEER_VENV    := .bench/fnp
+bench-peers: $(PEER_VENV)/.installed
+
+$(PEER_VENV)/.installed: $(STAMP) benchmarks/make_peer_venv.sh
+	bash benchmarks/make_peer_venv.sh $(BIN)/python $(PEER_VENV) $(FACENET_SPEC)
 
 # Everything that needs a GPU in one command (< 8 min on one GPU): the GPU-marked tests, the
 # GPU benchmarks and a CUDA+AMP chain on the sample; figures in gpu_check.json. Without CUDA:
@@ -50,4 +63,4 @@ study: install
 	$(BIN)/facecl study experiments/lfw_view1_cpu.toml -o runs/study_cpu $(SEEDS) --results docs/results.md
 
 clean:
-	rm -rf demo_out .pytest_cache .mypy_cache gpu_check.json
+	rm -rf demo_out .pytest_cache .mypy_cache gpu_check.json .bench

@@ -1,14 +1,23 @@
-"""Embedding throughput: torch eager vs onnxruntime, side by side in one run.
+"""Embedding throughput: torch eager (NCHW) vs the default backend and onnxruntime, side by
+side in one run.
 
     .venv/bin/python benchmarks/bench_embed.py [--arch sphere20] [--batch 64] [--images 256]
 
 Builds a randomly initialised checkpoint of ``--arch`` (weights do not change the cost),
 exports it with ``facecl export`` (which checks parity on the bundled aligned faces), then
-times the embed pipeline of both backends (uint8 crops -> preprocessing -> FC1 of image and
-flip -> concat) on the same real aligned faces, batch by batch, alternating, so both see
-the same machine load. Prints a markdown table: images/s over all rounds, and the median of the
-per-batch speed-ups (each onnxruntime batch timed right after the same torch batch), which
-is robust to load from other jobs.
+times the embed pipeline of each backend (uint8 crops -> preprocessing -> FC1 of image and
+flip -> concat) on the same real aligned faces, batch by batch, alternating, so all see the
+same machine load:
+
+  * ``torch eager NCHW``: torch's default layout, the baseline (``--memory-format contiguous``)
+  * ``torch channels_last``: facecl's default (``EmbedConfig.memory_format``)
+  * ``onnxruntime``: the exported file on its CPU provider (default graph optimisations)
+  * ``torch channels_last bf16`` (``--bf16``): bfloat16 autocast, for the distance to AMX
+
+Prints a markdown table: images/s, GFLOP/s and its share of the measured fp32 peak (the best
+2048^3 matmul on the same threads, measured before and after, the higher kept), and the
+median of the per-batch speed-ups over the baseline (each batch of a backend timed right
+after the same batch of the baseline), which is robust to load from other jobs.
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ import argparse
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +34,11 @@ from typing import Any
 
 import numpy as np
 import torch
+
+try:
+    from benchmarks.common import forward_gflop, peak_gflops, record
+except ModuleNotFoundError:  # run as a script: benchmarks/ is on sys.path, not the root
+    from common import forward_gflop, peak_gflops, record  # type: ignore[no-redef]
 
 
 def make_model(arch: str, tmp: Path) -> tuple[torch.nn.Module, dict, float]:
@@ -84,6 +99,37 @@ def time_backends(
     }
 
 
+BASELINE = "torch eager NCHW"
+
+
+def make_backends(tmp: Path, args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    """The backends timed, baseline first, and the device onnxruntime runs on."""
+    import onnxruntime
+
+    from facecl.embed.backends import OnnxBackend, TorchBackend, resolve_model
+
+    # Like with like: float32 everywhere but the bf16 row (torch would otherwise autocast on
+    # CUDA); on CUDA onnxruntime needs its CUDA provider (onnxruntime-gpu), else it is timed
+    # on the CPU and the table says so.
+    ort_device = args.device
+    if (
+        args.device == "cuda"
+        and "CUDAExecutionProvider" not in onnxruntime.get_available_providers()
+    ):
+        print("note: onnxruntime has no CUDA provider (CPU wheel): onnxruntime runs on the CPU")
+        ort_device = "cpu"
+    pt, onnx = resolve_model(tmp / "model.pt"), resolve_model(tmp / "model.onnx")
+    f, d = args.fusion, args.device
+    backends: dict[str, Any] = {
+        BASELINE: TorchBackend(pt, f, False, d, precision="float32", memory_format="contiguous"),
+        "torch channels_last (default)": TorchBackend(pt, f, False, d, precision="float32"),
+        "onnxruntime": OnnxBackend(onnx, f, False, ort_device),
+    }
+    if args.bf16:
+        backends["torch channels_last bf16"] = TorchBackend(pt, f, False, d, precision="bfloat16")
+    return backends, ort_device
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--arch", default="sphere20")
@@ -93,10 +139,11 @@ def main() -> None:
     ap.add_argument("--fusion", default="concat")
     ap.add_argument("--device", default="cpu", help="cpu or cuda (torch; ORT uses its CUDA EP)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--bf16", action="store_true", help="also time bfloat16 autocast")
     args = ap.parse_args()
 
-    from facecl.embed.backends import OnnxBackend, TorchBackend, resolve_model
     from facecl.embed.export import cosine_rows
+    from facecl.embed.features import uses_flip
     from facecl.models import create_backbone, list_backbones
 
     torch.set_num_threads(args.threads)
@@ -107,52 +154,61 @@ def main() -> None:
         arch = biggest
     tmp = Path(tempfile.mkdtemp(prefix="bench_embed_"))
     net, rep, export_s = make_model(arch, tmp)
+    gflop_img = forward_gflop(net, (3, *net.input_size)) * (2 if uses_flip(args.fusion) else 1)
     images = bench_images(tuple(net.input_size), args.images)
-    # Like with like: both backends in float32 (torch would otherwise autocast on CUDA); on
-    # CUDA onnxruntime needs its CUDA provider (onnxruntime-gpu), else it is timed on the CPU
-    # and the table says so.
-    import onnxruntime
-
-    ort_device = args.device
-    if (
-        args.device == "cuda"
-        and "CUDAExecutionProvider" not in onnxruntime.get_available_providers()
-    ):
-        print("note: onnxruntime has no CUDA provider (CPU wheel): onnxruntime runs on the CPU")
-        ort_device = "cpu"
-    model_pt, model_onnx = resolve_model(tmp / "model.pt"), resolve_model(tmp / "model.onnx")
-    backends = {
-        "torch": TorchBackend(model_pt, args.fusion, False, args.device, precision="float32"),
-        "onnxruntime": OnnxBackend(model_onnx, args.fusion, False, ort_device),
-    }
+    backends, ort_device = make_backends(tmp, args)
+    peak = peak_gflops(args.threads)
     res = time_backends(backends, images, args.batch, args.rounds)
-    times, speeds = res["batch_s"], res["images_per_s"]
-    cos = cosine_rows(res["outputs"]["torch"], res["outputs"]["onnxruntime"])
-    paired = [t / o for t, o in zip(times["torch"], times["onnxruntime"], strict=True)]
+    peak = max(peak, peak_gflops(args.threads))
+    times, speeds, outs = res["batch_s"], res["images_per_s"], res["outputs"]
 
     dev = torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or "cpu"
     print(
-        f"\n{arch} ({_params(net) / 1e6:.1f} M params), {args.fusion} fusion (2 forward passes "
-        f"per image), batch {args.batch}, {args.images} images x {args.rounds} rounds, "
-        f"{args.threads} threads, device {args.device} ({dev}; onnxruntime on {ort_device}), "
-        f"float32 both; torch {torch.__version__}, "
-        f"onnxruntime {_ort_version()}\n"
+        f"\n{arch} ({_params(net) / 1e6:.1f} M params, {gflop_img:.2f} GFLOP per image with "
+        f"{args.fusion} fusion), batch {args.batch}, {args.images} images x {args.rounds} "
+        f"rounds, {args.threads} threads, device {args.device} ({dev}; onnxruntime on "
+        f"{ort_device}); torch {torch.__version__}, onnxruntime {_ort_version()}; measured "
+        f"fp32 peak {peak:.0f} GFLOP/s (matmul), load average {os.getloadavg()[0]:.1f}\n"
     )
-    print(f"| backend | images/s | s per batch of {args.batch} (median) | vs torch eager |")
-    print("|---|---:|---:|---:|")
-    for k in ("torch", "onnxruntime"):
-        ratio = speeds[k] / speeds["torch"]
-        print(f"| {k} | {speeds[k]:.1f} | {statistics.median(times[k]):.2f} | {ratio:.2f}x |")
-    q = statistics.quantiles(paired, n=4)
     print(
-        f"\npaired per-batch speed-up of onnxruntime over torch: "
-        f"median {statistics.median(paired):.2f}x "
-        f"(quartiles {q[0]:.2f}x - {q[2]:.2f}x, {len(paired)} batch pairs)"
+        f"| backend | images/s | GFLOP/s | of peak | s per batch of {args.batch} (median) "
+        f"| paired speed-up vs eager NCHW (median, quartiles) | min cosine vs eager |"
     )
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    rows = {}
+    for k in backends:
+        paired = [t / o for t, o in zip(times[BASELINE], times[k], strict=True)]
+        q = statistics.quantiles(paired, n=4) if len(paired) > 1 else [paired[0]] * 3
+        cos = float(cosine_rows(outs[BASELINE], outs[k]).min())
+        gf = speeds[k] * gflop_img
+        rows[k] = {
+            "images_per_s": round(speeds[k], 2),
+            "gflop_per_s": round(gf, 1),
+            "peak_share": round(gf / peak, 3),
+            "paired_speedup_median": round(statistics.median(paired), 3),
+            "paired_speedup_quartiles": [round(q[0], 3), round(q[2], 3)],
+            "min_cosine_vs_baseline": cos,
+        }
+        print(
+            f"| {k} | {speeds[k]:.1f} | {gf:.0f} | {100 * gf / peak:.0f}% | "
+            f"{statistics.median(times[k]):.2f} | **{statistics.median(paired):.2f}x** "
+            f"({q[0]:.2f}-{q[2]:.2f}) | {cos:.7f} |"
+        )
     print(
         f"\nexport {export_s:.1f} s, parity on {rep['parity_faces']} bundled faces: max cosine "
-        f"distance {rep['parity_max_cosine_distance']:.1e}; torch vs onnxruntime embed on the "
-        f"benchmark batch: min cosine {cos.min():.7f}"
+        f"distance {rep['parity_max_cosine_distance']:.1e}"
+    )
+    record(
+        "embed",
+        {
+            "command": "benchmarks/bench_embed.py " + " ".join(sys.argv[1:]),
+            "arch": arch,
+            "gflop_per_image": round(gflop_img, 3),
+            "peak_gflop_per_s": round(peak, 1),
+            "threads": args.threads,
+            "baseline": BASELINE,
+            "backends": rows,
+        },
     )
 
 

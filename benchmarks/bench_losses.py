@@ -115,8 +115,10 @@ def bench(num_classes: int, args: argparse.Namespace, device: torch.device) -> l
     rows.append({"C": num_classes, "impl": "pytorch-center-loss (distmat)", "s": t_ref})
 
     head = create_head("softmax", args.dim, num_classes).to(device)
+    counts = torch.full((num_classes,), 100.0)  # CIL's training-set images per class
     for name, kw in [("cl", {}), ("cl", {"rho": 5.0}), ("acl-gamma", {}), ("cil", {})]:
-        loss = create_center_loss(name, num_classes, args.dim, **kw).to(device)
+        loss = create_center_loss(name, num_classes, args.dim, class_counts=counts, **kw)
+        loss = loss.to(device)
 
         def step(loss=loss) -> None:
             x = x0.clone().requires_grad_(True)

@@ -3,14 +3,18 @@ step time spent waiting for the loader, side by side in one run:
 
   * ``memory``  : the same images from an in-memory tensor (no loader cost): the compute bound
   * ``hdf5 w=0``: the pack's ShardDataset read in the training process
-  * ``hdf5 w=N``: the same with N DataLoader worker processes
+  * ``hdf5 w=N``: the same with N DataLoader worker processes (one row per ``--workers`` N)
+
+Against the FLOP bound: a training step costs about 3 forward passes (forward, and a
+backward of twice its FLOPs), so images/s <= peak / (3 x forward GFLOP), with the peak the
+best fp32 matmul on the same threads (``benchmarks.common.peak_gflops``).
 
 The pack is synthetic (class patterns + noise, written with the pack stage's shard writer):
 pixel content does not change the cost. One untimed run comes first, and the first
 ``--warmup`` steps of each timed run are not timed.
 
     .venv/bin/python benchmarks/bench_train.py [--arch sphere20] [--batch 16] [--steps 6]
-        [--warmup 2] [--workers 2] [--threads 0] [--device auto]
+        [--warmup 2] [--workers 2 8] [--threads 0] [--device auto]
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from benchmarks.common import forward_gflop, peak_gflops, record  # noqa: E402
+from facecl.models import create_backbone  # noqa: E402
 from facecl.pack.dataset import ShardDataset  # noqa: E402
 from facecl.train.config import TrainConfig  # noqa: E402
 from facecl.train.loop import read_metrics, resolve_device, train  # noqa: E402
@@ -66,7 +72,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--steps", type=int, default=6, help="timed steps")
     ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--workers", type=int, nargs="+", default=[2])
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     ap.add_argument("--device", default="auto")
     args = ap.parse_args()
@@ -89,7 +95,7 @@ def main() -> None:
         runs = [
             ("memory (no loader)", InMemory(ShardDataset(pack)), 0),
             ("hdf5, workers=0", ShardDataset(pack), 0),
-            (f"hdf5, workers={args.workers}", ShardDataset(pack), args.workers),
+            *[(f"hdf5, workers={w}", ShardDataset(pack), w) for w in args.workers if w],
         ]
         # The first training run of a process is slower for longer than a few steps
         # (allocator, oneDNN primitive caches): one untimed run first.
@@ -101,17 +107,44 @@ def main() -> None:
             ips, wait, step_s = measure(cfg, ds, tmp_path / name.replace(" ", "_"), args.warmup)
             rows.append((name, ips, wait, step_s))
     ref = rows[0][1]
+    threads = torch.get_num_threads()
+    step_gflop = 3 * forward_gflop(create_backbone(args.arch), (3, 112, 96))
+    peak = peak_gflops(threads) if device.type == "cpu" else float("nan")
     dev = torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu"
     print(
         f"\n{args.arch} at 112x96, loss cl, batch {args.batch}, {args.steps} timed steps "
-        f"after {args.warmup} warm-up, device {device} ({dev}), torch threads "
-        f"{torch.get_num_threads()}\n"
+        f"after {args.warmup} warm-up, device {device} ({dev}), torch threads {threads}; "
+        f"~{step_gflop:.1f} GFLOP per image per step (3 x forward), measured fp32 peak "
+        f"{peak:.0f} GFLOP/s = a bound of {peak / step_gflop:.1f} images/s\n"
     )
-    print("| data path | images/s | s/step | loader wait share | vs in-memory |")
-    print("|---|---:|---:|---:|---:|")
+    print("| data path | images/s | of FLOP bound | s/step | loader wait share | vs in-memory |")
+    print("|---|---:|---:|---:|---:|---:|")
     for name, ips, wait, step_s in rows:
-        print(f"| {name} | {ips:.2f} | {step_s:.2f} | {100 * wait:.1f}% | {ips / ref:.2f}x |")
+        print(
+            f"| {name} | {ips:.2f} | {100 * ips * step_gflop / peak:.0f}% | {step_s:.2f} | "
+            f"{100 * wait:.1f}% | {ips / ref:.2f}x |"
+        )
     print("\n(put this table under `## train` in docs/benchmarks.md)")
+    record(
+        "train",
+        {
+            "command": "benchmarks/bench_train.py " + " ".join(sys.argv[1:]),
+            "arch": args.arch,
+            "batch": args.batch,
+            "threads": threads,
+            "device": str(device),
+            "gflop_per_image_step": round(step_gflop, 2),
+            "peak_gflop_per_s": round(peak, 1),
+            "rows": {
+                name: {
+                    "images_per_s": round(ips, 2),
+                    "flop_bound_share": round(ips * step_gflop / peak, 3),
+                    "loader_wait_share": round(wait, 4),
+                }
+                for name, ips, wait, _ in rows
+            },
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -1,9 +1,6 @@
 #!/usr/bin/env bash
-# Runs every benchmark script; each prints its table and says where it belongs in docs/benchmarks.md.
+# `make bench`: every benchmark, sized for < 15 min on 2 cores, into benchmarks/results.json
+# (see benchmarks/run_all.py; a benchmark that cannot run says why in one line).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-for f in benchmarks/bench_*.py; do
-  [ -e "$f" ] || continue
-  echo "== $f" >&2
-  python "$f"
-done
+exec python benchmarks/run_all.py "$@"

@@ -20,6 +20,14 @@ directory into place only after the manifest is written, so a crash never leaves
 that looks complete. A ``.partial`` directory whose fingerprint matches is handed back to the
 stage for resuming. Re-running a stage whose complete output has the same fingerprint is a
 no-op; ``force=True`` rebuilds it.
+
+Config fields marked ``field(metadata={"runtime": True})`` say how the work is done, not
+what it produces (workers, threads, device): the manifest records them, but they are left
+out of the fingerprint, so a run resumed with other runtime settings keeps its work.
+
+Around that: :func:`facecl.outpath.check_output` refuses an output that is, contains or is
+inside an input (or that cannot be written), and :mod:`facecl.lock` keeps a second process
+off an output being written. Files are written with the permissions of the umask.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ import json
 import os
 import shutil
 import tempfile
+import typing
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +48,8 @@ from typing import IO, Any
 
 from facecl import __version__
 from facecl.errors import ArtifactError, SchemaVersionError
+
+PARTIAL_SUFFIX = ".partial"
 
 MANIFEST = "manifest.json"
 PARTIAL_STATE = "_facecl_partial.json"
@@ -95,6 +106,62 @@ def config_dict(config: Any) -> dict[str, Any]:
     return json.loads(canonical_json(dict(config)))
 
 
+def runtime_fields(cls: type) -> frozenset[str]:
+    """Dotted names of the fields of config class ``cls`` (nested dataclass fields
+    included) marked ``metadata={"runtime": True}``."""
+    out: set[str] = set()
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        inner = hints.get(f.name)
+        if f.metadata.get("runtime"):
+            out.add(f.name)
+        elif isinstance(inner, type) and dataclasses.is_dataclass(inner):
+            out |= {f"{f.name}.{n}" for n in runtime_fields(inner)}
+    return frozenset(out)
+
+
+def without_runtime(config: Mapping[str, Any], runtime: Iterable[str]) -> dict[str, Any]:
+    """``config`` (a plain nested dict) without the dotted ``runtime`` keys."""
+    out = json.loads(canonical_json(dict(config)))
+    for name in runtime:
+        *head, last = name.split(".")
+        node = out
+        for key in head:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(last, None)
+    return out
+
+
+_UMASK: list[int] = []
+
+
+def current_umask() -> int:
+    """The process umask (read once; ``os.umask`` can only be read by setting it)."""
+    if not _UMASK:
+        try:
+            line = next(
+                ln
+                for ln in Path("/proc/self/status").read_text().splitlines()
+                if ln.startswith("Umask:")
+            )
+            _UMASK.append(int(line.split()[1], 8))
+        except (OSError, StopIteration, ValueError):
+            old = os.umask(0o022)
+            os.umask(old)
+            _UMASK.append(old)
+    return _UMASK[0]
+
+
+def honour_umask(path: str | os.PathLike, fd: int | None = None) -> None:
+    """Give a file made by ``mkstemp`` (mode 0600) the mode any new file gets: 0666 & ~umask."""
+    mode = 0o666 & ~current_umask()
+    if fd is not None:
+        os.fchmod(fd, mode)
+    else:
+        os.chmod(path, mode)
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO[Any]]:
     """Open a temp file beside ``path``; on success fsync and ``os.replace`` it into place.
@@ -104,6 +171,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO[Any]]:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        honour_umask(tmp, fd)
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
@@ -127,16 +195,56 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 # --------------------------------------------------------------------------- inputs
 
 
+def safe_relpath(rel: object) -> bool:
+    """True when ``rel`` (from an artifact) is a relative posix path that stays inside the
+    artifact: not absolute, no ``..``, ``.`` or empty parts, no backslashes."""
+    if not isinstance(rel, str) or not rel or rel.startswith("/") or "\\" in rel:
+        return False
+    return all(part not in ("", ".", "..") for part in rel.split("/"))
+
+
 def is_artifact(path: str | os.PathLike) -> bool:
     return (Path(path) / MANIFEST).is_file()
 
 
 def tree_listing_sha256(root: Path, files: Iterable[Path] | None = None) -> str:
-    """Hash of a file list (relative path and size), cheap and order-independent."""
+    """Hash of a tree's listing: every file's relative path, size and mtime (so an in-place
+    edit is a change), order-independent. Folder links are followed (each real folder once);
+    a folder that cannot be listed is part of the listing; names are hashed as their bytes
+    (``os.fsencode``), so names that are not UTF-8 hash too."""
+    root = Path(root)
     if files is None:
-        files = (p for p in root.rglob("*") if p.is_file())
-    lines = sorted(f"{p.relative_to(root).as_posix()}\t{p.stat().st_size}" for p in files)
-    return sha256_bytes("\n".join(lines).encode())
+        files, unreadable = _tree_files(root)
+    else:
+        unreadable = []
+    lines = []
+    for p in files:
+        try:
+            st = p.stat()
+            stat = b"%d\t%d" % (st.st_size, st.st_mtime_ns)
+        except OSError:
+            stat = b"unreadable"
+        lines.append(os.fsencode(p.relative_to(root)) + b"\t" + stat)
+    lines += [os.fsencode(d.relative_to(root)) + b"\t!unlistable" for d in unreadable]
+    return sha256_bytes(b"\n".join(sorted(lines)))
+
+
+def _tree_files(root: Path) -> tuple[list[Path], list[Path]]:
+    """(files, folders that could not be listed) below ``root``, following folder links
+    with each real folder visited once."""
+    files: list[Path] = []
+    errors: list[OSError] = []
+    seen = {os.path.realpath(root)}
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=errors.append):
+        keep = []
+        for d in dirnames:
+            real = os.path.realpath(os.path.join(dirpath, d))
+            if real not in seen:
+                seen.add(real)
+                keep.append(d)
+        dirnames[:] = keep
+        files += [Path(dirpath, f) for f in filenames]
+    return files, [Path(e.filename) for e in errors if e.filename]
 
 
 def input_ref(path: str | os.PathLike) -> dict[str, str]:
@@ -208,6 +316,7 @@ def read_manifest(path: str | os.PathLike, stage: str | None = None) -> Manifest
     """
     p = Path(path)
     mpath = p if p.name == MANIFEST and p.is_file() else p / MANIFEST
+    _refuse_partial(mpath.parent)
     if not mpath.is_file():
         partial = Path(str(p) + ".partial")
         if partial.is_dir():
@@ -233,6 +342,7 @@ def read_manifest(path: str | os.PathLike, stage: str | None = None) -> Manifest
             f"corrupt manifest {mpath}: missing {', '.join(missing)}",
             "re-run the stage with --force to rebuild it",
         )
+    _check_types(raw, mpath)
     m_stage, m_version = parse_schema(raw["schema"])
     if stage is not None and m_stage != stage:
         raise ArtifactError(
@@ -254,6 +364,51 @@ def read_manifest(path: str | os.PathLike, stage: str | None = None) -> Manifest
         )
     fields = {f.name for f in dataclasses.fields(Manifest)}
     return Manifest(**{k: v for k, v in raw.items() if k in fields})
+
+
+# The JSON type of each manifest field (checked on read: a wrong type is one line, not a
+# traceback wherever the field is used).
+_FIELD_TYPES: dict[str, type] = {
+    "schema": str,
+    "stage": str,
+    "config": dict,
+    "inputs": list,
+    "counts": dict,
+    "status": str,
+    "facecl_version": str,
+    "created": str,
+    "fingerprint": str,
+    "extra": dict,
+}
+_JSON_NAMES: dict[type, str] = {str: "a string", dict: "an object", list: "a list"}
+
+
+def _check_types(raw: Mapping[str, Any], mpath: Path) -> None:
+    bad = [
+        f"{k!r} is {type(raw[k]).__name__}, expected {_JSON_NAMES[t]}"
+        for k, t in _FIELD_TYPES.items()
+        if k in raw and not isinstance(raw[k], t)
+    ]
+    for i, inp in enumerate(raw.get("inputs") or []):
+        if not isinstance(inp, dict) or not all(
+            isinstance(inp.get(k), str) for k in ("path", "sha256")
+        ):
+            bad.append(f"inputs[{i}] is not an object with string 'path' and 'sha256'")
+            break
+    if bad:
+        raise ArtifactError(
+            f"corrupt manifest {mpath}: {bad[0]}", "re-run the stage with --force to rebuild it"
+        )
+
+
+def _refuse_partial(directory: Path) -> None:
+    """An unfinished output (``OUT.partial/``, or a directory still holding the partial
+    state) is never read as an artifact, even where a manifest was already written into it."""
+    if directory.name.endswith(PARTIAL_SUFFIX) or (directory / PARTIAL_STATE).exists():
+        raise ArtifactError(
+            f"{directory} is an unfinished output (a {PARTIAL_SUFFIX} directory), not an artifact",
+            "re-run the stage that writes it to finish it, then pass its final directory",
+        )
 
 
 def lineage(path: str | os.PathLike) -> dict[str, Any]:
@@ -319,6 +474,13 @@ class StageOutput:
         work = out.begin()            # <path>.partial/, fresh or resumed (out.resumed)
         ... write files under work ...
         manifest = out.commit(counts, extra)
+
+    On construction the output path is checked (:func:`facecl.outpath.check_output`: not an
+    input, not inside or around one, writable) and locked (:mod:`facecl.lock`) until the
+    commit, or until it is found up to date. ``runtime`` names the dotted config keys left out
+    of the fingerprint when ``config`` is a dict (for a dataclass, its fields marked
+    ``runtime``). ``--force`` rebuilds only an artifact of the same stage; a forced start is
+    recorded in the partial state, so the same forced command resumes it after a kill.
     """
 
     def __init__(
@@ -330,18 +492,32 @@ class StageOutput:
         *,
         force: bool = False,
         resume: bool = True,
+        runtime: Iterable[str] = (),
     ):
-        self.path = Path(path).resolve()
+        from facecl import lock
+        from facecl.outpath import check_output
+
+        self.path = check_output(path, [i["path"] for i in inputs if i.get("path")])
         self.stage = stage
         self.config = config_dict(config)
+        if dataclasses.is_dataclass(config) and not isinstance(config, type):
+            runtime = {*runtime, *runtime_fields(type(config))}
+        self.runtime = frozenset(runtime)
         self.inputs = inputs
         self.force = force
         self.resume = resume
-        self.partial = Path(str(self.path) + ".partial")
-        self.fingerprint = fingerprint(stage, self.config, inputs)
+        self.partial = Path(str(self.path) + PARTIAL_SUFFIX)
+        self.fingerprint = fingerprint(stage, without_runtime(self.config, self.runtime), inputs)
         self.resumed = False
         self.existing: Manifest | None = None
-        self._check_existing()
+        self.lock = lock.acquire(self.path)
+        try:
+            self._check_existing()
+        except BaseException:
+            lock.release(self.path)
+            raise
+        if self.existing is not None:
+            lock.release(self.path)
 
     @property
     def up_to_date(self) -> bool:
@@ -361,6 +537,13 @@ class StageOutput:
                     "choose another -o path or remove it",
                 )
             return
+        other = _recorded_stage(self.path)
+        if other is not None and other != self.stage:
+            how = "--force rebuilds only an artifact of the same stage; " if self.force else ""
+            raise ArtifactError(
+                f"output {self.path} is a '{other}' artifact, not a '{self.stage}' one",
+                f"{how}choose another -o path, or remove it yourself",
+            )
         if self.force:
             return
         try:
@@ -370,10 +553,6 @@ class StageOutput:
                 f"output {self.path} holds an unreadable artifact: {e.message}",
                 "use --force to rebuild it",
             ) from None
-        if m.stage != self.stage:
-            raise ArtifactError(
-                f"output {self.path} is a '{m.stage}' artifact", "choose another -o path"
-            )
         if m.fingerprint == self.fingerprint:
             self.existing = m
             return
@@ -382,27 +561,40 @@ class StageOutput:
             "use --force to overwrite it, or choose another -o path",
         )
 
+    def _resumable(self) -> bool:
+        """Whether the existing ``.partial`` is this very run's (same fingerprint; under
+        ``force``, one that a forced start of this run made)."""
+        state_file = self.partial / PARTIAL_STATE
+        if not self.resume or not state_file.is_file():
+            return False
+        try:
+            state = json.loads(state_file.read_text())
+        except (ValueError, UnicodeDecodeError):
+            return False
+        if not isinstance(state, dict) or state.get("fingerprint") != self.fingerprint:
+            return False
+        return bool(state.get("forced")) or not self.force
+
     def begin(self) -> Path:
         if self.up_to_date:
             raise RuntimeError("begin() on an up-to-date output")
-        state_file = self.partial / PARTIAL_STATE
         if self.partial.exists():
-            ok = False
-            if self.resume and not self.force and state_file.is_file():
-                try:
-                    ok = json.loads(state_file.read_text()).get("fingerprint") == self.fingerprint
-                except ValueError:
-                    ok = False
-            if ok:
+            if self._resumable():
                 self.resumed = True
                 return self.partial
             shutil.rmtree(self.partial)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.partial.mkdir()
-        atomic_write_json(state_file, {"fingerprint": self.fingerprint, "stage": self.stage})
+        self._write_state()
         return self.partial
 
+    def _write_state(self) -> None:
+        state = {"fingerprint": self.fingerprint, "stage": self.stage, "forced": self.force}
+        atomic_write_json(self.partial / PARTIAL_STATE, state)
+
     def commit(self, counts: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> Manifest:
+        from facecl import lock
+
         manifest = Manifest(
             schema=schema_for(self.stage),
             stage=self.stage,
@@ -414,13 +606,43 @@ class StageOutput:
             fingerprint=self.fingerprint,
             extra=json.loads(canonical_json(dict(extra or {}))),
         )
-        (self.partial / PARTIAL_STATE).unlink(missing_ok=True)
-        atomic_write_json(self.partial / MANIFEST, manifest.to_dict())
+        try:
+            atomic_write_json(self.partial / MANIFEST, manifest.to_dict())
+            (self.partial / PARTIAL_STATE).unlink(missing_ok=True)
+            self._publish()
+        except BaseException:
+            # Nothing that looks complete stays behind: the .partial is resumable again.
+            (self.partial / MANIFEST).unlink(missing_ok=True)
+            if self.partial.is_dir():
+                with contextlib.suppress(OSError):
+                    self._write_state()
+            raise
+        lock.release(self.path)
+        return manifest
+
+    def _publish(self) -> None:
+        """Move ``.partial`` into place (an existing output is moved aside first, then
+        removed; it is put back if the move fails)."""
         old = None
         if self.path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.old-", dir=self.path.parent))
             os.replace(self.path, old / "x")
-        os.replace(self.partial, self.path)
+        try:
+            os.replace(self.partial, self.path)
+        except BaseException:
+            if old is not None:
+                os.replace(old / "x", self.path)
+                old.rmdir()
+            raise
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
-        return manifest
+
+
+def _recorded_stage(path: Path) -> str | None:
+    """The stage a manifest at ``path`` names (read leniently: None when unreadable)."""
+    try:
+        raw = json.loads((path / MANIFEST).read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    stage = raw.get("stage") if isinstance(raw, dict) else None
+    return stage if isinstance(stage, str) else None

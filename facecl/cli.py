@@ -7,9 +7,11 @@ Each stage package exposes ``cli.register(app)`` that adds its command(s). Expec
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from typing import Annotated, Any
 
 import typer
@@ -21,21 +23,56 @@ from facecl.errors import FaceclError
 _state = {"verbose": False}
 
 
+def _fail(e: FaceclError) -> typer.Exit:
+    from facecl import lock
+
+    lock.release_all()
+    if _state["verbose"]:
+        console.print_exception()
+    console.print(f"[bold red]error:[/] {e.one_line()}", highlight=False)
+    return typer.Exit(e.exit_code)
+
+
 def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from facecl.oserrors import is_storage_failure, storage_error
+
         try:
-            return fn(*args, **kwargs)
+            with one_line_warnings():
+                return fn(*args, **kwargs)
         except FaceclError as e:
-            if _state["verbose"]:
-                console.print_exception()
-            console.print(f"[bold red]error:[/] {e.one_line()}", highlight=False)
-            raise typer.Exit(e.exit_code) from None
+            raise _fail(e) from None
+        except (OSError, RuntimeError) as e:
+            if not is_storage_failure(e):
+                raise
+            raise _fail(storage_error(e)) from None
         except KeyboardInterrupt:
             console.print("[yellow]interrupted[/]; re-run the same command to resume")
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+@contextlib.contextmanager
+def one_line_warnings() -> Iterator[None]:
+    """Python warnings (torch, matplotlib, h5py ...) as one ``warning:`` line each on the
+    console, without the source line Python adds, each text once."""
+    seen: set[str] = set()
+    old = warnings.showwarning
+
+    def show(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+        text = " ".join(str(message).split())
+        if text in seen:
+            return
+        seen.add(text)
+        console.print(f"[yellow]warning:[/] {text} ({category.__name__})", highlight=False)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = old
 
 
 class GuardedTyper(typer.Typer):

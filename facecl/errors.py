@@ -27,8 +27,9 @@ class UsageError(FaceclError):
     exit_code = 2
 
 
-class ConfigError(FaceclError):
-    """Invalid configuration value or key."""
+class ConfigError(UsageError):
+    """Invalid configuration value or key (an option value, a config-file key, an unknown
+    choice): a usage error, exit 2, wherever the config is validated (``__post_init__``)."""
 
 
 class UnknownNameError(ConfigError):
@@ -53,3 +54,12 @@ class IntegrityError(ArtifactError):
 
 class CheckpointError(FaceclError):
     """A checkpoint that is corrupt, unsafe, or of another architecture."""
+
+
+class StorageError(FaceclError):
+    """The file system refused a write or a read: read-only, full, name too long, not a
+    directory, busy (``facecl.oserrors`` maps an ``OSError`` to one of these)."""
+
+
+class LockedError(FaceclError):
+    """Another live facecl process is writing the same output."""

@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from facecl.errors import InputError
+from facecl.align.io import safe_component
+from facecl.errors import InputError, IntegrityError
 
 FACES_CSV = "faces.csv"
 """The per-face table, at the artifact root."""
@@ -146,10 +147,44 @@ def read_faces(artifact: str | os.PathLike) -> list[FaceRow]:
     Raises ``ArtifactError`` when ``artifact`` is not a finished align artifact and
     ``InputError`` (naming the line and column) for a missing or malformed ``faces.csv``.
     """
+    from facecl.artifacts import read_manifest, sha256_file
+
+    m = read_manifest(artifact, stage="align")
+    path = Path(artifact) / FACES_CSV
+    expected = m.extra.get("files", {}).get(FACES_CSV) if isinstance(m.extra, dict) else None
+    if expected and path.is_file() and sha256_file(path) != expected:
+        raise IntegrityError(
+            f"{path} was changed after align wrote it (its sha256 is not the manifest's)",
+            "restore it or re-run 'facecl align' with --force",
+        )
+    return read_faces_file(path)
+
+
+def crop_hashes(artifact: str | os.PathLike) -> dict[str, str]:
+    """``{output: sha256}`` of the crops as the align manifest records them (empty for an
+    artifact that records none): consumers check each crop they read against it."""
     from facecl.artifacts import read_manifest
 
-    read_manifest(artifact, stage="align")
-    return read_faces_file(Path(artifact) / FACES_CSV)
+    files = read_manifest(artifact, stage="align").extra.get("files", {})
+    return {k: v for k, v in files.items() if k != FACES_CSV} if isinstance(files, dict) else {}
+
+
+def check_output(output: str, where: str, hint: str) -> None:
+    """Raise unless ``output`` is empty or ``aligned/<name>/.../<name>.png`` (relative, no
+    ``..``, no separators or control characters in a name): a row can never make a reader
+    open a file outside the artifact."""
+    parts = output.split("/")
+    if output and not (
+        parts[0] == ALIGNED
+        and len(parts) >= 3
+        and output.endswith(".png")
+        and all(safe_component(p) for p in parts)
+    ):
+        raise InputError(
+            f"{where}: column output: {output!r} is not a path {ALIGNED}/<identity>/<name>.png "
+            "inside the artifact",
+            hint,
+        )
 
 
 def read_faces_file(path: str | os.PathLike) -> list[FaceRow]:
@@ -211,6 +246,7 @@ def _parse(rec: dict[str, str], where: str, hint: str) -> FaceRow:
             f"{where}: column status: {rec['status']!r} is not one of {', '.join(STATUSES)}",
             hint,
         )
+    check_output(rec["output"], where, hint)
     box = _floats(rec, BOX_COLUMNS, where, hint)
     score = _floats(rec, ("score",), where, hint)
     lm = _floats(rec, LM_COLUMNS, where, hint)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
+import zlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ SKIP_REASONS = {
     "no_face": "no face detected",
     "unsafe_name": "identity or file name would escape the output directory",
     "no_identity": "file outside any identity folder",
+    "link_loop": "a folder reached again through a link (listed once)",
 }
 
 # Magic numbers of image formats Pillow does not decode: "unsupported", not "not an image".
@@ -106,10 +108,47 @@ def decode_image(path: str | os.PathLike, max_pixels: int = 100_000_000) -> Deco
         return _decode_error(e, *dims)
     if isinstance(arr, Decoded):
         return arr
+    damaged = _check_png(path, head)  # Pillow decoded it: are the pixels the ones written?
+    if damaged is not None:
+        return damaged
     w, h = dims
     if arr.shape[0] == 0 or arr.shape[1] == 0:
         return _fail("corrupt", "image with zero width or height", w, h)
     return Decoded(arr, "", "", w or arr.shape[1], h or arr.shape[0], tuple(notes))
+
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def png_problem(data: bytes) -> str:
+    """Why PNG bytes are damaged ("" when every chunk's CRC matches up to IEND): decoders
+    do not check IDAT CRCs, so a flipped byte would decode to garbage pixels."""
+    pos, n = len(PNG_MAGIC), len(data)
+    while pos + 12 <= n:
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        kind = data[pos + 4 : pos + 8]
+        end = pos + 8 + length
+        if end + 4 > n:
+            return f"PNG chunk {kind.decode('latin-1')!r} is truncated"
+        if zlib.crc32(data[pos + 4 : end]) != int.from_bytes(data[end : end + 4], "big"):
+            return f"PNG chunk {kind.decode('latin-1')!r} fails its CRC check"
+        if kind == b"IEND":
+            return ""
+        pos = end + 4
+    return "PNG data ends before its IEND chunk"
+
+
+def _check_png(path: Path, head: bytes) -> Decoded | None:
+    """A ``corrupt``/``truncated`` failure for a PNG whose chunk CRCs do not match."""
+    if not head.startswith(PNG_MAGIC):
+        return None
+    try:
+        problem = png_problem(path.read_bytes())
+    except OSError as e:
+        return _fail("read_error", f"{type(e).__name__}: {e.strerror or e}")
+    if not problem:
+        return None
+    return _fail("truncated" if "truncated" in problem or "ends" in problem else "corrupt", problem)
 
 
 def _read_head(path: Path) -> bytes | Decoded:
@@ -271,6 +310,7 @@ def safe_component(name: str) -> bool:
     """True when ``name`` is one harmless path component (no separators, not . or ..)."""
     return bool(
         name
+        and name == printable(name)  # UTF-8 (no undecodable bytes)
         and name not in (".", "..")
         and "/" not in name
         and "\\" not in name
@@ -292,34 +332,95 @@ def list_source(source: Path) -> tuple[list[Item], dict[str, int]]:
 
 
 def list_tree(root: Path) -> tuple[list[Item], dict[str, int]]:
-    """Every file below ``root``: identity = first folder level; hidden entries are ignored
-    (and counted). Files directly in ``root`` are listed as ``no_identity``."""
-    raw: list[tuple[str, Path, str, list[str]]] = []  # source, path, identity, parts
-    notes: Counter[str] = Counter()
-    for dirpath, dirnames, filenames in os.walk(root):
-        hidden = [d for d in dirnames if d.startswith(".")]
-        notes["ignored_hidden"] += len(hidden) + sum(f.startswith(".") for f in filenames)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        rel_dir = Path(dirpath).relative_to(root)
-        for f in sorted(filenames):
-            if f.startswith("."):
-                continue
-            rel = (rel_dir / f).as_posix()
-            parts = rel.split("/")
-            raw.append((rel, Path(dirpath) / f, parts[0] if len(parts) > 1 else "", parts))
-    raw.sort(key=lambda r: r[0])
+    """Every file below ``root``: identity = first folder level. Folder links are followed
+    (a folder reached twice is one ``link_loop`` row); a folder that cannot be listed is one
+    ``read_error`` row; a name that is not UTF-8 is an ``unsafe_name`` row (shown escaped);
+    hidden entries are ignored and counted, one per file (``ignored_hidden``). Files directly
+    in ``root`` are listed as ``no_identity``."""
+    raw, notes = scan_tree(root)
     items = []
-    for source, path, identity, parts in raw:
+    for source, path, problem, detail in raw:
+        parts = source.split("/")
+        identity = parts[0] if len(parts) > 1 else ""
+        shown, shown_id = printable(source), printable(identity)
+        if problem:
+            items.append((shown, path, shown_id, "", problem, detail))
+            continue
         if len(parts) == 1:
-            items.append((source, path, "", "", "no_identity", "file directly in the root"))
+            items.append((shown, path, "", "", "no_identity", "file directly in the root"))
             continue
         bad = next((p for p in parts if not safe_component(p)), None)
         if bad is not None:
-            items.append((source, path, identity, "", "unsafe_name", f"unsafe name {bad!r}"))
+            items.append(
+                (shown, path, shown_id, "", "unsafe_name", f"unsafe name {printable(bad)!r}")
+            )
             continue
         stem_parts = parts[1:-1] + [Path(parts[-1]).stem]
         items.append((source, path, identity, "/".join(stem_parts), "", ""))
     return _finish(items), dict(notes)
+
+
+def printable(name: str) -> str:
+    """``name`` as UTF-8-safe text: bytes that were not UTF-8 (``surrogateescape``) are
+    written ``\\xNN``, so a listing never fails to be written or hashed."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+ScanRow = tuple[str, Path, str, str]  # posix path below the root, path, problem, detail
+
+
+def scan_tree(root: Path) -> tuple[list[ScanRow], Counter[str]]:
+    """Every non-hidden file below ``root`` (sorted by relative path) following folder links,
+    with the problems found while listing: ``read_error`` (a folder that cannot be listed),
+    ``link_loop`` (a folder already listed, reached again through a link). Hidden files,
+    and the files inside hidden folders, are counted in ``ignored_hidden``."""
+    rows: list[ScanRow] = []
+    notes: Counter[str] = Counter()
+    seen = {os.path.realpath(root)}
+    stack: list[tuple[Path, str]] = [(Path(root), "")]
+    while stack:
+        folder, rel = stack.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as err:
+            detail = f"cannot list the folder: {err.strerror or type(err).__name__}"
+            rows.append((rel or ".", folder, "read_error", detail))
+            continue
+        for ent in entries:
+            r = f"{rel}/{ent.name}" if rel else ent.name
+            if ent.name.startswith("."):
+                notes["ignored_hidden"] += _count_files(Path(ent.path))
+            elif _is_dir(ent):
+                real = os.path.realpath(ent.path)
+                if real in seen:
+                    rows.append(
+                        (r, Path(ent.path), "link_loop", f"a folder already listed: {real}")
+                    )
+                else:
+                    seen.add(real)
+                    stack.append((Path(ent.path), r))
+            else:
+                rows.append((r, Path(ent.path), "", ""))
+    rows.sort(key=lambda row: row[0])
+    return rows, notes
+
+
+def _is_dir(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir()  # follows links
+    except OSError:
+        return False
+
+
+def _count_files(path: Path) -> int:
+    """Files at or below ``path`` (links not followed); an unreadable folder counts 1."""
+    if not path.is_dir() or path.is_symlink():
+        return 1
+    n, errors = 0, list[OSError]()
+    for _, _, files in os.walk(path, onerror=errors.append):
+        n += len(files)
+    return n + len(errors)
 
 
 def list_file(listfile: Path) -> tuple[list[Item], dict[str, int]]:
@@ -331,7 +432,7 @@ def list_file(listfile: Path) -> tuple[list[Item], dict[str, int]]:
     base_dir = listfile.parent
     items = []
     try:
-        text = listfile.read_text(encoding="utf-8", errors="surrogateescape")
+        text = listfile.read_text(encoding="utf-8-sig", errors="surrogateescape")
     except OSError as e:
         raise InputError(f"cannot read list file {listfile}: {e}", "check the path") from None
     for line in text.splitlines():
@@ -348,9 +449,16 @@ def list_file(listfile: Path) -> tuple[list[Item], dict[str, int]]:
         name = Path(src).name
         stem = Path(name).stem
         if not safe_component(identity):
-            items.append((src, path, identity, "", "unsafe_name", f"unsafe identity {identity!r}"))
+            shown = printable(identity)
+            items.append(
+                (printable(src), path, shown, "", "unsafe_name", f"unsafe identity {shown!r}")
+            )
         elif not safe_component(stem) or not safe_component(name):
-            items.append((src, path, identity, "", "unsafe_name", f"unsafe file name {name!r}"))
+            shown = printable(name)
+            items.append(
+                (printable(src), path, printable(identity), "", "unsafe_name",
+                 f"unsafe file name {shown!r}")
+            )  # fmt: skip
         else:
             items.append((src, path, identity, stem, "", ""))
     return _finish(items), {}

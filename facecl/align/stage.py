@@ -101,14 +101,16 @@ def run_align(
     so = StageOutput(out, "align", cfg, inputs, force=force)
     if so.existing is not None:  # up to date
         return AlignSummary(str(so.path), True, False, 0, so.existing.counts, 0.0, 0.0)
+    if detector is None:
+        runtime.torch_device()  # --device cuda without CUDA fails before OUT.partial exists
     work = so.begin()
     parts = work / PARTS
     parts.mkdir(exist_ok=True)
     mine = _chunks(len(items), cfg)
     chunk_items = {c: items[c * cfg.chunk_size : (c + 1) * cfg.chunk_size] for c in mine}
     total = sum(len(v) for v in chunk_items.values())
-    finished = (work / FACES_CSV).is_file()  # killed between writing faces.csv and commit
-    done = {c for c in mine if (parts / _part_name(c)).is_file()}
+    finished = _finished(work)  # killed between writing faces.csv and commit
+    done = _intact_chunks(work, [c for c in mine if (parts / _part_name(c)).is_file()])
     todo = [] if finished else [c for c in mine if c not in done]
     n_done = sum(len(chunk_items[c]) for c in done)
     aligner = Aligner(cfg, runtime, table, detector)
@@ -128,6 +130,8 @@ def run_align(
     shutil.rmtree(parts, ignore_errors=True)
     rows = read_faces_file(work / FACES_CSV)
     counts = _counts(rows, total, listing_notes)
+    if cfg.shard is None:
+        _check_some_crops(work, counts)
     extra = {
         "files": _file_hashes(work, rows),
         "runtime": asdict(runtime),
@@ -142,6 +146,23 @@ def run_align(
     speed = round(processed_now / elapsed, 2) if elapsed > 0 else 0.0
     return AlignSummary(
         str(so.path), False, so.resumed, len(done), counts, round(elapsed, 3), speed, device
+    )
+
+
+def _check_some_crops(work: Path, counts: dict[str, Any]) -> None:
+    """Raise (and leave nothing behind) when not one image gave a crop: an artifact of no
+    faces is an error, with the reasons counted."""
+    if counts["written"]:
+        return
+    shutil.rmtree(work, ignore_errors=True)
+    reasons = {**counts["skipped"], **counts["fallback"]}
+    hidden = counts.get("ignored_hidden", 0)
+    text = "; ".join(f"{r}: {n}" for r, n in sorted(reasons.items(), key=lambda kv: -kv[1]))
+    raise InputError(
+        f"no face aligned: {counts['processed']} of {counts['processed']} images gave no crop "
+        f"({text or 'no reason recorded'})"
+        + (f", {hidden} hidden files ignored" if hidden else ""),
+        "check the images (faces visible, files readable) and --on-miss",
     )
 
 
@@ -177,6 +198,39 @@ def _align_chunks(
                 rows = []
             on_progress(processed)
     return processed
+
+
+def _finished(work: Path) -> bool:
+    """Whether ``faces.csv`` is written and every crop it names is there (else it is removed
+    and the chunks are redone)."""
+    if not (work / FACES_CSV).is_file():
+        return False
+    if all((work / r.output).is_file() for r in read_faces_file(work / FACES_CSV) if r.output):
+        return True
+    (work / FACES_CSV).unlink()
+    return False
+
+
+def _intact_chunks(work: Path, chunks: list[int]) -> set[int]:
+    """The finished chunks whose crops are all still on disk; a chunk with a crop missing
+    (deleted or lost in a crash) is redone (its part file removed) and reported."""
+    from facecl.console import console
+
+    ok = set()
+    for c in chunks:
+        part = work / PARTS / _part_name(c)
+        rows = read_faces_file(part)
+        lost = [r.output for r in rows if r.output and not (work / r.output).is_file()]
+        if lost:
+            console.print(
+                f"[yellow]redoing chunk {c}[/]: {len(lost)} of its crops are missing "
+                f"from {work.name}/ (e.g. {lost[0]})",
+                highlight=False,
+            )
+            part.unlink()
+            continue
+        ok.add(c)
+    return ok
 
 
 def _part_name(c: int) -> str:
@@ -254,21 +308,25 @@ def merge_shards(
     t0 = time.perf_counter()
     if not shards:
         raise UsageError("--merge needs the shard outputs", "facecl align --merge A B ... -o OUT")
+    from facecl.inspect.verify import verify_artifact
+
     manifests = [read_manifest(s, stage="align") for s in shards]
+    for s, m in zip(shards, manifests, strict=True):
+        verify_artifact(Path(s), m)  # every crop and faces.csv as the shard's manifest says
     cfg = _merged_config(shards, [m.config for m in manifests])
     if any(m.inputs != manifests[0].inputs for m in manifests):
         raise UsageError("the shards have different inputs", "merge shards of the same source")
     so = StageOutput(out, "align", cfg, [input_ref(s) for s in shards], force=force)
     if so.existing is not None:  # up to date
         return AlignSummary(str(so.path), True, False, 0, so.existing.counts, 0.0, 0.0)
+    shard_rows = [read_faces(s) for s in shards]  # every row checked before anything is written
     work = so.begin()
     rows = []
-    for s in shards:
-        shard_rows = read_faces(s)
-        for r in shard_rows:
+    for s, these in zip(shards, shard_rows, strict=True):
+        for r in these:
             if r.output:
                 _link_or_copy(Path(s) / r.output, work / r.output)
-        rows.extend(shard_rows)
+        rows.extend(these)
     rows.sort(key=lambda r: (r.index, r.face_index))
     write_faces(work / FACES_CSV, rows)
     listing = {}
@@ -277,6 +335,7 @@ def merge_shards(
             if k in m.counts:
                 listing[k] = m.counts[k]
     counts = _counts(rows, sum(m.counts.get("processed", 0) for m in manifests), listing)
+    _check_some_crops(work, counts)
     extra = {
         "files": _file_hashes(work, rows),
         "merged_from": [str(Path(s).resolve()) for s in shards],

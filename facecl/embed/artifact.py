@@ -10,8 +10,11 @@ A ``facecl embed`` output directory (schema ``facecl.embed/1``)::
 * ``paths``       utf-8, the source image paths
 * ``identities``  utf-8 identity names
 * ``status``      utf-8, ``ok`` or the reason the item has no embedding (its row is NaN)
+* ``issame``      bool (N/2,), only for a verification ``.bin`` input: pair ``i`` is rows
+  ``2i`` and ``2i+1``, in the file's order (``facecl verify --protocol bin`` scores them)
 
-:func:`write_embeddings` writes it, :func:`read_embeddings` reads an artifact directory back as
+:class:`EmbeddingsWriter` writes it block by block (:func:`write_embeddings` from arrays),
+:func:`read_embeddings` reads an artifact directory back as
 :class:`Embeddings`; :func:`read_datasets` and :func:`embeddings_from_arrays` are the same reader
 for a plain ``.h5`` holding these datasets (only ``embeddings`` and ``keys`` required there).
 """
@@ -26,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facecl.artifacts import input_ref, read_manifest
+from facecl.artifacts import honour_umask, input_ref, read_manifest
 from facecl.errors import ArtifactError, InputError
 
 STAGE = "embed"
@@ -36,6 +39,7 @@ VECTORS = "embeddings"
 TEXT_COLUMNS = ("keys", "paths", "identities", "status")
 """The utf-8 string datasets, one entry per row, in the order they are written."""
 DATASETS: dict[str, str] = {VECTORS: "float32", **dict.fromkeys(TEXT_COLUMNS, "utf-8")}
+PAIRS = "issame"
 REQUIRED = (VECTORS, "keys")
 """What a plain file must hold; the other columns have defaults (see :func:`from_arrays`)."""
 
@@ -51,6 +55,7 @@ class Embeddings:
     status: list[str]
     source: Path
     ref: dict[str, str]
+    issame: np.ndarray | None = None  # (N/2,) bool: the stored pairs (rows 2i, 2i+1)
     _by_key: dict[str, int] = field(default_factory=dict, repr=False)
     _by_path: dict[str, int] = field(default_factory=dict, repr=False)
 
@@ -63,6 +68,11 @@ class Embeddings:
                     f"'{VECTORS}' has {n}",
                     "rebuild the embeddings with 'facecl embed --force'",
                 )
+        if self.issame is not None and 2 * len(self.issame) != n:
+            raise ArtifactError(
+                f"{self.source}: '{PAIRS}' has {len(self.issame)} pairs for {n} rows",
+                "rebuild the embeddings with 'facecl embed --force'",
+            )
         finite = np.isfinite(self.vectors).all(1) & (np.abs(self.vectors).sum(1) > 0)
         self.status = [
             s if s != OK or f else "non-finite or zero vector"
@@ -115,6 +125,84 @@ class Embeddings:
 # --------------------------------------------------------------------------- writing
 
 
+ROWS_PER_H5_CHUNK_BYTES = 1 << 20
+"""HDF5 chunk size of the ``embeddings`` dataset (~1 MiB of rows)."""
+
+
+class EmbeddingsWriter:
+    """``directory/embeddings.h5`` written as it comes: ``append`` blocks of vectors to one
+    resizable, chunked dataset (memory: one block, whatever N), then ``close`` with the text
+    columns (temp file, then ``os.replace``). ``abort`` removes the temp file. Also a context
+    manager: leaving it on an exception aborts."""
+
+    def __init__(self, directory: Path, dim: int) -> None:
+        import h5py
+
+        self.path = Path(directory) / EMBEDDINGS
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent
+        )
+        honour_umask(tmp, fd)  # mkstemp makes 0600; any other file gets 0666 & ~umask
+        os.close(fd)
+        self._tmp = Path(tmp)
+        self._file = h5py.File(tmp, "w")
+        rows = max(1, ROWS_PER_H5_CHUNK_BYTES // (4 * max(dim, 1)))
+        self._vectors = self._file.create_dataset(
+            VECTORS, shape=(0, dim), maxshape=(None, dim), chunks=(rows, max(dim, 1)),
+            dtype=DATASETS[VECTORS],
+        )  # fmt: skip
+        self.rows = 0
+
+    def append(self, vectors: np.ndarray) -> None:
+        """Rows (B, dim) after the ones already written."""
+        v = np.asarray(vectors, dtype=DATASETS[VECTORS])
+        self._vectors.resize(self.rows + len(v), axis=0)
+        self._vectors[self.rows :] = v
+        self.rows += len(v)
+
+    def close(
+        self,
+        *,
+        keys: Sequence[str],
+        paths: Sequence[str],
+        identities: Sequence[str],
+        status: Sequence[str],
+        issame: np.ndarray | None = None,
+    ) -> Path:
+        """The text columns (one entry per appended row), then the file in place.
+        ``issame``: the pairs of a verification set (rows ``2i``, ``2i+1``)."""
+        import h5py
+
+        columns = {"keys": keys, "paths": paths, "identities": identities, "status": status}
+        try:
+            for name in TEXT_COLUMNS:
+                if len(columns[name]) != self.rows:
+                    raise ValueError(f"{name}: {len(columns[name])} entries for {self.rows} rows")
+                text = h5py.string_dtype("utf-8")
+                data = np.array(list(columns[name]), dtype=object)
+                self._file.create_dataset(name, data=data, dtype=text)
+            if issame is not None:
+                self._file.create_dataset(PAIRS, data=np.asarray(issame, dtype=bool))
+            self._file.close()
+            os.replace(self._tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
+        return self.path
+
+    def abort(self) -> None:
+        if self._file:  # still open
+            self._file.close()
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> EmbeddingsWriter:
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        if exc_type is not None:
+            self.abort()
+
+
 def write_embeddings(
     directory: Path,
     vectors: np.ndarray,
@@ -123,25 +211,14 @@ def write_embeddings(
     paths: Sequence[str],
     identities: Sequence[str],
     status: Sequence[str],
+    issame: np.ndarray | None = None,
 ) -> Path:
-    """Write ``directory/embeddings.h5`` (temp file, then ``os.replace``); returns its path."""
-    import h5py
-
-    path = Path(directory) / EMBEDDINGS
-    columns = {"keys": keys, "paths": paths, "identities": identities, "status": status}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.create_dataset(VECTORS, data=np.asarray(vectors, dtype=DATASETS[VECTORS]))
-            text = h5py.string_dtype("utf-8")
-            for name in TEXT_COLUMNS:
-                f.create_dataset(name, data=np.array(list(columns[name]), dtype=object), dtype=text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write ``directory/embeddings.h5`` from arrays in memory (:class:`EmbeddingsWriter`);
+    ``issame``: the pairs of a verification set (rows ``2i``, ``2i+1``)."""
+    vectors = np.asarray(vectors, dtype=DATASETS[VECTORS])
+    with EmbeddingsWriter(directory, vectors.shape[1] if vectors.ndim == 2 else 0) as w:
+        w.append(vectors)
+        return w.close(keys=keys, paths=paths, identities=identities, status=status, issame=issame)
 
 
 # --------------------------------------------------------------------------- reading
@@ -192,14 +269,17 @@ def from_arrays(data: Mapping[str, np.ndarray], source: Path, ref: dict[str, str
     else:
         identities = [k.split("/", 1)[0] if "/" in k else k.rsplit("_", 1)[0] for k in keys]
     status = _strings(data["status"]) if "status" in data else [OK] * len(keys)
-    return Embeddings(vectors, keys, paths, identities, status, source, ref)
+    issame = np.asarray(data[PAIRS], dtype=bool).ravel() if PAIRS in data else None
+    return Embeddings(vectors, keys, paths, identities, status, source, ref, issame)
 
 
 __all__ = [
     "EMBEDDINGS",
     "DATASETS",
     "OK",
+    "PAIRS",
     "Embeddings",
+    "EmbeddingsWriter",
     "write_embeddings",
     "read_embeddings",
     "read_datasets",

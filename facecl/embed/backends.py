@@ -127,6 +127,7 @@ class TorchBackend(Backend):
         device: str = "auto",
         fp16: bool = True,
         precision: str = "auto",
+        memory_format: str = "channels_last",
     ):
         import torch
 
@@ -161,8 +162,13 @@ class TorchBackend(Backend):
             dtype=dtype,
             autocast=dtype != "float32",
             train_config_sha256=sha256_json(ckpt.get("config", {})),
+            info={"memory_format": memory_format},
         )
-        self.net = net.to(dev)  # float32 weights; reduced precision through autocast only
+        # float32 weights; reduced precision through autocast only
+        self._layout = (
+            torch.channels_last if memory_format == "channels_last" else torch.contiguous_format
+        )
+        self.net = net.to(dev).to(memory_format=self._layout)
         self._amp = getattr(torch, dtype) if self.autocast else None
         self._torch = torch
 
@@ -171,6 +177,7 @@ class TorchBackend(Backend):
 
         torch = self._torch
         x = torch.from_numpy(preprocess(images, self.spec)).to(self.device)  # (B,3,H,W)
+        x = x.contiguous(memory_format=self._layout)
         amp = (
             torch.autocast(torch.device(self.device).type, dtype=self._amp)
             if self._amp is not None
@@ -342,9 +349,10 @@ def load_backend(
     device: str = "auto",
     fp16: bool = True,
     precision: str = "auto",
+    memory_format: str = "channels_last",
 ) -> Backend:
-    """The backend for ``model``; an ONNX model runs its float32 graph (``fp16`` and
-    ``precision`` are for torch)."""
+    """The backend for ``model``; an ONNX model runs its float32 graph (``fp16``,
+    ``precision`` and ``memory_format`` are for torch)."""
     if model.kind == "onnx":
         return OnnxBackend(model, fusion, l2, device)
-    return TorchBackend(model, fusion, l2, device, fp16, precision)
+    return TorchBackend(model, fusion, l2, device, fp16, precision, memory_format)

@@ -65,6 +65,12 @@ def _model_and_input(model: Path, input_path: Path | None, onnx: Path | None) ->
                 "both RUN_OR_CHECKPOINT and --onnx given",
                 "give one model: 'facecl embed --onnx model.onnx INPUT -o EMB'",
             )
+        if onnx.suffix.lower() != ".onnx":
+            raise UsageError(
+                f"--onnx {onnx}: not an .onnx file (it would run on torch, not onnxruntime)",
+                "pass a model from 'facecl export' to --onnx, or a checkpoint as "
+                "RUN_OR_CHECKPOINT without --onnx",
+            )
         model, input_path = onnx, model
     if input_path is None:
         raise UsageError("missing INPUT", "usage: facecl embed RUN_OR_CHECKPOINT INPUT -o EMB")
@@ -100,8 +106,8 @@ def export_command(
     verify_on: Annotated[
         Path | None,
         typer.Option(
-            help="Aligned faces for the parity check (align artifact or folder of crops); "
-            "default: the bundled faces."
+            help="Aligned faces for the parity check (align artifact, folder of crops, or "
+            "a verification .bin for --insightface); default: the bundled faces."
         ),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,

@@ -14,6 +14,9 @@ imports torch, which ``--help`` should not)."""
 Precision = Literal["auto", "float32", "bfloat16", "float16"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 
+MemoryFormat = Literal["channels_last", "contiguous"]
+MEMORY_FORMATS: tuple[str, ...] = get_args(MemoryFormat)
+
 
 @dataclass(frozen=True)
 class EmbedConfig:
@@ -28,9 +31,10 @@ class EmbedConfig:
     batch_size: int = 64
     """Images per forward pass (the flip doubles the backbone batch)."""
 
-    device: Device = "auto"
+    device: Device = field(default="auto", metadata={"runtime": True})
     """auto (cuda when available), cpu or cuda. With an ONNX model: the onnxruntime provider
-    (cuda needs onnxruntime-gpu, and fails unless its CUDA provider actually loads)."""
+    (cuda needs onnxruntime-gpu, and fails unless its CUDA provider actually loads). Not
+    fingerprinted itself: the resolved numeric mode (device and dtype) is."""
 
     fp16: bool = True
     """Reduced precision on CUDA when ``precision`` is auto: autocast in bfloat16 where the GPU
@@ -40,6 +44,12 @@ class EmbedConfig:
     """The torch backbone's numeric mode: auto (see ``fp16``; float32 on CPU), float32, or
     bfloat16 / float16 autocast on any device. The resolved mode (device and dtype) is
     recorded in the manifest and is part of the fingerprint: a run never mixes modes."""
+
+    memory_format: MemoryFormat = "channels_last"
+    """The torch backbone's tensor layout: channels_last (NHWC: oneDNN's and cuDNN's fast
+    convolution path, ~1.5x eager NCHW on a 2-core AVX-512 CPU, docs/benchmarks.md) or
+    contiguous (NCHW, torch's default). Same float32 maths, vectors equal to ~1e-7; recorded
+    in the manifest and fingerprinted. No effect on an ONNX model."""
 
     assume_aligned: bool = field(default=False, metadata={"cli_name": "--aligned"})
     """INPUT photos (a plain folder or list) are already aligned crops: no detection or
@@ -59,6 +69,11 @@ class EmbedConfig:
         if self.precision not in PRECISIONS:
             raise ConfigError(
                 f"unknown precision {self.precision!r}", f"choose {', '.join(PRECISIONS)}"
+            )
+        if self.memory_format not in MEMORY_FORMATS:
+            raise ConfigError(
+                f"unknown memory format {self.memory_format!r}",
+                f"choose {', '.join(MEMORY_FORMATS)}",
             )
         if self.chunk_batches < 1:
             raise ConfigError(f"chunk_batches must be >= 1, got {self.chunk_batches}", "use 8")
@@ -88,11 +103,21 @@ class ExportConfig:
     verify_max_images: int = 64
     """At most this many faces from the verification input are compared."""
 
+    insightface: bool = False
+    """Write what insightface.model_zoo.get_model loads (ArcFaceONNX): input 'data'
+    (N, 3, 112, 112) RGB 0..255 ArcFace crops, normalisation inside the graph (a 112x96
+    model gets columns 8..104), one output 'fc1'. Not with --with-flip."""
+
     def __post_init__(self) -> None:
         from facecl.embed.features import FUSIONS
         from facecl.errors import ConfigError
 
         FUSIONS.get(self.fusion)
+        if self.insightface and self.with_flip:
+            raise ConfigError(
+                "--insightface exports FC1 only (insightface fuses the flip itself)",
+                "drop --with-flip",
+            )
         if not 11 <= self.opset <= 21:
             raise ConfigError(f"unsupported opset {self.opset}", "choose an opset in 11..21")
         if not 0.0 < self.min_parity <= 1.0:

@@ -40,11 +40,13 @@ from facecl.artifacts import (
     atomic_write_json,
     config_dict,
     fingerprint,
+    honour_umask,
     input_ref,
     schema_for,
     sha256_file,
     sha256_json,
 )
+from facecl.embed import insightface_export as ie
 from facecl.embed.backends import resolve_model
 from facecl.embed.config import ExportConfig
 from facecl.embed.features import FlipFusion, fused_dim, preprocess
@@ -52,6 +54,7 @@ from facecl.embed.model_ref import model_inputs, read_sidecar, sidecar_path
 from facecl.embed.sources import open_source
 from facecl.errors import ArtifactError, CheckpointError, InputError
 from facecl.models.input_spec import LAYOUT, InputSpec
+from facecl.outpath import check_output
 
 BUNDLED_FACES = Path(__file__).resolve().parent / "faces"
 INPUT_NAME = "input"
@@ -100,11 +103,12 @@ def run_export(
         raise CheckpointError(
             f"{model_file.path} is already an ONNX file", "pass a train run or .pt checkpoint"
         )
-    out = Path(out).resolve()
-    side = sidecar_path(out)
     inputs = model_inputs(model_file)
     if verify_on is not None:
         inputs.append(input_ref(verify_on))
+    # never over the checkpoint, nor into the run (or any input) directory
+    out = check_output(out, [i["path"] for i in inputs])
+    side = sidecar_path(out)
     fp = fingerprint("export", config_dict(config), inputs)
     previous = _existing_report(out, fp, force)
     if previous is not None:
@@ -122,7 +126,7 @@ def run_export(
     module = FlipFusion(backbone, fusion).eval() if config.with_flip else backbone
     out_dim = fused_dim(feature_dim, fusion)
     meta = {
-        **spec_metadata(spec),
+        **(ie.metadata(spec) if config.insightface else spec_metadata(spec)),
         "facecl_version": __version__,
         "arch": str(ckpt["arch"]),
         "feature_dim": str(feature_dim),
@@ -132,31 +136,56 @@ def run_export(
         "checkpoint_sha256": model_file.sha256,
         "train_config_sha256": sha256_json(ckpt.get("config", {})),
     }
-    faces = load_faces(verify_on, (h, w), config.verify_max_images)  # (N,H,W,3)
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
-        _export_onnx(module, (h, w), tmp, config.opset)
-        _finish_model(tmp, meta)
-        report = _check_parity(module, tmp, faces, config.min_parity, spec)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    report = _write_checked(module, spec, out, meta, config, verify_on)
     report = {
         **report,
         "output": str(out),
         "sidecar": str(side),
         "opset": config.opset,
-        "input_size": [h, w],
+        "input_size": [h, w] if not config.insightface else list(ie.ARCFACE_SIZE),
+        "insightface": config.insightface,
         "output_dim": out_dim,
         "fusion_in_graph": fusion,
         "up_to_date": False,
     }
     extra = {"input_spec": spec.to_dict(), "metadata": meta, "report": report}
     _write_sidecar(out, config, inputs, fp, extra)
+    return report
+
+
+def _write_checked(
+    module: Any,
+    spec: InputSpec,
+    out: Path,
+    meta: dict[str, str],
+    config: ExportConfig,
+    verify_on: str | os.PathLike | None,
+) -> dict[str, Any]:
+    """Export ``module`` to a temp file beside ``out``, add the metadata, check it against
+    torch on real faces and move it into place; the parity report. With ``insightface`` the
+    graph is wrapped for insightface's model_zoo (:mod:`facecl.embed.insightface_export`)."""
+    n = config.verify_max_images
+    if config.insightface:
+        faces = ie.arcface_faces(verify_on, spec, n)  # (N,112,112,3)
+    else:
+        faces = load_faces(verify_on, spec.size, n)  # (N,H,W,3)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    honour_umask(tmp, fd)  # mkstemp makes 0600; any other file gets 0666 & ~umask
+    os.close(fd)
+    try:
+        _export_onnx(module, spec.size, tmp, config.opset)
+        if config.insightface:
+            ie.wrap_graph(tmp, spec, INPUT_NAME, OUTPUT_NAME)
+        _finish_model(tmp, meta)
+        if config.insightface:
+            report = ie.check_parity(module, tmp, faces, spec, config.min_parity)
+        else:
+            report = _check_parity(module, tmp, faces, config.min_parity, spec)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return report
 
 

@@ -19,10 +19,11 @@ from typing import cast
 
 import numpy as np
 
-from facecl.align.artifact import read_faces
-from facecl.artifacts import input_ref, is_artifact, read_manifest, sha256_json
+from facecl.align.artifact import crop_hashes, read_faces
+from facecl.artifacts import input_ref, is_artifact, read_manifest, sha256_bytes, sha256_json
 from facecl.embed.artifact import OK
-from facecl.errors import InputError, UsageError
+from facecl.embed.binset import is_bin
+from facecl.errors import InputError, IntegrityError, UsageError
 from facecl.models.input_spec import InputSpec
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm"}
@@ -41,11 +42,12 @@ class Item:
 
 @dataclass
 class Source:
-    kind: str  # "align" | "pack" | "images"
+    kind: str  # "align" | "pack" | "images" | "bin"
     items: list[Item]
     ref: dict[str, str]  # manifest input reference
     _images: Callable[[int], Iterator[ImageOrReason]] = field(repr=False)
     notes: dict[str, object] = field(default_factory=dict)
+    issame: np.ndarray | None = None  # a .bin set: (P,) bool, pair i = items 2i and 2i+1
 
     def images(self, start: int = 0) -> Iterator[ImageOrReason]:
         """Crop (H, W, 3) uint8 RGB or failure reason of items ``start, start + 1, ...``."""
@@ -58,8 +60,9 @@ class Source:
 # --------------------------------------------------------------------------- loading
 
 
-def read_rgb(path: str | os.PathLike) -> ImageOrReason:
-    """An image file as (H, W, 3) uint8 RGB, or the reason it cannot be read."""
+def read_rgb(path: str | os.PathLike, sha256: str = "") -> ImageOrReason:
+    """An image file as (H, W, 3) uint8 RGB, or the reason it cannot be read. With
+    ``sha256`` (a crop's hash in its artifact's manifest), a changed file is an error."""
     import cv2
 
     p = Path(path)
@@ -69,9 +72,18 @@ def read_rgb(path: str | os.PathLike) -> ImageOrReason:
         data = np.fromfile(p, dtype=np.uint8)
     except OSError as e:
         return f"unreadable file ({e.strerror or type(e).__name__})"
+    from facecl.align.io import PNG_MAGIC, png_problem
+
+    if sha256 and sha256_bytes(data.tobytes()) != sha256:
+        raise IntegrityError(
+            f"aligned crop {p} was changed after align wrote it (sha256 mismatch)",
+            "restore it or re-run 'facecl align' with --force",
+        )
     img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if img is None:
         return "unreadable image"
+    if data[:8].tobytes() == PNG_MAGIC and png_problem(data.tobytes()):
+        return "corrupt image"  # decoded, but not the pixels that were written
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
@@ -96,7 +108,8 @@ def key_for(identity: str, stem: str) -> str:
 def open_source(
     path: str | os.PathLike, assume_aligned: bool = False, spec: InputSpec | None = None
 ) -> Source:
-    """The input of ``facecl embed``: align artifact, pack artifact, image folder/list/file.
+    """The input of ``facecl embed``: align artifact, pack artifact, image folder/list/file,
+    or an insightface verification ``.bin`` (:mod:`facecl.embed.binset`).
 
     Raw photos (not ``assume_aligned``) are aligned with the geometry of ``spec``, the
     model's input (its crop template); without a spec, with facecl's default template.
@@ -112,6 +125,10 @@ def open_source(
             f"{p} is a '{m.stage}' artifact",
             "pass an align or pack artifact, or a folder or list of images",
         )
+    if is_bin(p):
+        from facecl.embed.binfit import bin_source
+
+        return bin_source(p, spec)
     if Path(str(p) + ".partial").is_dir() and not p.exists():
         read_manifest(p)  # raises the "incomplete artifact" error
     if p.is_dir() or (p.is_file() and p.suffix.lower() in LIST_SUFFIXES | IMAGE_SUFFIXES):
@@ -119,7 +136,7 @@ def open_source(
     if not p.exists():
         raise InputError(f"input not found: {p}", "pass an align/pack artifact or images")
     raise InputError(
-        f"cannot embed {p}: not an artifact, a folder, an image or a list of images",
+        f"cannot embed {p}: not an artifact, a folder, an image, a list of images or a .bin",
         f"lists end in {', '.join(sorted(LIST_SUFFIXES))}",
     )
 
@@ -127,6 +144,7 @@ def open_source(
 def align_source(path: Path) -> Source:
     """An align artifact: one item per row of ``faces.csv``; failed rows keep their reason."""
     rows = read_faces(path)
+    hashes = crop_hashes(path)
     base = _source_root(path)
     items, files = [], []
     for r in rows:
@@ -145,9 +163,13 @@ def align_source(path: Path) -> Source:
 
     def images(start: int) -> Iterator[ImageOrReason]:
         for item, f in zip(items[start:], files[start:], strict=True):
-            yield item.status if f is None else read_rgb(f)
+            yield item.status if f is None else read_rgb(f, hashes.get(_rel(path, f), ""))
 
     return Source("align", items, input_ref(path), images)
+
+
+def _rel(root: Path, f: Path) -> str:
+    return f.relative_to(root).as_posix()
 
 
 def _source_root(path: Path) -> Path | None:
@@ -191,57 +213,103 @@ def pack_source(path: Path) -> Source:
     return Source("pack", items, input_ref(path), images)
 
 
-def list_images(path: Path) -> list[Path]:
-    """Image files of a folder (recursive, sorted), a list file, or a single image."""
+@dataclass(frozen=True)
+class Photo:
+    """One listed input photo: what is read, its key and identity, and the problem found
+    while listing (a ``facecl.align.io.SKIP_REASONS`` key; "" when it can be read)."""
+
+    path: Path
+    key: str
+    identity: str
+    shown: str  # the path as UTF-8-safe text
+    problem: str = ""
+
+
+def list_photos(path: Path) -> tuple[list[Photo], dict[str, int]]:
+    """The photos of a folder (recursive, sorted), a list file, or a single image.
+
+    A folder is listed by the align stage's :func:`facecl.align.io.scan_tree`: every file
+    whatever its extension (decoded by content), folder links followed, unreadable folders,
+    link loops and non-UTF-8 names kept as rows with their problem, hidden files counted
+    (``ignored_hidden``). Key = ``<identity>/<stem>`` with identity the first folder level,
+    as align writes it (a file directly in the folder: its stem)."""
+    from facecl.align.io import printable, safe_component, scan_tree
+
     if path.is_dir():
-        return sorted(
-            (q for q in path.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES and q.is_file()),
-            key=lambda q: q.relative_to(path).as_posix(),
-        )
+        rows, notes = scan_tree(path)
+        out = []
+        for rel, file, problem, _detail in rows:
+            parts = rel.split("/")
+            if not problem and not all(safe_component(q) for q in parts):
+                problem = "unsafe_name"
+            names = printable(rel).split("/")
+            key = "/".join([*names[:-1], Path(names[-1]).stem or names[-1]])
+            identity = printable(parts[0]) if len(parts) > 1 else ""
+            out.append(Photo(file, key, identity, printable(str(file)), problem))
+        return out, {k: v for k, v in notes.items() if v}
     if path.suffix.lower() in IMAGE_SUFFIXES:
-        return [path]
+        return [Photo(path, key_for(path.parent.name, path.stem), path.parent.name, str(path))], {}
+    try:
+        text = path.read_text(encoding="utf-8-sig", errors="surrogateescape")
+    except OSError as e:
+        raise InputError(f"cannot read list file {path}: {e}", "check the path") from None
     out = []
-    for line in path.read_text().splitlines():
+    for line in text.splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
             q = Path(line)
-            out.append(q if q.is_absolute() else path.parent / q)
-    return out
+            q = q if q.is_absolute() else path.parent / q
+            ident, shown = printable(q.parent.name), printable(str(q))
+            problem = "" if shown == str(q) else "unsafe_name"
+            out.append(Photo(q, key_for(ident, printable(q.stem)), ident, shown, problem))
+    return out, {}
 
 
 def image_source(path: Path, assume_aligned: bool, spec: InputSpec | None = None) -> Source:
     """Plain photos (aligned here with facecl's align code, in ``spec``'s geometry) or, with
-    ``assume_aligned``, ready crops. Identity = the image's folder name."""
-    files = list_images(path)
-    if not files:
-        raise InputError(
-            f"no images in {path}", f"images end in {', '.join(sorted(IMAGE_SUFFIXES))}"
-        )
-    items = _with_unique_keys(
-        [Item(key_for(f.parent.name, f.stem), str(f), f.parent.name) for f in files]
-    )
+    ``assume_aligned``, ready crops. Identity = the image's first folder level."""
+    photos, notes = list_photos(path)
+    if not photos:
+        raise InputError(f"no files in {path}", "pass a folder of images or a list of image paths")
+    items = _with_unique_keys([Item(p.key, p.shown, p.identity, p.problem or OK) for p in photos])
     if path.is_dir():
         ref = input_ref(path)
-    else:  # a list names files anywhere: hash the listing and each file's size
-        listing = [[str(f), f.stat().st_size if f.is_file() else -1] for f in files]
-        ref = {"path": str(path.resolve()), "sha256": sha256_json(listing), "kind": "list"}
-
+    else:  # a list names files anywhere: hash the listing and each file's size and mtime
+        ref = {"path": str(path.resolve()), "sha256": _list_hash(photos), "kind": "list"}
+    files = [p.path for p in photos]
+    problems = [p.problem for p in photos]
     if assume_aligned:
 
         def images(start: int) -> Iterator[ImageOrReason]:
-            for f in files[start:]:
-                yield read_rgb(f)
+            for f, problem in zip(files[start:], problems[start:], strict=True):
+                yield problem or read_rgb(f)
 
-        return Source("images", items, ref, images, {"aligned_here": False})
+        return Source("images", items, ref, images, {"aligned_here": False, **notes})
 
     template = align_template(spec, path)
     align = _aligner(template)
 
     def aligned(start: int) -> Iterator[ImageOrReason]:
         for b in range(start, len(files), ALIGN_BATCH):
-            yield from align(files[b : b + ALIGN_BATCH])
+            batch = problems[b : b + ALIGN_BATCH]
+            chunk = zip(files[b : b + ALIGN_BATCH], batch, strict=True)
+            good = [f for f, problem in chunk if not problem]
+            crops = iter(align(good) if good else [])
+            yield from (problem or next(crops) for problem in batch)
 
-    return Source("images", items, ref, aligned, {"aligned_here": True, "align_size": template})
+    extra = {"aligned_here": True, "align_size": template, **notes}
+    return Source("images", items, ref, aligned, extra)
+
+
+def _list_hash(photos: list[Photo]) -> str:
+    listing = []
+    for p in photos:
+        try:
+            st = p.path.stat()
+            listing.append([p.shown, st.st_size, st.st_mtime_ns])
+        except OSError:
+            listing.append([p.shown, -1, -1])
+    return sha256_json(listing)
 
 
 ALIGN_BATCH = 64  # photos aligned per call (bounded memory; a resumed run re-aligns at most this)

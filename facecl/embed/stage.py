@@ -24,9 +24,16 @@ from typing import Any
 
 import numpy as np
 
-from facecl.artifacts import Manifest, StageOutput, atomic_open, config_dict, sha256_file
+from facecl.artifacts import (
+    Manifest,
+    StageOutput,
+    atomic_open,
+    config_dict,
+    runtime_fields,
+    sha256_file,
+)
 from facecl.console import console, progress
-from facecl.embed.artifact import OK, STAGE, write_embeddings
+from facecl.embed.artifact import OK, STAGE, EmbeddingsWriter
 from facecl.embed.backends import Backend, ModelFile, load_backend, resolve_model
 from facecl.embed.config import EmbedConfig
 from facecl.embed.model_ref import model_inputs
@@ -85,14 +92,22 @@ def run_embed(
     model_file = resolve_model(model)
     # The backend first: its InputSpec decides how raw photos are aligned.
     backend = load_backend(
-        model_file, config.fusion, config.l2, config.device, config.fp16, config.precision
+        model_file,
+        config.fusion,
+        config.l2,
+        config.device,
+        config.fp16,
+        config.precision,
+        config.memory_format,
     )
     source = open_source(input_path, config.assume_aligned, backend.spec)
     # The resolved numeric mode (device, dtype) is part of the config and the fingerprint:
     # vectors computed on another device or dtype are another artifact, never resumed into.
     fingerprinted = {**config_dict(config), "numeric": backend.numeric}
     inputs = [*model_inputs(model_file), source.ref]
-    so = StageOutput(out, STAGE, fingerprinted, inputs, force=force)
+    so = StageOutput(
+        out, STAGE, fingerprinted, inputs, force=force, runtime=runtime_fields(EmbedConfig)
+    )
     if so.up_to_date:
         assert so.existing is not None
         return EmbedResult(so.path, so.existing, True, 0, time.perf_counter() - t0, 0.0)
@@ -251,33 +266,27 @@ def _finish(
     work: Path, chunk_dir: Path, source: Source, backend: Backend, config: EmbedConfig
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     n = len(source)
-    n_chunks = -(-n // config.chunk_size)
-    vecs: list[np.ndarray] = []
-    status: list[str] = []
-    for i in range(n_chunks):
-        with np.load(_chunk_path(chunk_dir, i), allow_pickle=False) as z:
-            vecs.append(z["embeddings"])
-            status.extend(str(s) for s in z["status"])
-    vectors = np.concatenate(vecs) if vecs else np.zeros((0, backend.dim), np.float32)
-    if len(vectors) != n:
-        raise RuntimeError(f"chunks hold {len(vectors)} rows for {n} items")
-    # A row that failed before loading (e.g. no face) keeps the source's reason.
-    status = [
-        it.status if it.status != OK else s for it, s in zip(source.items, status, strict=True)
-    ]
-    skipped = reason_counts(status)
-    ok = n - sum(skipped.values())
-    if ok == 0:
-        shutil.rmtree(work)  # nothing usable: no artifact, and no partial one to resume
-        raise InputError(no_face_message(n, skipped), no_face_hint(skipped, backend))
-    written = write_embeddings(
-        work,
-        vectors,
-        keys=[i.key for i in source.items],
-        paths=[i.path for i in source.items],
-        identities=[i.identity for i in source.items],
-        status=status,
-    )
+    with EmbeddingsWriter(work, backend.dim) as writer:
+        status = _merge_chunks(chunk_dir, -(-n // config.chunk_size), writer)
+        if writer.rows != n:
+            raise RuntimeError(f"chunks hold {writer.rows} rows for {n} items")
+        # A row that failed before loading (e.g. no face) keeps the source's reason.
+        status = [
+            it.status if it.status != OK else s for it, s in zip(source.items, status, strict=True)
+        ]
+        skipped = reason_counts(status)
+        ok = n - sum(skipped.values())
+        if ok == 0:
+            writer.abort()
+            shutil.rmtree(work)  # nothing usable: no artifact, and no partial one to resume
+            raise InputError(no_face_message(n, skipped), no_face_hint(skipped, backend))
+        written = writer.close(
+            keys=[i.key for i in source.items],
+            paths=[i.path for i in source.items],
+            identities=[i.identity for i in source.items],
+            status=status,
+            issame=source.issame,
+        )
     shutil.rmtree(chunk_dir)
     counts = {"processed": n, "written": ok, "failed": n - ok, "skipped": skipped}
     extra = {
@@ -287,6 +296,17 @@ def _finish(
         "files": {written.name: sha256_file(written)},
     }
     return counts, extra
+
+
+def _merge_chunks(chunk_dir: Path, n_chunks: int, writer: EmbeddingsWriter) -> list[str]:
+    """Append every chunk's vectors to ``writer``, one chunk in memory at a time; returns the
+    rows' statuses."""
+    status: list[str] = []
+    for i in range(n_chunks):
+        with np.load(_chunk_path(chunk_dir, i), allow_pickle=False) as z:
+            writer.append(z["embeddings"])
+            status.extend(OK if s == OK else str(s) for s in z["status"])
+    return status
 
 
 def reason_counts(status: list[str]) -> dict[str, int]:

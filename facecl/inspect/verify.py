@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from facecl.artifacts import Manifest, sha256_file
+from facecl.artifacts import Manifest, safe_relpath, sha256_file
 from facecl.errors import IntegrityError
 
 
@@ -19,6 +19,11 @@ def verify_artifact(path: str | Path, manifest: Manifest) -> dict[str, Any]:
         root = root.parent
     files: dict[str, str] = manifest.extra.get("files", {})
     for rel, expected in sorted(files.items()):
+        if not safe_relpath(rel):
+            raise IntegrityError(
+                f"{root}: manifest lists the file {rel!r}, outside the artifact",
+                "the manifest was edited; rebuild the artifact with --force",
+            )
         f = root / rel
         if not f.is_file():
             raise IntegrityError(f"{f} is missing", "rebuild the artifact with --force")

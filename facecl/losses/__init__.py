@@ -4,12 +4,18 @@ Use::
 
     head = create_head("softmax", feature_dim, num_classes)        # or sphereface/cosface/arcface
     center = create_center_loss("cl", num_classes, feature_dim, alpha=0.5, rho=0.0)
+    # cil also needs class_counts=COUNTS, the training set's images per class (C,)
     logits = head(x, y)                                              # (B, C)
     extra, parts = center.objective(x, y, head, lam)                 # lam * L_C + CIL's gamma L_I
     loss = F.cross_entropy(logits, y) + extra
-    loss.backward(); optimizer.step()
+    loss.backward()
     center.update_centers(x.detach(), y, head)                       # paper's rule, no optimiser
+    optimizer.step()                                                 # after the centers
     head.set_step(step)                                              # SphereFace annealing
+
+The order is ECCV Alg. 1's: the centers move with this step's features (and, for ACL, the
+head's weight W^t) BEFORE the optimiser step (line 6, then line 7), as
+``facecl.train.loop.train_step`` does.
 
 ``center(x, y, head)`` (forward) returns L_C alone (the lambda-weighted term). ``cil`` also
 has an absolutely weighted term gamma * L_I (Wu 2018 Eq. 9): use ``objective`` (or ``terms``)
@@ -35,6 +41,7 @@ _LAZY = {
     "create_head": "facecl.losses.factory",
     "list_center_losses": "facecl.losses.factory",
     "list_heads": "facecl.losses.factory",
+    "restore_center_loss": "facecl.losses.factory",
     "AdvancedCenterLoss": "facecl.losses.center",
     "CenterInvariantLoss": "facecl.losses.center",
     "CenterLoss": "facecl.losses.center",
@@ -80,4 +87,5 @@ __all__ = [
     "dynamic_center",
     "list_center_losses",
     "list_heads",
+    "restore_center_loss",
 ]

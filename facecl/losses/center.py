@@ -27,9 +27,10 @@ from __future__ import annotations
 from typing import ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from facecl.errors import ConfigError
+from facecl.errors import CheckpointError, ConfigError
 from facecl.losses.config import CenterLossConfig
 from facecl.losses.distributed import gather_batch
 
@@ -54,7 +55,9 @@ def upcast(t: torch.Tensor) -> torch.Tensor:
 
 
 def _head_weight(head: nn.Module | None, who: str, num_classes: int) -> torch.Tensor:
-    """The head's (C, D) weight, detached: the center term sends no gradient into w."""
+    """The head's (C, D) weight as its logits use it, detached (the center term sends no
+    gradient into w): w_j / ||w_j|| when the head normalises (``normalizes_weight``, the
+    margin heads; IJCV Table 2 pairs ACL with the normalised w~), else the raw w_j."""
     weight = getattr(head, "weight", None)
     if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
         raise ConfigError(
@@ -66,7 +69,8 @@ def _head_weight(head: nn.Module | None, who: str, num_classes: int) -> torch.Te
             f"head weight has {weight.shape[0]} classes, center loss {who!r} {num_classes}",
             "build the head and the center loss with the same num_classes",
         )
-    return upcast(weight.detach())
+    w = upcast(weight.detach())
+    return F.normalize(w, dim=1) if getattr(head, "normalizes_weight", False) else w
 
 
 class CenterLossBase(nn.Module):
@@ -75,18 +79,28 @@ class CenterLossBase(nn.Module):
     ``forward(x (B,D), y (B,), head) -> scalar``: the center term L_C (the train loop
     multiplies it by lambda). ``terms`` / ``objective`` also return any extra term that has
     its own absolute weight (CIL's gamma L_I). ``update_centers(x, y, head)``: the paper's
-    update of the center state, after the optimiser step (all-gathers the batch under DDP).
+    update of the center state with this step's features, before the optimiser step (ECCV
+    Alg. 1 line 6 before line 7; ACL reads the head's W^t; all-gathers the batch under DDP).
     """
 
     name: ClassVar[str] = "base"
 
-    def __init__(self, num_classes: int, feature_dim: int, config: CenterLossConfig | None = None):
+    def __init__(
+        self,
+        num_classes: int,
+        feature_dim: int,
+        config: CenterLossConfig | None = None,
+        class_counts: torch.Tensor | None = None,
+    ):
+        """``class_counts``: the training set's images per class (C,); only ``cil`` uses
+        them (Wu's ``num_data``), the others accept and ignore them."""
         super().__init__()
         if num_classes < 1 or feature_dim < 1:
             raise ValueError(f"need num_classes, feature_dim >= 1: {num_classes}, {feature_dim}")
         self.num_classes = int(num_classes)
         self.feature_dim = int(feature_dim)
         self.config = config if config is not None else CenterLossConfig()
+        self.rate = float(self.config.alpha)  # alpha * alpha_decay^step (``set_step``)
         self._init_state()
 
     # ---- hooks -------------------------------------------------------------------------------
@@ -112,6 +126,11 @@ class CenterLossBase(nn.Module):
         return {}
 
     # ---- shared behaviour --------------------------------------------------------------------
+    def set_step(self, step: int) -> None:
+        """The center rate of step ``step``: alpha * alpha_decay^step (the train loop calls
+        it before each step, like the heads' ``set_step``)."""
+        self.rate = float(self.config.alpha * self.config.alpha_decay ** int(step))
+
     def forward(
         self, x: torch.Tensor, y: torch.Tensor, head: nn.Module | None = None
     ) -> torch.Tensor:
@@ -197,6 +216,20 @@ class CenterLossBase(nn.Module):
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, feature_dim={self.feature_dim}, {self.config}"
 
+    @classmethod
+    def from_state(
+        cls,
+        num_classes: int,
+        feature_dim: int,
+        config: CenterLossConfig,
+        state: dict[str, torch.Tensor],
+    ) -> CenterLossBase:
+        """Rebuild from a checkpoint's ``loss_state`` (what the state holds, e.g. CIL's
+        counts, comes from it)."""
+        loss = cls(num_classes, feature_dim, config)
+        loss.load_state_dict(state)
+        return loss
+
 
 def class_counts(y: torch.Tensor, num_classes: int, dtype: torch.dtype) -> torch.Tensor:
     """n_j, the batch's samples of each class: (N,) labels -> (C,) counts of ``dtype``.
@@ -260,7 +293,7 @@ class CenterLoss(CenterLossBase):
     def _apply_update(self, x, y, head) -> None:
         # ECCV Eq. 4: Delta c_j = sum_{i: y_i = j} (c_j - x_i) / (1 + n_j); c_j -= alpha Delta c_j
         cfg = self.config
-        _alpha_step(self.centers, self.centers[y] - x, y, cfg.count_offset, cfg.alpha)
+        _alpha_step(self.centers, self.centers[y] - x, y, cfg.count_offset, self.rate)
 
 
 def _alpha_step(
@@ -299,7 +332,7 @@ class AdvancedCenterLoss(CenterLossBase):
         w = _head_weight(head, self.name, self.num_classes)[y].to(x)  # (N, D)
         proj = (x * w).sum(1) / (w * w).sum(1).clamp_min(torch.finfo(x.dtype).tiny)  # (N,)
         cfg = self.config
-        _alpha_step(self.gammas, self.gammas[y].to(x) - proj, y, cfg.count_offset, cfg.alpha)
+        _alpha_step(self.gammas, self.gammas[y].to(x) - proj, y, cfg.count_offset, self.rate)
 
 
 class SharedGammaCenterLoss(CenterLossBase):
@@ -324,20 +357,80 @@ class SharedGammaCenterLoss(CenterLossBase):
         w = _head_weight(head, self.name, self.num_classes)[y].to(x)  # (N, D)
         target = (x * w).sum() / (self.config.gamma_eps + (w * w).sum())
         delta = self.gamma.to(x) - target
-        self.gamma.sub_((self.config.alpha * delta).to(self.gamma.dtype))
+        self.gamma.sub_((self.rate * delta).to(self.gamma.dtype))
+
+
+def _old_cil_state() -> CheckpointError:
+    return CheckpointError(
+        "this 'cil' checkpoint has no class_counts: it was written before CIL used the "
+        "training set's per-class counts as Wu's layer does (its gamma meant another strength)",
+        "retrain the run with this facecl (facecl train --force)",
+    )
+
+
+def _check_counts(counts: object, num_classes: int) -> torch.Tensor:
+    """The (C,) float tensor of per-class training counts, or a ConfigError saying why not."""
+    if counts is None:
+        raise ConfigError(
+            "center loss 'cil' needs the training set's images per class (Wu's num_data)",
+            "pass class_counts=COUNTS (C,) to create_center_loss; facecl train reads them "
+            "from the pack's classes.json",
+        )
+    t = torch.as_tensor(counts).detach().to("cpu", torch.float64).reshape(-1)
+    if t.numel() != num_classes or not bool(torch.isfinite(t).all()) or bool((t < 0).any()):
+        raise ConfigError(
+            f"class_counts must be {num_classes} counts >= 0 (one per class), got "
+            f"{t.numel()} values",
+            "pass the training set's images per class, in label order",
+        )
+    return t.float()
 
 
 class CenterInvariantLoss(CenterLoss):
-    """``cil``: CL plus Wu 2018's center invariant term gamma/4 (||c_y||^2 - tau)^2 (Eq. 3, 9).
+    """``cil``: CL plus Wu 2018's center invariant term gamma/4 (||c_y||^2 - tau)^2 (Eq. 3, 9)
+    as Wu's released layer computes it (caffe-face ``center_loss_layer.cpp``).
 
     tau = mean_k ||c_k||^2 over all C centers (Eq. 15). The term is averaged over the batch
-    (1/m sum_i, like L_C) and weighted by ``config.gamma`` (absolute, not times lambda). Its
-    gradient w.r.t. x_i is Wu Eq. 20 divided by m: gamma/m (1/n_y)(1 - 1/C)(||c_y||^2 - tau) c_y,
-    with n_y the number of samples of class y in the batch (the centers are estimated from
-    the batch, Eq. 2/19). Centers are updated by the CL rule (ECCV Eq. 4).
+    (forward ``sum_i (||c_{y_i}||^2 - tau)^2 / (4m)``) and weighted by ``config.gamma``
+    (absolute, not times lambda). Its gradient w.r.t. x_i is Wu Eq. 20 divided by m:
+    gamma/m (1/N_y)(1 - 1/C)(||c_y||^2 - tau) c_y, where N_y is class y's image count in the
+    **whole training set** (the layer's ``num_data[label]``, read from the label counts; the
+    paper's n_y), buffer ``class_counts``, so a sample's push does not depend on the batch
+    size nor on the DDP split. Centers are updated by the CL rule (ECCV Eq. 4).
     """
 
     name = "cil"
+    class_counts: torch.Tensor
+
+    def __init__(
+        self,
+        num_classes: int,
+        feature_dim: int,
+        config: CenterLossConfig | None = None,
+        class_counts: torch.Tensor | None = None,
+    ):
+        counts = _check_counts(class_counts, int(num_classes))
+        super().__init__(num_classes, feature_dim, config)
+        self.register_buffer("class_counts", counts)  # (C,) N_j, saved in checkpoints
+
+    @classmethod
+    def from_state(
+        cls,
+        num_classes: int,
+        feature_dim: int,
+        config: CenterLossConfig,
+        state: dict[str, torch.Tensor],
+    ) -> CenterLossBase:
+        if "class_counts" not in state:
+            raise _old_cil_state()
+        loss = cls(num_classes, feature_dim, config, class_counts=state["class_counts"])
+        loss.load_state_dict(state)
+        return loss
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        if prefix + "centers" in state_dict and prefix + "class_counts" not in state_dict:
+            raise _old_cil_state()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def extra_terms(self, x, y, head):
         x32 = upcast(x)
@@ -349,9 +442,9 @@ class CenterInvariantLoss(CenterLoss):
             norms2 = torch.linalg.vector_norm(c, dim=1).square()  # (C,) fused, no (C, D) temp
             excess = norms2[y] - norms2.mean()  # (B,) ||c_y||^2 - tau
             value = self.config.gamma / (4 * m) * excess.pow(2).sum()
-            n_y = class_counts(y, self.num_classes, x32.dtype)[y]  # (B,)
+            n_y = self.class_counts.to(x32)[y].clamp_min(1.0)  # (B,) N_{y_i}, training set
             coef = self.config.gamma / m * (1 - 1 / self.num_classes) * excess / n_y  # (B,)
-            grad = coef.unsqueeze(1) * c[y]  # (B, D) Wu Eq. 20
+            grad = coef.unsqueeze(1) * c[y]  # (B, D) Wu Eq. 20, Wu's layer's num_data
         # value exactly `value`, gradient w.r.t. x exactly `grad`
         surrogate = (x32 * grad).sum()
         return {"invariant": value + (surrogate - surrogate.detach())}

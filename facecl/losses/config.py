@@ -24,6 +24,11 @@ class CenterLossConfig:
     """Center learning rate of ECCV Alg. 1 line 6, c_j <- c_j - alpha * Delta c_j, in [0, 1].
     ECCV 2016 Sec. 4.2 uses 0.5. Also the rate of the ACL gamma updates (Eq. 7-8)."""
 
+    alpha_decay: float = 1.0
+    """mu in (0, 1]: the center rate at step t is alpha * mu^t (``--alpha-decay``; 1 = a
+    constant alpha, ECCV). IJCV Alg. 1 line 6 and caffe-face move the centers with the
+    decaying rate mu^t; e.g. 0.9999 halves alpha every ~6.9K steps."""
+
     rho: float = 0.0
     """Radius of the generalized center (IJCV Eq. 9-10); 0 is the plain point center.
     IJCV Table 5 / Fig. 5 use 5..25 (faces) and 5 (MNIST)."""
@@ -53,6 +58,8 @@ class CenterLossConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1] (ECCV Eq. 4), got {self.alpha}")
+        if not 0.0 < self.alpha_decay <= 1.0:
+            raise ValueError(f"alpha_decay must be in (0, 1], got {self.alpha_decay}")
         if self.rho < 0:
             raise ValueError(f"rho must be >= 0, got {self.rho}")
         if self.count_offset < 0 or self.gamma_eps < 0 or self.gamma < 0:

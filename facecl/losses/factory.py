@@ -60,9 +60,18 @@ for _name, _preset in HEAD_PRESETS.items():
 
 
 def create_center_loss(
-    name: str, num_classes: int, feature_dim: int, **kw: object
+    name: str,
+    num_classes: int,
+    feature_dim: int,
+    *,
+    class_counts: Any = None,
+    **kw: object,
 ) -> CenterLossBase:
-    """Build a registered center loss; ``kw`` are ``CenterLossConfig`` fields (or ``config=``)."""
+    """Build a registered center loss; ``kw`` are ``CenterLossConfig`` fields (or ``config=``).
+
+    ``class_counts``: the training set's images per class, (C,) in label order; ``cil``
+    needs them (Wu's layer divides its gradient by them) and fails without, the others
+    ignore them. ``facecl train`` passes the pack's ``classes.json`` counts."""
     cls = CENTER_LOSSES.get(name)
     config = kw.pop("config", None)
     if config is None:
@@ -73,7 +82,20 @@ def create_center_loss(
             raise ConfigError(f"invalid center loss option: {exc}") from None
     elif kw:
         raise ConfigError("pass either config= or keyword options, not both")
-    return cls(num_classes, feature_dim, config)
+    return cls(num_classes, feature_dim, config, class_counts=class_counts)
+
+
+def restore_center_loss(
+    name: str,
+    num_classes: int,
+    feature_dim: int,
+    config: CenterLossConfig,
+    state: dict[str, Any],
+) -> CenterLossBase:
+    """A registered center loss rebuilt from a checkpoint's ``loss_state`` (CIL's counts
+    travel in it; a CIL state written before they did is refused, ``CheckpointError``)."""
+    cls = CENTER_LOSSES.get(name)
+    return cls.from_state(num_classes, feature_dim, config, state)
 
 
 def create_head(name: str, feature_dim: int, num_classes: int, **kw: object) -> nn.Module:

@@ -20,6 +20,7 @@ psi for m2 = m3 = 0). Non-target logits are s * cos(theta_j). ``s = None`` uses 
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +32,9 @@ from facecl.losses.config import HeadConfig
 
 class SoftmaxHead(nn.Module):
     """Plain softmax classifier W^T x + b (ECCV Eq. 1); ``weight`` is (C, D)."""
+
+    normalizes_weight: ClassVar[bool] = False
+    """Whether the logits use w_j / ||w_j|| (ACL's centers then do too)."""
 
     def __init__(self, feature_dim: int, num_classes: int, bias: bool = True):
         super().__init__()
@@ -65,6 +69,9 @@ def chebyshev_cos(c: torch.Tensor, m: int) -> torch.Tensor:
 
 class MarginHead(nn.Module):
     """Normalised-weight head with the combined margin s * (cos(m1 theta + m2) - m3)."""
+
+    normalizes_weight: ClassVar[bool] = True
+    """The logits use w_j / ||w_j||, so ACL's centers are gamma_j w_j / ||w_j|| (IJCV Table 2)."""
 
     def __init__(self, feature_dim: int, num_classes: int, config: HeadConfig | None = None):
         super().__init__()

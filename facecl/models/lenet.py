@@ -3,6 +3,10 @@
 Three stages of two 5x5 convolutions (stride 1, padding 2, PReLU each) with 32, 64, 128
 filters, each stage followed by 2x2 max pooling (stride 2); FC1 to the feature (2-d, so it can
 be plotted). 28x28 -> 14 -> 7 -> 3 (floor), FC1 input 128 * 3 * 3.
+
+``lenetpp-wu`` is the net of Wu's caffe-face ``mnist_example/mnist_train_test.prototxt``
+(Wu 2018 Sec. 4.2): the same convolutions, a 3x3 stride-2 pool3 (7 -> 3) and a PReLU on the
+2-d feature (``preluip1``); its classifier has no bias (``--no-head-bias``).
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ class LeNetPlusPlus(nn.Module):
         input_size: tuple[int, int] = (28, 28),
         in_channels: int = 1,
         widths: Sequence[int] = (32, 64, 128),
+        last_pool: int = 2,
+        feature_prelu: bool = False,
     ):
         super().__init__()
         self.feature_dim = int(feature_dim)
@@ -32,17 +38,19 @@ class LeNetPlusPlus(nn.Module):
         layers: list[nn.Module] = []
         h, w = self.input_size
         prev = in_channels
-        for width in widths:
+        for stage, width in enumerate(widths):
             for _ in range(2):
                 layers += [nn.Conv2d(prev, width, 5, 1, 2), nn.PReLU(width)]
                 prev = width
-            layers.append(nn.MaxPool2d(2, 2))
-            h, w = h // 2, w // 2
+            k = last_pool if stage == len(widths) - 1 else 2
+            layers.append(nn.MaxPool2d(k, 2))
+            h, w = (h - k) // 2 + 1, (w - k) // 2 + 1
         self.body = nn.Sequential(*layers)
         self.fc1 = nn.Linear(prev * h * w, self.feature_dim)
+        self.feature_act: nn.Module = nn.PReLU(1) if feature_prelu else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, 28, 28) -> (B, feature_dim)
-        return self.fc1(self.body(x).flatten(1))
+        return self.feature_act(self.fc1(self.body(x).flatten(1)))
 
 
 @register_backbone("lenetpp")
@@ -51,3 +59,17 @@ def lenetpp(
 ) -> nn.Module:
     """LeNet++ for MNIST (1-channel 28x28 input by default, 2-d feature)."""
     return LeNetPlusPlus(feature_dim=feature_dim, input_size=input_size, in_channels=in_channels)
+
+
+@register_backbone("lenetpp-wu")
+def lenetpp_wu(
+    feature_dim: int = 2, input_size: tuple[int, int] = (28, 28), in_channels: int = 1
+) -> nn.Module:
+    """Wu 2018's caffe-face LeNet++: pool3 3x3 stride 2, PReLU on the 2-d feature."""
+    return LeNetPlusPlus(
+        feature_dim=feature_dim,
+        input_size=input_size,
+        in_channels=in_channels,
+        last_pool=3,
+        feature_prelu=True,
+    )

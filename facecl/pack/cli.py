@@ -62,6 +62,12 @@ def register(app: typer.Typer) -> None:
                     )
                 if not plan.overlap.get("ran", True):
                     console.print(f"[yellow]warning:[/] {plan.overlap['reason']}")
+                if len(plan.classes) < 2:
+                    console.print(
+                        f"[yellow]warning:[/] only {len(plan.classes)} identity is left: a "
+                        "classifier over one class learns nothing (its softmax loss is 0)",
+                        highlight=False,
+                    )
                 if plan.collisions:
                     console.print(
                         f"[yellow]warning:[/] {len(plan.collisions)} group(s) of identity names "

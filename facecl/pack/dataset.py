@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 from facecl.artifacts import read_manifest
 from facecl.errors import ConfigError, IntegrityError, UnknownNameError
 from facecl.models.input_spec import InputSpec, normalise
-from facecl.pack.artifact import manifest_input_spec, read_classes
+from facecl.pack.artifact import CLASSES, PackClass, manifest_input_spec, read_classes
 from facecl.pack.shards import open_shard
 
 SPLIT_CHOICES = ("train", "val", "all")
@@ -115,6 +115,24 @@ def to_tensor(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(normalise(image))
 
 
+def _split_counts(
+    classes: Sequence[PackClass], split: str, labels: np.ndarray, root: Path
+) -> np.ndarray:
+    """Images per class of ``split`` from the class map (``classes.json``), checked against
+    the shards' labels: (C,) int64 in label order."""
+    train, val = split in ("train", "all"), split in ("val", "all")
+    counts = np.asarray([c.train * train + c.val * val for c in classes], np.int64)
+    held = np.bincount(labels, minlength=len(classes))
+    if held.shape != counts.shape or not np.array_equal(held, counts):
+        bad = int(np.flatnonzero(held[: len(counts)] != counts[: len(held)])[0])
+        raise IntegrityError(
+            f"{root / CLASSES}: label {bad} has {counts[bad]} {split} images listed but "
+            f"{held[bad]} in the shards",
+            "rebuild the pack with 'facecl pack --force'",
+        )
+    return counts
+
+
 class ShardDataset(Dataset):
     """A pack artifact as a torch Dataset of ``(image (3, H, W) float32, label int)``.
 
@@ -134,7 +152,8 @@ class ShardDataset(Dataset):
         self.split = split
         self.flip = flip
         manifest, shards = _shards(self.root, split)
-        self.class_names: list[str] = [c.name for c in read_classes(self.root)]
+        classes = read_classes(self.root)
+        self.class_names: list[str] = [c.name for c in classes]
         self.num_classes = len(self.class_names)
         h, w = manifest.extra["image_size"]
         self.image_size: tuple[int, int] = (int(h), int(w))
@@ -151,6 +170,7 @@ class ShardDataset(Dataset):
                     )
                 labels.append(h5["labels"][:].astype(np.int64))
         self.labels: np.ndarray = np.concatenate(labels) if labels else np.zeros(0, np.int64)
+        self.class_counts = _split_counts(classes, split, self.labels, self.root)
         self._offsets = np.cumsum([0] + [s["images"] for s in shards])
         self.transform = _Augment(transform) if transform is not None else None
         self._pid: int | None = None

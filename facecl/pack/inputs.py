@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from facecl.align.artifact import ALIGNED, read_faces
-from facecl.artifacts import input_ref, is_artifact, read_manifest
-from facecl.errors import InputError, UsageError
+from facecl.align.artifact import ALIGNED, crop_hashes, read_faces
+from facecl.artifacts import input_ref, is_artifact, read_manifest, sha256_bytes
+from facecl.errors import InputError, IntegrityError, UsageError
 from facecl.models.input_spec import InputSpec
 
 ALIGN, RECORDIO, PREALIGNED = "align", "recordio", "prealigned"
@@ -36,6 +36,7 @@ class Item:
     file: Path  # the crop image, or the .rec file holding it
     source: str  # where the crop came from (the align stage's source, a record, a file)
     offset: int = -1  # byte offset of its record in ``file`` (RecordIO), else -1
+    sha256: str = ""  # the crop's hash in its align manifest ("" when not recorded)
 
 
 class SkipItem(Exception):
@@ -107,6 +108,7 @@ def read_align_rows(artifact: Path) -> tuple[list[Item], list[dict[str, str]]]:
     """The packable crops of one align artifact and the rows it did not crop."""
     items: list[Item] = []
     skipped: list[dict[str, str]] = []
+    hashes = crop_hashes(artifact)
     for row in read_faces(artifact):
         output = row.output.strip()
         status = row.status.strip()
@@ -118,7 +120,8 @@ def read_align_rows(artifact: Path) -> tuple[list[Item], list[dict[str, str]]]:
         if rel.parts[0] == ALIGNED and len(rel.parts) > 2:
             rel = Path(*rel.parts[1:])  # aligned/<identity>/<stem>.png -> <identity>/<stem>
         file = artifact / output
-        items.append(Item(key=rel.as_posix(), identity=row.identity, file=file, source=row.source))
+        sha = hashes.get(output, "")
+        items.append(Item(rel.as_posix(), row.identity, file, row.source, sha256=sha))
     return items, skipped
 
 
@@ -142,15 +145,32 @@ def align_input_spec(artifacts: Sequence[Path]) -> InputSpec:
     return InputSpec.for_template(next(iter(sizes)))
 
 
-def read_rgb(path: Path) -> np.ndarray:
-    """A crop as uint8 (H, W, 3) RGB."""
+def read_rgb(path: Path, sha256: str = "") -> np.ndarray:
+    """A crop as uint8 (H, W, 3) RGB, checked against its manifest hash when given."""
     import cv2
 
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    from facecl.align.io import PNG_MAGIC, png_problem
+
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(
+            f"aligned crop {path} is missing", "the align artifact is damaged"
+        ) from None
+    except OSError as e:
+        raise InputError(f"cannot read aligned crop {path}: {e.strerror}", "check it") from None
+    if sha256 and sha256_bytes(data) != sha256:
+        raise IntegrityError(
+            f"aligned crop {path} was changed after align wrote it (sha256 mismatch)",
+            "restore it or re-run 'facecl align' with --force",
+        )
+    problem = png_problem(data) if data.startswith(PNG_MAGIC) else ""
+    bgr = None if problem else cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if bgr is None:
-        if not path.is_file():
-            raise InputError(f"aligned crop {path} is missing", "the align artifact is damaged")
-        raise InputError(f"cannot decode aligned crop {path}", "the align artifact is damaged")
+        raise InputError(
+            f"cannot decode aligned crop {path}{': ' + problem if problem else ''}",
+            "the align artifact is damaged; re-run 'facecl align'",
+        )
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)  # far cheaper than a strided ::-1 copy
 
 
@@ -172,7 +192,7 @@ def align_input(artifacts: Sequence[Path]) -> PackInput:
             )
         seen[it.key] = it
     rows = len(items) + len(skipped)
-    return PackInput(ALIGN, items, skipped, rows, spec, lambda it: read_rgb(it.file))
+    return PackInput(ALIGN, items, skipped, rows, spec, lambda it: read_rgb(it.file, it.sha256))
 
 
 def input_refs(paths: Sequence[Path], names: str) -> list[dict[str, str]]:

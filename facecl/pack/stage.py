@@ -25,6 +25,7 @@ import numpy as np
 
 from facecl.artifacts import StageOutput, atomic_write_json, input_ref, sha256_file
 from facecl.errors import InputError, UsageError
+from facecl.outpath import check_free_space
 from facecl.pack.artifact import (
     CLASSES,
     HISTOGRAM,
@@ -280,6 +281,10 @@ def run_pack(
                 f"nothing left to pack: {plan.rows} rows, {len(plan.skipped)} skipped",
                 "check the exclusion lists and --min-images (see the reasons in skipped.csv)",
             )
+        if config.compression == "none":  # the shards' size is known: check it fits up front
+            h, w = source.spec.size
+            n = plan.n_images
+            check_free_space(so.path, n * h * w * 3, f"{n} packed crops")
         work = so.begin()
         written = write_shards(
             work,

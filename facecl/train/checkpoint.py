@@ -47,7 +47,8 @@ from typing import Any
 import torch
 
 from facecl import __version__
-from facecl.errors import CheckpointError
+from facecl.artifacts import honour_umask
+from facecl.errors import CheckpointError, ConfigError
 from facecl.models.input_spec import InputSpec
 
 FORMAT = "facecl.checkpoint"
@@ -61,13 +62,32 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
         if key not in data:
             raise ValueError(f"checkpoint payload lacks {key!r}")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    honour_umask(tmp, fd)  # mkstemp makes 0600; any other file gets 0666 & ~umask
     os.close(fd)
     try:
         torch.save(data, tmp)
         os.replace(tmp, path)
+    except RuntimeError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise _stream_error(e, path) from e
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _stream_error(e: RuntimeError, path: Path) -> BaseException:
+    """torch.save reports a failed write as a RuntimeError without the errno: as an OSError
+    on ``path`` (ENOSPC when the file system is nearly full, else EIO); others unchanged."""
+    import errno
+    import shutil
+
+    from facecl.oserrors import is_storage_failure
+
+    if not is_storage_failure(e):
+        return e
+    full = shutil.disk_usage(path.parent).free < (1 << 20)
+    code = errno.ENOSPC if full else errno.EIO
+    return OSError(code, os.strerror(code), str(path))
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> dict[str, Any]:
@@ -101,7 +121,22 @@ def build_backbone(ckpt: dict[str, Any]) -> torch.nn.Module:
     """Rebuild the backbone described by a checkpoint and load its weights (eval mode)."""
     from facecl.models import create_backbone
 
-    model = create_backbone(ckpt["arch"], **ckpt.get("arch_kwargs", {}))
+    kwargs = ckpt.get("arch_kwargs", {})
+    if not isinstance(kwargs, dict):
+        raise CheckpointError(
+            f"checkpoint arch_kwargs is {type(kwargs).__name__}, expected a dict",
+            "the checkpoint is corrupt or was edited",
+        )
+    try:  # a name the checkpoint holds is bad data (exit 1), not a bad option
+        model = create_backbone(ckpt["arch"], **kwargs)
+    except ConfigError as e:
+        raise CheckpointError(f"checkpoint: {e.message}", e.hint) from None
+    except TypeError as e:
+        raise CheckpointError(
+            f"checkpoint arch_kwargs {sorted(kwargs)} do not fit architecture "
+            f"{ckpt['arch']!r}: {str(e).splitlines()[0][:160]}",
+            "the checkpoint was written by another facecl version, or edited",
+        ) from None
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as e:

@@ -15,14 +15,20 @@ from typing import Annotated, Any
 import typer
 
 from facecl.cliconfig import Given, Options, config_command
-from facecl.train.config import TOY_TRAIN_DEFAULTS, ToyConfig, TrainConfig
+from facecl.train.config import (
+    TOY_PRESETS,
+    TOY_TRAIN_DEFAULTS,
+    TRAIN_PRESETS,
+    ToyConfig,
+    TrainConfig,
+)
 
 Opt = typer.Option
 
 # What `facecl toy mnist` exposes of TrainConfig (the rest is fixed by the toy's defaults).
 TOY_TRAIN_FIELDS = (
     "head", "loss", "lam", "center", "margin", "steps", "batch_size", "lr", "seed", "device",
-    "threads",
+    "threads", "head_bias",
 )  # fmt: skip
 
 
@@ -35,6 +41,10 @@ def train_cmd(
         Path | None, Opt("--config", help="TOML/YAML/JSON file of TrainConfig keys.")
     ] = None,
     cfg: Given,
+    preset: Annotated[
+        str | None,
+        Opt(help=f"Paper schedule under the file and options: {', '.join(TRAIN_PRESETS)}."),
+    ] = None,
     ddp: Annotated[
         int, Opt(help="Spawn N local DDP processes (gloo on CPU, nccl on GPU).", min=0)
     ] = 0,
@@ -49,11 +59,11 @@ def train_cmd(
 ) -> None:
     """Train a backbone with a softmax or margin head plus a center-loss variant."""
     from facecl.console import emit_json
-    from facecl.train.config import load_train_config
+    from facecl.train.config import load_train_config, preset_layer
     from facecl.train.stage import run_train
     from facecl.train.state import validate_names
 
-    config_ = load_train_config(config, cfg)
+    config_ = load_train_config(config, cfg, base=preset_layer(preset, TRAIN_PRESETS))
     validate_names(config_)
     result = run_train(
         shards, out, config_, force=force, resume=resume, ddp=ddp, show_progress=progress_bar
@@ -82,6 +92,10 @@ def toy_mnist(
     ] = None,
     cfg: Given,
     toy_cfg: Given,
+    preset: Annotated[
+        str | None,
+        Opt(help=f"A paper's set-up under the file and options: {', '.join(TOY_PRESETS)}."),
+    ] = None,
     force: Annotated[bool, Opt("--force", help="Rerun over an existing output.")] = False,
     progress_bar: Annotated[
         bool, Opt("--progress/--no-progress", help="Show the progress bar.")
@@ -91,13 +105,17 @@ def toy_mnist(
     """Train LeNet++ (2-d features) on MNIST and plot train/test features with centers."""
     from facecl.cliconfig import build
     from facecl.console import console, emit_json
-    from facecl.train.config import load_train_config
+    from facecl.train.config import load_train_config, preset_layer
     from facecl.train.state import validate_names
     from facecl.train.toy import run_toy
 
-    config_ = load_train_config(config, cfg, base=TOY_TRAIN_DEFAULTS)
+    layers: tuple[dict[str, Any], dict[str, Any]] = preset_layer(
+        preset, TOY_PRESETS, "toy preset"
+    ) or ({}, {})
+    train_layer, toy_layer = layers
+    config_ = load_train_config(config, cfg, base={**TOY_TRAIN_DEFAULTS, **train_layer})
     validate_names(config_)
-    toy_config = build(ToyConfig, toy_cfg)
+    toy_config = build(ToyConfig, {**toy_layer, **toy_cfg})
     result = run_toy(config_, toy_config, out, force=force, show_progress=progress_bar)
     s = result.summary
     if result.up_to_date:

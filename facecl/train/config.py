@@ -43,6 +43,10 @@ Sampler = Literal["uniform", "balanced"]
 AmpDtype = Literal["bfloat16", "float16"]
 Split = Literal["train", "all"]
 
+# Field metadata of a runtime-only setting: how the work is done, not what it produces.
+# It is recorded in the manifest but not fingerprinted (a run resumes across changes of it).
+RUNTIME = {"runtime": True}
+
 # Config-file / override spellings that are not field names.
 ALIASES = {"lambda": "lam"}
 
@@ -60,6 +64,10 @@ class TrainConfig:
 
     head: str = "softmax"
     """Head name: softmax or a margin head (``facecl.losses`` head registry)."""
+
+    head_bias: bool = True
+    """The ``softmax`` head's bias b of W^T x + b (ECCV Eq. 1); Wu's caffe-face MNIST net has
+    none (``bias_term: false``). Margin heads have no bias."""
 
     loss: str = "cl"
     """Center-loss name, or none for softmax only (``facecl.losses`` center-loss registry)."""
@@ -114,7 +122,7 @@ class TrainConfig:
     flip: bool = True
     """Random horizontal flips (p = 0.5, ECCV Sec. 4.1), drawn from (seed, step)."""
 
-    workers: int = 2
+    workers: int = field(default=2, metadata=RUNTIME)
     """DataLoader worker processes (0 = load in the training process)."""
 
     augment: tuple[str, ...] = ()
@@ -123,10 +131,10 @@ class TrainConfig:
     random draws are not checkpointed: a resumed run is not bit-identical with augment."""
 
     # ---- runtime
-    device: Device = "auto"
+    device: Device = field(default="auto", metadata=RUNTIME)
     """``auto`` (CUDA when available), ``cpu`` or ``cuda``."""
 
-    threads: int = 0
+    threads: int = field(default=0, metadata=RUNTIME)
     """CPU threads for torch (``torch.set_num_threads``); 0 = torch's default (all cores;
     under ``--ddp N`` the cores split between the processes)."""
 
@@ -244,6 +252,68 @@ TOY_TRAIN_DEFAULTS: dict[str, Any] = {
     "checkpoint_every": 500,
     "log_every": 25,
 }
+
+
+# Named schedules (``--preset NAME``): a layer between the defaults and the config file /
+# CLI options, which still win. ``eccv2016`` is the defaults spelled out.
+TRAIN_PRESETS: dict[str, dict[str, Any]] = {
+    # ECCV 2016 Sec. 4.1-4.2: batch 256, lr 0.1 / 10 at 16K and 24K of 28K, lambda 0.003.
+    "eccv2016": {
+        "batch_size": 256,
+        "steps": 28_000,
+        "lr": 0.1,
+        "lr_drops": (16 / 28, 24 / 28),
+        "lam": 0.003,
+    },
+    # IJCV 2019 Sec. 4.1: batch 128, lr 0.1 / 10 at 25K and 38K of 45K; lambda 0.01 (its
+    # fixed study weight).
+    "ijcv2019": {
+        "batch_size": 128,
+        "steps": 45_000,
+        "lr": 0.1,
+        "lr_drops": (25 / 45, 38 / 45),
+        "lam": 0.01,
+    },
+}
+
+# ``facecl toy mnist --preset NAME``: (TrainConfig layer over TOY_TRAIN_DEFAULTS, ToyConfig).
+TOY_PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    # Wu 2018 Sec. 4.2 as its caffe-face mnist_example runs it: Wu's LeNet++ (pool3 3x3/2,
+    # PReLU on the 2-d feature), a bias-free softmax classifier, softmax + gamma L_I (Eq. 5:
+    # lambda 0, gamma = the layer's loss_weight 1e-5, num_data from label.num), batch 128,
+    # lr 0.01 x 0.8 at 5K and 8K of 10K; the centers move by SGD (lr 0.01, momentum 0.9),
+    # an effective alpha ~0.1; label.num keeps 100 images of digits 0-4.
+    "wu2018": (
+        {
+            "arch": "lenetpp-wu",
+            "head": "softmax",
+            "head_bias": False,
+            "loss": "cil",
+            "lam": 0.0,
+            "gamma": 1e-5,
+            "alpha": 0.1,
+            "batch_size": 128,
+            "lr": 0.01,
+            "lr_factor": 0.8,
+            "lr_drops": (0.5, 0.8),
+            "steps": 10_000,
+            "checkpoint_every": 1000,
+            "log_every": 100,
+        },
+        {"imbalance_keep": 100},
+    ),
+}
+
+
+def preset_layer(name: str | None, presets: Mapping[str, Any], what: str = "preset") -> Any:
+    """The layer of preset ``name`` (None: no preset), or a ConfigError listing the names."""
+    if not name:
+        return None
+    if name not in presets:
+        close = difflib.get_close_matches(name, list(presets), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ConfigError(f"unknown {what} {name!r}", f"{hint}valid: {', '.join(presets)}")
+    return presets[name]
 
 
 # --------------------------------------------------------------------------- merging

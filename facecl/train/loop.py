@@ -37,6 +37,7 @@ from facecl.train.state import (
     TrainState,
     build_state,
     checkpoint_payload,
+    dataset_class_counts,
     dataset_input_spec,
     resume_from,
 )
@@ -207,7 +208,8 @@ def _setup(
     kwargs = _arch_kwargs(cfg, dataset, arch_kwargs)
     num_classes = int(dataset.num_classes)
     spec = dataset_input_spec(dataset, kwargs)
-    state = build_state(cfg, num_classes, kwargs, device, input_spec=spec)
+    counts = dataset_class_counts(dataset, num_classes)  # CIL's N_j (Wu's num_data)
+    state = build_state(cfg, num_classes, kwargs, device, input_spec=spec, class_counts=counts)
     start, window = 0, Window()
     last = work / CHECKPOINTS / LAST
     if last.is_file():  # read on the CPU whatever the device (see resume_from)
@@ -302,6 +304,7 @@ def _one_step(
     set_step = getattr(head, "set_step", None)
     if set_step is not None:
         set_step(step)  # SphereFace's lambda annealing
+    state.center.set_step(step)  # the center rate alpha * alpha_decay^step
     terms, feats = train_step(
         run.net,
         head,

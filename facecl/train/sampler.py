@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from facecl.errors import ConfigError
+from facecl.errors import ConfigError, InputError
 
 _TAG_ORDER, _TAG_FLIP = 1, 2
 
@@ -60,7 +60,7 @@ class StepBatchSampler:
         weights: np.ndarray | None = None,
     ):
         if n < 1:
-            raise ConfigError("the training set is empty", "check the pack and --split")
+            raise InputError("the training set is empty", "check the pack and --split")
         if global_batch % world:
             raise ConfigError(
                 f"batch size {global_batch} does not split over {world} processes",

@@ -34,7 +34,7 @@ from facecl.artifacts import (
     read_manifest,
     sha256_file,
 )
-from facecl.errors import ConfigError, UsageError
+from facecl.errors import FaceclError, UsageError
 from facecl.pack.artifact import CLASSES as PACK_CLASSES
 from facecl.train import distributed as ddp_util
 from facecl.train.config import TrainConfig, config_from_dict
@@ -239,7 +239,16 @@ def _pack_dataset(shards: Path, cfg: TrainConfig) -> Any:
     # Flips are drawn in the loop from (seed, step), not in the dataset; an unknown augment
     # name fails here, before anything is written, listing the close match.
     transform = list(cfg.augment) if cfg.augment else None
-    return ShardDataset(shards, split=cfg.split, flip=False, transform=transform)
+    dataset = ShardDataset(shards, split=cfg.split, flip=False, transform=transform)
+    if int(dataset.num_classes) < 2:
+        from facecl.console import console
+
+        console.print(
+            f"[yellow]warning:[/] {shards} has {dataset.num_classes} class: the softmax loss "
+            "of one class is 0, so the backbone learns from the center term alone",
+            highlight=False,
+        )
+    return dataset
 
 
 def _begin(shards: Path, out: str | os.PathLike, cfg: TrainConfig, force: bool, resume: bool):
@@ -357,7 +366,7 @@ def _run_train_torchrun(
             manifest = read_manifest(path) if env.rank == 0 else None
             return TrainResult(path, manifest, up_to_date=True)
         if str(decision[0]).startswith("error:"):
-            raise ConfigError(f"rank 0 failed: {decision[0][6:]}", "see rank 0's message")
+            raise FaceclError(f"rank 0 failed: {decision[0][6:]}", "see rank 0's message")
         work_path = Path(decision[0])
         info = {"classes_sha256": sha256_file(shards / PACK_CLASSES), "pack": str(shards)}
         resumed_from = _checkpoint_step(work_path)

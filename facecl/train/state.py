@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -89,22 +90,43 @@ def dataset_input_spec(dataset: Any, arch_kwargs: Mapping[str, Any]) -> InputSpe
     return spec
 
 
+def dataset_class_counts(dataset: Any, num_classes: int) -> Any:
+    """The training set's images per class (C,): the dataset's ``class_counts`` (a pack's
+    ``classes.json`` counts of its split), else counted from its ``labels``, else None."""
+    counts = getattr(dataset, "class_counts", None)
+    if counts is None and getattr(dataset, "labels", None) is not None:
+        counts = np.bincount(np.asarray(dataset.labels, np.int64), minlength=num_classes)
+    return counts
+
+
+def head_options(cfg: TrainConfig) -> dict[str, Any]:
+    """``create_head`` keyword options of a run: the margin over the preset, or the softmax
+    head's bias switch."""
+    if cfg.head == "softmax":
+        return {} if cfg.head_bias else {"bias": False}
+    return cfg.margin.given()
+
+
 def build_state(
     cfg: TrainConfig,
     num_classes: int,
     arch_kwargs: dict[str, Any],
     device: torch.device,
     input_spec: InputSpec | None = None,
+    class_counts: Any = None,
 ) -> TrainState:
-    """Backbone, head, center loss and optimiser, initialised from ``cfg.seed``."""
+    """Backbone, head, center loss and optimiser, initialised from ``cfg.seed``.
+    ``class_counts``: the training set's images per class (``cil`` needs them)."""
     from facecl.losses import create_center_loss, create_head
     from facecl.models import create_backbone
 
     torch.manual_seed(cfg.seed)
     backbone = create_backbone(cfg.arch, **arch_kwargs)
     dim = int(backbone.feature_dim)
-    head = create_head(cfg.head, dim, num_classes, **cfg.margin.given())
-    center = create_center_loss(cfg.loss, num_classes, dim, config=cfg.center)
+    head = create_head(cfg.head, dim, num_classes, **head_options(cfg))
+    center = create_center_loss(
+        cfg.loss, num_classes, dim, config=cfg.center, class_counts=class_counts
+    )
     net = FaceNet(backbone, head).to(device)
     center = center.to(device)
     decay: list[nn.Parameter] = []
@@ -173,10 +195,14 @@ def _same_config(recorded: Any, cfg: TrainConfig) -> bool:
     describes ``cfg``."""
     if not isinstance(recorded, Mapping):
         return False
+    from facecl.artifacts import config_dict, runtime_fields, without_runtime
+
     try:
-        return bool(config_from_dict(recorded) == cfg)
+        then = config_dict(config_from_dict(recorded))
     except FaceclError:
         return False
+    runtime = runtime_fields(TrainConfig)  # workers, threads, device may change on resume
+    return without_runtime(then, runtime) == without_runtime(config_dict(cfg), runtime)
 
 
 def restore(state: TrainState, ckpt: dict[str, Any], cfg: TrainConfig) -> int:

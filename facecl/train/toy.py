@@ -116,6 +116,7 @@ class ArrayDataset(torch.utils.data.Dataset):
         self.labels = np.asarray(labels, np.int64)
         self._labels = torch.from_numpy(self.labels)
         self.num_classes = num_classes
+        self.class_counts = np.bincount(self.labels, minlength=num_classes)  # (C,) N_j
         self.image_size = (int(images.shape[1]), int(images.shape[2]))
         self.input_spec = InputSpec(size=self.image_size, channels=1, color="L")
 
@@ -138,17 +139,17 @@ class ArrayDataset(torch.utils.data.Dataset):
 
 def load_run(path: Path) -> tuple[Any, Any, Any, dict[str, Any]]:
     """(backbone, head, center loss, checkpoint) of a finished run's ``model.pt``."""
-    from facecl.losses import create_center_loss, create_head
+    from facecl.losses import create_head, restore_center_loss
     from facecl.train.checkpoint import build_backbone, load_checkpoint
+    from facecl.train.state import head_options
 
     ckpt = load_checkpoint(path)
     backbone = build_backbone(ckpt)
     cfg = config_from_dict(ckpt["config"])  # nested, or flat from a version 1 checkpoint
     dim, classes = ckpt["feature_dim"], ckpt["num_classes"]
-    head = create_head(ckpt["head"], dim, classes, **cfg.margin.given())
+    head = create_head(ckpt["head"], dim, classes, **head_options(cfg))
     head.load_state_dict(ckpt["head_state"])
-    center = create_center_loss(ckpt["loss"], classes, dim, config=cfg.center)
-    center.load_state_dict(ckpt["loss_state"])
+    center = restore_center_loss(ckpt["loss"], classes, dim, cfg.center, ckpt["loss_state"])
     return backbone, head.eval(), center, ckpt
 
 

@@ -16,8 +16,8 @@ def verify_command(
     inputs: Annotated[
         list[Path],
         typer.Argument(
-            help="The embeddings (an 'facecl embed' output, or a .h5/.npz); with "
-            "--compare, the verify report directories to overlay.",
+            help="The embeddings (an 'facecl embed' output, or a .h5/.npz; several with "
+            "--protocol bin); with --compare, the verify report directories to overlay.",
             show_default=False,
             metavar="EMB | REPORT...",
         ),
@@ -49,22 +49,18 @@ def verify_command(
     force: Annotated[bool, typer.Option(help="Overwrite an existing report.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
 ) -> None:
-    """Evaluate embeddings: LFW 10-fold, LFW View 1, BLUFR, a pair list or identification.
+    """Evaluate embeddings: LFW 10-fold, LFW View 1, BLUFR, a pair list, .bin sets or identification.
 
     Writes report.json (every number, with input hashes), roc.npz and PNG plots to -o; a summary table goes to stderr.
 
+    [bold]facecl verify E1 E2... --protocol bin -o DIR[/] runs insightface's protocol on each embedded .bin set: one report per set in DIR/<set>/, one table.
+
     [bold]facecl verify --compare REPORT... -o DIR[/] overlays several reports' ROC curves in one plot and one table.
     """  # noqa: E501
-    from facecl.errors import UsageError
 
     if compare:
         _compare(inputs, out, force=force, json_out=json_out)
         return
-    if len(inputs) != 1:
-        raise UsageError(
-            f"expected one embeddings input, got {len(inputs)}",
-            "pass one EMB, or --compare REPORT... to compare reports",
-        )
     settings = build(VerifyConfig, cfg)
     common: dict[str, Any] = dict(
         pairs=pairs,
@@ -74,8 +70,36 @@ def verify_command(
         probe=probe,
         force=force,
     )
+    if len(inputs) != 1:
+        _verify_sets(inputs, out, settings, common, json_out=json_out)
+        return
     report, reused = _verify(inputs[0], out, settings, common)
     _print_report(out, report, reused, json_out=json_out)
+
+
+def _verify_sets(
+    inputs: list[Path], out: Path, settings: VerifyConfig, common: dict[str, Any], *, json_out: bool
+) -> None:
+    """Several EMB under a protocol that takes many (bin): one report each, one table."""
+    from facecl.console import console, emit_json
+    from facecl.errors import UsageError
+    from facecl.verify import stage
+    from facecl.verify.evaluate import PROTOCOLS
+
+    if not PROTOCOLS.get(settings.protocol).many_inputs:
+        many = [n for n in PROTOCOLS.names() if PROTOCOLS.get(n).many_inputs]
+        raise UsageError(
+            f"--protocol {settings.protocol} takes one embeddings input, got {len(inputs)}",
+            f"pass one EMB, several with --protocol {'/'.join(many)}, or --compare REPORT...",
+        )
+    doc = stage.run_verify_sets(inputs, out, settings, **common)
+    if json_out:
+        emit_json({"out": str(out), **doc})
+        return
+    console.print(stage.compare_table(doc, title="facecl verify"))
+    for run in doc["runs"]:
+        console.print(f"  {run['label']}: {run['comparability']}")
+    console.print(f"wrote {out}/<set>/ and {out}/{stage.SETS}")
 
 
 def _compare(inputs: list[Path], out: Path, *, force: bool, json_out: bool) -> None:

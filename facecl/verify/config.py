@@ -25,8 +25,9 @@ class VerifyConfig:
         default="lfw-pairs", metadata={"cli_short": "-p", "cli_choices": protocol_names}
     )
     """lfw-pairs (View 2, 10 folds), lfw-view1 (threshold on DevTrain, scored on DevTest),
-    blufr (10 trials of VR@FAR and open-set DIR), pairs (a user CSV, k-fold), identify
-    (gallery/probe: closed-set CMC and open-set DIR)."""
+    blufr (10 trials of VR@FAR and open-set DIR), pairs (a user CSV, k-fold), bin
+    (insightface's protocol on the pairs of embedded .bin sets; several EMB give one
+    table), identify (gallery/probe: closed-set CMC and open-set DIR)."""
 
     metric: Metric = "cosine"
     """Similarity: cosine, or euclidean (minus the Euclidean distance of the raw vectors)."""
@@ -37,7 +38,8 @@ class VerifyConfig:
     each trial's training images). 0 = no PCA."""
 
     folds: int = 10
-    """Number of folds for a user pair list (LFW uses the 10 sets of pairs.txt)."""
+    """Number of folds for a user pair list and for bin (contiguous, in file order;
+    insightface uses 10). LFW uses the 10 sets of pairs.txt."""
 
     far_targets: tuple[float, ...] = field(default=(1e-3, 1e-2), metadata={"cli_name": "--far"})
     """FARs at which TAR is reported for pair protocols (repeatable, or comma-separated)."""

@@ -14,9 +14,10 @@ from typing import Any, cast
 
 import numpy as np
 
-from facecl.errors import InputError, UsageError
+from facecl.errors import FaceclError, InputError, UsageError
 from facecl.registry import Registry
 from facecl.verify import metrics as M
+from facecl.verify import streaming as S
 from facecl.verify.config import VerifyConfig
 from facecl.verify.embeddings import Embeddings
 from facecl.verify.protocols import (
@@ -32,6 +33,7 @@ from facecl.verify.protocols import (
     read_pairs_csv,
     resolve_pairs,
     select_images,
+    stored_pairs,
 )
 
 Standard = tuple[bool, str]
@@ -55,13 +57,16 @@ def _far_name(far: float) -> str:
     return f"{far:g}"
 
 
+def hist_edges(lo: float, hi: float, bins: int) -> np.ndarray:
+    """(B+1,) shared histogram edges from the lowest to the highest score."""
+    return np.linspace(lo, hi if hi > lo else lo + 1e-6, bins + 1)
+
+
 def histogram(genuine: np.ndarray, impostor: np.ndarray, bins: int) -> dict[str, np.ndarray]:
     """Counts of genuine and impostor scores on shared edges (B+1,)."""
     lo = float(min(genuine.min(), impostor.min()))
     hi = float(max(genuine.max(), impostor.max()))
-    if hi <= lo:
-        hi = lo + 1e-6
-    edges = np.linspace(lo, hi, bins + 1)
+    edges = hist_edges(lo, hi, bins)
     return {
         "edges": edges,
         "genuine": np.histogram(genuine, edges)[0],
@@ -95,10 +100,8 @@ def _dropped_items(res: ResolvedPairs, label: str = "") -> list[dict[str, Any]]:
 def _pairs_scores(
     emb: Embeddings, ia: np.ndarray, ib: np.ndarray, metric: str, pca: M.Pca | None
 ) -> np.ndarray:
-    a, b = emb.vectors[ia], emb.vectors[ib]
-    if pca is not None:
-        a, b = pca.transform(a), pca.transform(b)
-    return M.pair_scores(a, b, metric)
+    """Scores of the pairs (ia[i], ib[i]), gathered a block at a time."""
+    return M.pair_scores_at(emb.vectors, ia, ib, metric, pca.transform if pca else None)
 
 
 def _check_pca(cfg: VerifyConfig, emb: Embeddings, n_train_images: int) -> None:
@@ -252,29 +255,115 @@ def evaluate_pairs(
         score, accuracy = _score_split(emb, ia, ib, same, train_pairs, train_res, cfg)
     else:
         score, accuracy = _score_folds(emb, ia, ib, same, fold, cfg)
+    comparable, note = _pairs_comparability(standard, res, train_res)
+    return _pairs_evaluation(
+        _Scored(score, same, fold, accuracy),
+        cfg,
+        (comparable, note),
+        _pairs_missing(pairs, res, train_res),
+        skipped,
+    )
+
+
+@dataclass(frozen=True)
+class _Scored:
+    """The scored pairs of a pair protocol: score, same, fold (N,) and the accuracy record."""
+
+    score: np.ndarray
+    same: np.ndarray
+    fold: np.ndarray
+    accuracy: dict[str, Any] | None
+
+
+def _pairs_evaluation(
+    scored: _Scored,
+    cfg: VerifyConfig,
+    comparability: tuple[bool | None, str],
+    missing: dict[str, Any],
+    skipped: list[dict[str, Any]],
+) -> Evaluation:
+    """The Evaluation of a pair protocol: its accuracy record plus AUC, EER and TAR@FAR."""
+    score, same = scored.score, scored.same
     numbers, roc = _verification_numbers(score, same, cfg)
     results: dict[str, Any] = {
-        "accuracy": accuracy,
+        "accuracy": scored.accuracy,
         **numbers,
         "n_pairs": int(len(same)),
         "n_genuine": int(same.sum()),
         "n_impostor": int((~same).sum()),
     }
-    comparable, note = _pairs_comparability(standard, res, train_res)
     report = {
         "results": results,
         "summary": _pair_summary(results, cfg),
-        "comparable": comparable,
-        "comparability": note,
-        "missing": _pairs_missing(pairs, res, train_res),
+        "comparable": comparability[0],
+        "comparability": comparability[1],
+        "missing": missing,
     }
     return Evaluation(
         report=report,
         roc={"far": roc.far, "tar": roc.tar, "thresholds": roc.thresholds},
         hist=histogram(score[same], score[~same], cfg.hist_bins),
-        scores={"score": score, "same": same, "fold": fold},
+        scores={"score": score, "same": same, "fold": scored.fold},
         skipped=skipped,
     )
+
+
+# --------------------------------------------------------------------------- .bin sets
+
+
+def embed_fusion(emb: Embeddings) -> str | None:
+    """How image and flip features were fused in ``emb`` (its embed manifest), if known."""
+    from facecl.artifacts import read_manifest
+
+    if not emb.source.is_dir():
+        return None
+    try:
+        return str(read_manifest(emb.source).config.get("fusion"))
+    except FaceclError:  # not an artifact directory: unknown
+        return None
+
+
+def _bin_comparability(fusion: str | None, res: ResolvedPairs, folds: int) -> Standard:
+    reasons = []
+    if fusion != "sum":
+        reasons.append(
+            f"fusion is {fusion or 'unknown'}: insightface sums image and flip features "
+            "(embed with --fusion sum to compare one for one)"
+        )
+    if res.dropped:
+        reasons.append(f"{len(res.dropped)} pair(s) dropped for missing embeddings")
+    if folds != 10:
+        reasons.append(f"{folds} folds instead of 10")
+    if reasons:
+        return False, "NOT comparable to insightface's numbers: " + "; ".join(reasons)
+    return True, "comparable to insightface's verification.py: sum fusion, 10 folds, every pair"
+
+
+def evaluate_bin(emb: Embeddings, cfg: VerifyConfig) -> Evaluation:
+    """insightface's protocol on the pairs stored from a ``.bin``: contiguous folds in file
+    order, the accuracy threshold chosen on the other folds from insightface's grid on the
+    squared distance of unit vectors (:func:`metrics.insightface_kfold`), population std;
+    AUC, EER and TAR@FAR from all pairs with ``--metric``."""
+    pairs = stored_pairs(emb, cfg.folds)
+    res, ia, ib, same, fold = _test_pairs(emb, pairs)
+    kf = M.insightface_kfold(emb.vectors[ia], emb.vectors[ib], same, fold)
+    accuracy: dict[str, Any] = {
+        "mean": kf.mean,
+        "std": kf.std,
+        "folds": kf.accuracy.tolist(),
+        "distance_thresholds": kf.threshold.tolist(),
+        "train_accuracy": kf.train_accuracy.tolist(),
+        "fold_sizes": [int((fold == k).sum()) for k in np.unique(fold)],
+        "rule": "same if |a/|a| - b/|b||^2 < t, t in 0..3.99 step 0.01 (insightface)",
+    }
+    if cfg.metric == "cosine":  # the same decisions on the cosine score: cos > 1 - t/2
+        accuracy["thresholds"] = (1.0 - kf.threshold / 2.0).tolist()
+    fusion = embed_fusion(emb)
+    comparable, note = _bin_comparability(fusion, res, cfg.folds)
+    missing = {**_pairs_missing(pairs, res, None), "fusion": fusion}
+    score = _pairs_scores(emb, ia, ib, cfg.metric, None)
+    scored = _Scored(score, same, fold, accuracy)
+    return _pairs_evaluation(scored, cfg, (comparable, note), missing, _dropped_items(res))
 
 
 def _pairs_missing(
@@ -389,20 +478,32 @@ def _blufr_trial(
         _check_pca(cfg, emb, len(train))
         pca = M.fit_pca(emb.vectors[rows[train]], cfg.pca_dim)
         x = pca.transform(x).astype(np.float32)
-    gen, imp = M.all_pairs_scores(x, labels[test], cfg.metric)
-    if len(gen) == 0 or len(imp) == 0:
+    pairs = S.all_pairs_stats(
+        x,
+        labels[test],
+        cfg.metric,
+        lambda n: M.far_ranks(fars.veri, n),
+        bins=cfg.hist_bins if t == 0 else 0,
+    )  # never the N^2 / 2 scores: the genuine ones and exact impostor ranks
+    gen, n_imp = pairs.genuine, pairs.impostor.n
+    if len(gen) == 0 or n_imp == 0:
         raise InputError(
             f"BLUFR trial {t + 1} has no genuine or no impostor pairs left",
             "too many BLUFR images lack embeddings",
         )
-    veri = M.far_thresholds(gen, imp, fars.veri)
-    hist = histogram(gen, imp, cfg.hist_bins) if t == 0 else None
-    n_imp = int(len(imp))
-    del imp  # the all-pairs impostor scores are the largest array: free them before the DIR
-    xg = x[[pos[int(i)] for i in gal]]
-    xp = x[[pos[int(i)] for i in probe]]
-    score = M.score_matrix(xg, xp, cfg.metric)  # (G, P)
-    osr = M.open_set_identification(score, labels[gal], labels[probe], fars.osi, ranks=(cfg.rank,))
+    veri = M.far_thresholds(gen, pairs.impostor, fars.veri)
+    hist = None
+    if pairs.hist is not None:
+        edges, hg, hi = pairs.hist
+        hist = {"edges": edges, "genuine": hg, "impostor": hi}
+    gpos = np.array([pos[int(i)] for i in gal], dtype=np.int64)
+    ppos = np.array([pos[int(i)] for i in probe], dtype=np.int64)
+    osr, _ = _open_set_rates(x, gpos, ppos, labels[gal], labels[probe], fars.osi, cfg)
+    if osr is None:
+        raise InputError(
+            f"BLUFR trial {t + 1} has no genuine or no impostor probes left",
+            "too many BLUFR images lack embeddings",
+        )
     vi, oi = fars.vi, fars.oi
     record = {
         "trial": t + 1,
@@ -568,13 +669,33 @@ def _identify_sets(
     return g_rows, p_rows, g_missing, p_missing, skipped
 
 
+def _open_set_rates(
+    vectors: np.ndarray,
+    g_rows: np.ndarray,
+    p_rows: np.ndarray,
+    gl: np.ndarray,
+    pl: np.ndarray,
+    fars: np.ndarray,
+    cfg: VerifyConfig,
+    max_rank: int = 1,
+) -> tuple[M.OpenSet | None, S.ProbeStats]:
+    """Open-set DIR at ``fars`` and rank ``cfg.rank`` of the probes ``vectors[p_rows]``
+    (labels pl) against the gallery ``vectors[g_rows]`` (labels gl), gallery block by block
+    (None without genuine and impostor probes); and the probes' statistics (ranks exact up
+    to ``max(max_rank, cfg.rank)``)."""
+    st = S.probe_stats(vectors, g_rows, p_rows, gl, pl, cfg.metric, max(max_rank, cfg.rank))
+    is_gen = np.isin(pl, gl)
+    if is_gen.all() or not is_gen.any():
+        return None, st
+    gen, rank, imp = st.genuine[is_gen], st.rank[is_gen], st.impostor[~is_gen]
+    return M.open_set_rates(gen, rank, imp, fars, ranks=(cfg.rank,)), st
+
+
 def _open_set(
-    score: np.ndarray, gl: np.ndarray, pl: np.ndarray, cfg: VerifyConfig
+    osr: M.OpenSet, osi_fars: np.ndarray, cfg: VerifyConfig
 ) -> tuple[dict[str, Any], str, dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Open-set DIR at FAR of probes against the gallery: the report's ``open_set`` record,
-    its DIR name, the DIR-vs-FAR curve for the ROC plot and the DIR curve."""
-    osi_fars = np.unique(np.r_[M.BLUFR_OSI_FARS, cfg.osi_far])
-    osr = M.open_set_identification(score, gl, pl, osi_fars, ranks=(cfg.rank,))
+    """The report's ``open_set`` record of ``osr`` (at ``osi_fars``), its DIR name, the
+    DIR-vs-FAR curve for the ROC plot and the DIR curve."""
     oi = int(np.flatnonzero(osi_fars == cfg.osi_far)[0])
     dname = f"dir@far={_far_name(cfg.osi_far)},rank={cfg.rank}"
     record = {
@@ -589,21 +710,38 @@ def _open_set(
     return record, dname, roc, dir_curve
 
 
+def _identify_hist(
+    vectors: np.ndarray,
+    g_rows: np.ndarray,
+    p_rows: np.ndarray,
+    gl: np.ndarray,
+    pl: np.ndarray,
+    st: S.ProbeStats,
+    cfg: VerifyConfig,
+) -> dict[str, np.ndarray] | None:
+    """Genuine and impostor gallery x probe score histograms: a second pass over the gallery,
+    made only for the plot (none with ``--no-plots``, or without any impostor pair)."""
+    if not cfg.plots or len(np.unique(np.r_[gl, pl])) < 2:
+        return None
+    edges = hist_edges(st.lo, st.hi, cfg.hist_bins)
+    gen, imp = S.probe_histogram(vectors, g_rows, p_rows, gl, pl, cfg.metric, edges)
+    return {"edges": edges, "genuine": gen, "impostor": imp}
+
+
 def evaluate_identify(emb: Embeddings, gallery: str, probe: str, cfg: VerifyConfig) -> Evaluation:
     """Closed-set CMC on the probes whose identity is in the gallery; open-set DIR at FAR
     when there are probes of identities outside the gallery too."""
     g_rows, p_rows, g_missing, p_missing, skipped = _identify_sets(emb, gallery, probe)
     ids = np.array(emb.identities)
     gl, pl = ids[g_rows], ids[p_rows]
-    score = M.score_matrix(
-        emb.vectors[g_rows].astype(np.float64), emb.vectors[p_rows].astype(np.float64), cfg.metric
-    )  # (G, P)
     is_gen = np.isin(pl, gl)
     if not is_gen.any():
         raise InputError(
             "no probe identity is in the gallery", "the gallery must hold the probes' identities"
         )
-    gscore, granks = M.genuine_probe_ranks(score[:, is_gen], gl, pl[is_gen])
+    osi_fars = np.unique(np.r_[M.BLUFR_OSI_FARS, cfg.osi_far])
+    osr, st = _open_set_rates(emb.vectors, g_rows, p_rows, gl, pl, osi_fars, cfg, 20)
+    granks = st.rank[is_gen]  # exact up to rank max(20, --rank)
     max_rank = min(20, len(g_rows))
     cmc = [float((granks <= r).mean()) for r in range(1, max_rank + 1)]
     results: dict[str, Any] = {
@@ -619,10 +757,9 @@ def evaluate_identify(emb: Embeddings, gallery: str, probe: str, cfg: VerifyConf
     roc = {"far": np.zeros(0), "tar": np.zeros(0)}
     dir_curve = None
     results["open_set"] = None
-    if (~is_gen).any():
-        results["open_set"], dname, roc, dir_curve = _open_set(score, gl, pl, cfg)
+    if osr is not None:
+        results["open_set"], dname, roc, dir_curve = _open_set(osr, osi_fars, cfg)
         summary[dname] = results["open_set"][dname]
-    same = gl[:, None] == pl[None, :]
     n_missing = len(g_missing) + len(p_missing)
     note = "user gallery/probe sets (no standard to compare with); " + (
         f"{n_missing} listed image(s) had no embedding" if n_missing else "every image scored"
@@ -637,7 +774,7 @@ def evaluate_identify(emb: Embeddings, gallery: str, probe: str, cfg: VerifyConf
     return Evaluation(
         report=report,
         roc=roc,
-        hist=histogram(score[same], score[~same], cfg.hist_bins) if (~same).any() else None,
+        hist=_identify_hist(emb.vectors, g_rows, p_rows, gl, pl, st, cfg),
         dir_curve=dir_curve,
         skipped=skipped,
     )
@@ -668,6 +805,8 @@ class Protocol:
     """File name of the open-set identification plot (when there is one)."""
     hist_note: str = ""
     """Appended to the score histogram's title."""
+    many_inputs: bool = False
+    """Takes several embeddings in one call (one report each, one table)."""
 
 
 PROTOCOLS: Registry[Protocol] = Registry("protocol")
@@ -708,6 +847,10 @@ def _blufr(
     return evaluate_blufr(emb, conf, cfg, (lambda t: on_trial(t + 1, n)) if on_trial else None)
 
 
+def _bin(emb: Embeddings, inputs: Mapping[str, Path], cfg: VerifyConfig, _: Any) -> Evaluation:
+    return evaluate_bin(emb, cfg)
+
+
 def _identify(emb: Embeddings, inputs: Mapping[str, Path], cfg: VerifyConfig, _: Any) -> Evaluation:
     return evaluate_identify(emb, str(inputs["gallery"]), str(inputs["probe"]), cfg)
 
@@ -715,6 +858,7 @@ def _identify(emb: Embeddings, inputs: Mapping[str, Path], cfg: VerifyConfig, _:
 PROTOCOLS.register("lfw-pairs", Protocol(_lfw_pairs, ("pairs",)))
 PROTOCOLS.register("lfw-view1", Protocol(_lfw_view1, ("pairs",), train_pairs=True))
 PROTOCOLS.register("pairs", Protocol(_pairs, ("pairs",)))
+PROTOCOLS.register("bin", Protocol(_bin, (), training_split=False, many_inputs=True))
 PROTOCOLS.register(
     "blufr",
     Protocol(

@@ -30,8 +30,9 @@ score is above it); ``k = I`` accepts everything.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -65,52 +66,28 @@ def pair_scores(a: np.ndarray, b: np.ndarray, metric: str = "cosine") -> np.ndar
     raise ValueError(f"unknown metric {metric!r}; expected one of {METRICS}")
 
 
-def score_matrix(a: np.ndarray, b: np.ndarray, metric: str = "cosine") -> np.ndarray:
-    """All-against-all similarities. a: (M, D), b: (N, D) -> (M, N) in a's float dtype."""
-    if metric == "cosine":
-        return l2_normalize(a) @ l2_normalize(b).T
-    if metric == "euclidean":
-        sq = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * (a @ b.T)  # (M, N)
-        return -np.sqrt(np.maximum(sq, 0.0))
-    raise ValueError(f"unknown metric {metric!r}; expected one of {METRICS}")
+PAIR_BLOCK = 65536
+"""Pairs scored per block by :func:`pair_scores_at` (two (block, D) float64 gathers)."""
 
 
-def all_pairs_scores(
-    x: np.ndarray, labels: np.ndarray, metric: str = "cosine", block: int = 2048
-) -> tuple[np.ndarray, np.ndarray]:
-    """Scores of every unordered pair {i, j}, i != j, split by label equality.
-
-    x: (N, D); labels: (N,). Returns (genuine (G,), impostor (I,)) with
-    G + I = N (N - 1) / 2, in x's float dtype (float32 keeps BLUFR's ~50M impostor scores
-    per trial at ~200 MB). Computed in row blocks of the lower triangle, so the full N x N
-    matrix is never held.
-    """
-    x = np.asarray(x)
-    labels = np.asarray(labels)
-    n = len(x)
-    if metric == "cosine":
-        x = l2_normalize(x).astype(x.dtype, copy=False)
-    _, counts = np.unique(labels, return_counts=True)
-    n_gen = int((counts * (counts - 1) // 2).sum())
-    n_imp = n * (n - 1) // 2 - n_gen
-    genuine = np.empty(n_gen, dtype=x.dtype)
-    impostor = np.empty(n_imp, dtype=x.dtype)
-    g = i_ = 0
-    for r0 in range(0, n, block):
-        r1 = min(n, r0 + block)
-        if metric == "cosine":
-            s = x[r0:r1] @ x[:r1].T  # (B, r1)
-        else:
-            s = score_matrix(x[r0:r1], x[:r1], metric)
-        lower = np.arange(r1)[None, :] < np.arange(r0, r1)[:, None]  # j < i: (B, r1)
-        same = labels[r0:r1, None] == labels[None, :r1]  # (B, r1)
-        sg = s[lower & same]
-        si = s[lower & ~same]
-        genuine[g : g + len(sg)] = sg
-        impostor[i_ : i_ + len(si)] = si
-        g += len(sg)
-        i_ += len(si)
-    return genuine, impostor
+def pair_scores_at(
+    vectors: np.ndarray,
+    idx_a: np.ndarray,
+    idx_b: np.ndarray,
+    metric: str = "cosine",
+    transform: Callable[[np.ndarray], np.ndarray] | None = None,
+    block: int = PAIR_BLOCK,
+) -> np.ndarray:
+    """``pair_scores(vectors[idx_a], vectors[idx_b])`` (N,) float64, gathering (and, with
+    ``transform``, e.g. a PCA, projecting) one block of pairs at a time: memory O(block x D)
+    on top of ``vectors``, whatever N."""
+    out = np.empty(len(idx_a), dtype=np.float64)
+    for i in range(0, len(idx_a), block):
+        a, b = vectors[idx_a[i : i + block]], vectors[idx_b[i : i + block]]
+        if transform is not None:
+            a, b = transform(a), transform(b)
+        out[i : i + block] = pair_scores(a, b, metric)
+    return out
 
 
 # --------------------------------------------------------------------------- PCA
@@ -236,30 +213,79 @@ class FarPoints:
     rate: np.ndarray
 
 
+class SortedScores:
+    """A score array as a rank table: what ``far_thresholds`` asks of the impostor scores
+    (the streaming :class:`facecl.verify.streaming.ImpostorRanks` answers the same)."""
+
+    def __init__(self, scores: np.ndarray, dtype: np.dtype) -> None:
+        self.sorted = np.sort(np.asarray(scores, dtype=dtype).ravel())  # ascending
+        self.dtype = self.sorted.dtype
+        self.n = len(self.sorted)
+        self.min = self.sorted[0] if self.n else None
+        self.max = self.sorted[-1] if self.n else None
+
+    def kth_largest(self, k: np.ndarray) -> np.ndarray:
+        return self.sorted[self.n - np.asarray(k, dtype=np.int64)]
+
+    def count_at_least(self, thr: np.ndarray) -> np.ndarray:
+        return self.n - np.searchsorted(self.sorted, thr, side="left")
+
+
+class RankedScores(Protocol):
+    """n, min, max, dtype; k-th largest (1-based) and the count of scores >= a threshold."""
+
+    n: int
+    dtype: np.dtype
+
+    @property
+    def min(self) -> Any: ...
+
+    @property
+    def max(self) -> Any: ...
+
+    def kth_largest(self, k: np.ndarray) -> np.ndarray: ...
+
+    def count_at_least(self, thr: np.ndarray) -> np.ndarray: ...
+
+
+def far_ranks(fars: Sequence[float] | np.ndarray, n_impostor: int) -> np.ndarray:
+    """The impostor ranks (1 = largest) whose scores are the thresholds at ``fars``."""
+    k = _matlab_round(np.asarray(fars, dtype=np.float64).ravel() * n_impostor)
+    return k[(k > 0) & (k < n_impostor)]
+
+
 def far_thresholds(
-    genuine: np.ndarray, impostor: np.ndarray, fars: Sequence[float] | np.ndarray
+    genuine: np.ndarray,
+    impostor: np.ndarray | RankedScores,
+    fars: Sequence[float] | np.ndarray,
 ) -> FarPoints:
     """Thresholds at target FARs from impostor scores, and the genuine acceptance at each.
 
-    genuine: (G,), impostor: (I,) similarity scores; fars: (F,) in [0, 1].
+    genuine: (G,), impostor: (I,) similarity scores, or their :class:`RankedScores` (a
+    stream too large to store); fars: (F,) in [0, 1].
     """
     genuine = np.asarray(genuine).ravel()
     fars = np.asarray(fars, dtype=np.float64).ravel()
-    if len(genuine) == 0 or np.asarray(impostor).size == 0:
+    n_given = impostor.n if not isinstance(impostor, np.ndarray) else impostor.size
+    if len(genuine) == 0 or n_given == 0:
         raise ValueError("operating points need genuine and impostor scores")
     if ((fars < 0) | (fars > 1)).any():
         raise ValueError("FAR targets must be in [0, 1]")
-    dtype = np.result_type(genuine.dtype, np.asarray(impostor).dtype, np.float32)
-    imp = np.sort(np.asarray(impostor, dtype=dtype).ravel())  # ascending; one sort for all
+    if isinstance(impostor, np.ndarray):
+        dtype = np.result_type(genuine.dtype, impostor.dtype, np.float32)
+        imp: RankedScores = SortedScores(impostor, dtype)
+    else:
+        imp = impostor
+        dtype = np.result_type(genuine.dtype, imp.dtype, np.float32)
     gen = np.sort(genuine.astype(dtype, copy=False))
-    n_imp = len(imp)
+    n_imp = imp.n
     k = _matlab_round(fars * n_imp)  # allowed false accepts
     # Thresholds are kept exactly representable in the score dtype, so ">=" means the same
     # here as in the counts below.
     thr = np.empty(len(fars), dtype=dtype)
     mid = (k > 0) & (k < n_imp)
-    thr[mid] = imp[n_imp - k[mid]]  # the k-th largest impostor score
-    top = imp[-1]
+    thr[mid] = imp.kth_largest(k[mid])
+    top = dtype.type(imp.max)
     above = gen[gen > top]
     if len(above):
         zero = dtype.type((float(top) + float(above[0])) / 2)
@@ -267,8 +293,8 @@ def far_thresholds(
     else:
         zero = np.nextafter(top, dtype.type(np.inf))
     thr[k == 0] = zero
-    thr[k >= n_imp] = min(imp[0], gen[0])
-    accepted_imp = n_imp - np.searchsorted(imp, thr, side="left")
+    thr[k >= n_imp] = min(dtype.type(imp.min), gen[0])
+    accepted_imp = imp.count_at_least(thr)
     accepted_gen = len(gen) - np.searchsorted(gen, thr, side="left")
     return FarPoints(
         target_far=fars,
@@ -380,6 +406,44 @@ def kfold_accuracy(
     return KFold(np.array(acc), np.array(thr), np.array(tr_acc))
 
 
+INSIGHTFACE_GRID = np.arange(0, 4, 0.01)
+"""insightface's accuracy thresholds on the squared L2 distance of unit vectors (0..4)."""
+
+
+def contiguous_folds(n: int, k: int) -> np.ndarray:
+    """(n,) fold of each pair when n pairs in file order are cut into k contiguous folds,
+    the first ``n % k`` one pair larger (scikit-learn's ``KFold(k, shuffle=False)``)."""
+    if not 1 <= k <= n:
+        raise ValueError(f"cannot cut {n} pairs into {k} folds")
+    sizes = np.full(k, n // k)
+    sizes[: n % k] += 1
+    return np.repeat(np.arange(k), sizes)
+
+
+def insightface_kfold(a: np.ndarray, b: np.ndarray, same: np.ndarray, folds: np.ndarray) -> KFold:
+    """k-fold accuracy as insightface's ``eval/verification.py`` computes it.
+
+    a, b: (N, D) the two vectors of each pair; same: (N,) bool; folds: (N,) fold index.
+    Each vector is L2-normalised (float64), a pair is "same" when the squared distance is
+    ``< t``; per fold, ``t`` is the first value of :data:`INSIGHTFACE_GRID` with the best
+    accuracy on the other folds. ``KFold.threshold`` holds the chosen distances.
+    """
+    a = l2_normalize(np.asarray(a, dtype=np.float64))
+    b = l2_normalize(np.asarray(b, dtype=np.float64))
+    dist = np.square(a - b).sum(1)  # (N,)
+    same = np.asarray(same, dtype=bool)
+    correct = (dist[None, :] < INSIGHTFACE_GRID[:, None]) == same[None, :]  # (T, N)
+    acc, thr, tr_acc = [], [], []
+    for k in np.unique(folds):
+        test = folds == k
+        train_acc = correct[:, ~test].mean(1)  # (T,)
+        i = int(np.argmax(train_acc))
+        acc.append(float(correct[i, test].mean()))
+        thr.append(float(INSIGHTFACE_GRID[i]))
+        tr_acc.append(float(train_acc[i]))
+    return KFold(np.array(acc), np.array(thr), np.array(tr_acc))
+
+
 def _kfold_shared_scores(
     scores: np.ndarray,
     labels: np.ndarray,
@@ -458,8 +522,7 @@ def pca_fold_scores(
         train = folds != k
         rows = np.unique(np.r_[idx_a[train], idx_b[train]])
         pca = fit_pca(emb[rows], pca_dim)
-        z = pca.transform(np.asarray(emb, dtype=np.float64))  # (M, K)
-        out.append(pair_scores(z[idx_a], z[idx_b], metric))
+        out.append(pair_scores_at(emb, idx_a, idx_b, metric, pca.transform))
     return out
 
 
@@ -490,43 +553,22 @@ class OpenSet:
         return float((self.probe_ranks <= rank).mean())
 
 
-def genuine_probe_ranks(
-    score: np.ndarray, gallery_labels: np.ndarray, probe_labels: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """For probes whose identity is in the gallery: best same-identity score and its rank.
-
-    score: (G, P); labels (G,), (P,). Every probe must have a match in the gallery. The rank
-    is 1 + the number of gallery entries scoring strictly higher than the best match (ties
-    resolve in the probe's favour). Returns (scores (P,), ranks (P,) int).
-    """
-    match = np.asarray(gallery_labels)[:, None] == np.asarray(probe_labels)[None, :]  # (G, P)
-    best = np.where(match, score, -np.inf).max(0)  # (P,)
-    ranks = (score > best[None, :]).sum(0) + 1
-    return best, ranks
-
-
-def open_set_identification(
-    score: np.ndarray,
-    gallery_labels: np.ndarray,
-    probe_labels: np.ndarray,
+def open_set_rates(
+    gen_score: np.ndarray,
+    gen_rank: np.ndarray,
+    imp_score: np.ndarray,
     fars: Sequence[float] | np.ndarray,
     ranks: Sequence[int] = (1,),
 ) -> OpenSet:
     """DIR at FAR and rank: a genuine probe counts when its best same-identity match is within
     ``rank`` AND scores >= the threshold set on the impostor probes' best scores at that FAR.
 
-    score: (G, P) gallery x probe similarities; probes whose label is not in the gallery are
-    the impostor probes.
+    gen_score, gen_rank: (P_gen,) each genuine probe's best same-identity score and its 1-based
+    rank; imp_score: (P_imp,) each impostor probe's best gallery score (the probes whose label
+    is not in the gallery). :func:`facecl.verify.streaming.probe_stats` computes all three.
     """
-    gallery_labels = np.asarray(gallery_labels)
-    probe_labels = np.asarray(probe_labels)
-    is_gen = np.isin(probe_labels, gallery_labels)
-    if not is_gen.any() or is_gen.all():
+    if len(gen_score) == 0 or len(imp_score) == 0:
         raise ValueError("open-set identification needs genuine and impostor probes")
-    gen_score, gen_rank = genuine_probe_ranks(
-        score[:, is_gen], gallery_labels, probe_labels[is_gen]
-    )
-    imp_score = score[:, ~is_gen].max(0)  # (P_imp,)
     pts = far_thresholds(gen_score, imp_score, fars)
     ranks_arr = np.asarray(ranks, dtype=np.int64)
     detected = gen_score[:, None] >= pts.threshold[None, :]  # (P_gen, F)

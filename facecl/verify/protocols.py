@@ -12,6 +12,8 @@
   ``labels``, and per trial ``trainIndex``/``testIndex``/``galIndex``/``probIndex`` cells of
   1-based MATLAB indexes into ``imageList``; probes whose label is not in the gallery are the
   impostor probes.
+* insightface ``.bin`` sets: the pairs are stored in the embed artifact (``issame``, pair
+  ``i`` = rows ``2i``, ``2i+1``); folds are contiguous blocks in file order.
 * Identification: a gallery and a probe set, each a folder of images (matched by source
   path) or a text file of keys or paths, one per line.
 
@@ -176,6 +178,29 @@ def read_pairs_csv(path: str | os.PathLike, folds: int = 10) -> PairList:
     same_arr = np.array(same)
     k = max(1, min(folds, int(same_arr.sum()), int((~same_arr).sum())))
     return PairList(a, b, same_arr, stratified_folds(same_arr, k), str(p))
+
+
+def stored_pairs(emb: Embeddings, folds: int = 10) -> PairList:
+    """The pairs stored with embeddings of a verification ``.bin`` (``issame``: pair ``i``
+    is rows ``2i`` and ``2i+1``), cut into ``folds`` contiguous folds in file order, as
+    insightface's ``eval/verification.py`` does."""
+    from facecl.verify.metrics import contiguous_folds
+
+    if emb.issame is None:
+        raise InputError(
+            f"{emb.source} holds no stored pairs (its input was not a verification .bin)",
+            "embed a .bin set first: facecl embed RUN lfw.bin -o E",
+        )
+    n = len(emb.issame)
+    if n < folds:
+        raise InputError(f"{emb.source}: {n} pairs cannot make {folds} folds", "use --folds 2")
+    return PairList(
+        list(emb.keys[0::2]),
+        list(emb.keys[1::2]),
+        np.asarray(emb.issame, dtype=bool),
+        contiguous_folds(n, folds),
+        str(emb.source),
+    )
 
 
 # --------------------------------------------------------------------------- resolving

@@ -13,6 +13,9 @@ Artifact layout (schema ``facecl.verify/1``)::
       blufr_vr.png blufr_dir.png            (BLUFR: mean +- std over trials)
       dir.png                               (identify with impostor probes)
 
+Several embeddings under ``--protocol bin`` write one such artifact per set in
+``<out>/<set>/`` and ``<out>/sets.json`` (one row per set: summary and comparability).
+
 ``facecl verify --compare`` writes the same kind of artifact with ``compare.json`` and
 ``roc_compare.png`` / ``det_compare.png`` instead (``extra.kind = "compare"``).
 """
@@ -264,6 +267,63 @@ def _write_outputs(work: Path, ev: Evaluation, cfg: VerifyConfig) -> list[str]:
     return written
 
 
+# --------------------------------------------------------------------------- several sets
+
+SETS = "sets.json"
+
+
+def _set_labels(embeddings: list[Path]) -> list[str]:
+    """A name per embeddings input: the .bin set it was embedded from, else its folder."""
+    names = []
+    for e in embeddings:
+        name = Path(e).resolve().name
+        if Path(e).is_dir():
+            try:
+                name = str(read_manifest(e).extra.get("bin_set") or name)
+            except ArtifactError:
+                pass
+        names.append(name)
+    if len(set(names)) == len(names):
+        return names
+    return [f"{i + 1}:{n}" for i, n in enumerate(names)]
+
+
+def run_verify_sets(
+    embeddings: list[Path], out: Path, cfg: VerifyConfig, **options: Any
+) -> dict[str, Any]:
+    """Several embeddings under one protocol that takes many (``bin``): one verify
+    artifact each in ``out/<set>/``, and ``out/sets.json`` with one row per set (the
+    shape ``compare_table`` prints). ``options``: those of :func:`run_verify`."""
+    labels = _set_labels(embeddings)
+    runs = []
+    for label, emb in zip(labels, embeddings, strict=True):
+        _, report, reused = run_verify(emb, out / label, cfg, **options)
+        runs.append(
+            {
+                "label": label,
+                "path": str((out / label).resolve()),
+                "embeddings": str(Path(emb).resolve()),
+                "reused": reused,
+                "protocol": report["protocol"],
+                "metric": report["metric"],
+                "comparable": report["comparable"],
+                "comparability": report["comparability"],
+                "summary": report["summary"],
+            }
+        )
+    doc = clean_json(
+        {
+            "schema": REPORT_SCHEMA,
+            "kind": "sets",
+            "protocols": [cfg.protocol],
+            "same_protocol": True,
+            "runs": runs,
+        }
+    )
+    atomic_write_json(out / SETS, doc)
+    return doc
+
+
 # --------------------------------------------------------------------------- compare
 
 
@@ -365,11 +425,11 @@ def summary_table(report: dict[str, Any]):
     return t
 
 
-def compare_table(doc: dict[str, Any]):
+def compare_table(doc: dict[str, Any], title: str = "facecl verify --compare"):
     """Metrics as rows, runs as columns."""
     from rich.table import Table
 
-    t = Table(title="facecl verify --compare: " + ", ".join(doc["protocols"]))
+    t = Table(title=f"{title}: " + ", ".join(doc["protocols"]))
     t.add_column("metric")
     for run in doc["runs"]:
         t.add_column(run["label"], justify="right")

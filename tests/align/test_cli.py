@@ -68,7 +68,7 @@ def test_shards_and_merge_via_cli(tmp_path, tree):
         (["--shard", "0/4"], 2, "1..N"),
         (["--shard", "x"], 2, "K/N"),
         (["--thresholds", "0.6,0.7"], 2, "three"),
-        (["--min-face", "5"], 1, "--min-face"),
+        (["--min-face", "5"], 2, "--min-face"),
         (["--size", "100x100"], 2, "100x100"),
     ],
 )

@@ -19,14 +19,15 @@ from facecl.train.checkpoint import save_checkpoint
 FACES = sorted(BUNDLED_FACES.glob("*.png"))  # real aligned 112x96 LFW faces
 
 
-def tiny_payload(seed: int = 0, feature_dim: int = 16) -> dict:
+def tiny_payload(seed: int = 0, feature_dim: int = 16, input_size=(112, 96)) -> dict:
     torch.manual_seed(seed)
-    net = create_backbone("tiny", feature_dim=feature_dim)
+    size = {} if tuple(input_size) == (112, 96) else {"input_size": list(input_size)}
+    net = create_backbone("tiny", feature_dim=feature_dim, **size)
     return {
         "arch": "tiny",
-        "arch_kwargs": {"feature_dim": feature_dim},
+        "arch_kwargs": {"feature_dim": feature_dim, **size},
         "feature_dim": feature_dim,
-        "input_size": [112, 96],
+        "input_size": list(input_size),
         "loss": "cl",
         "config": {"lr": 0.1, "seed": seed},
         "model": net.state_dict(),
@@ -37,6 +38,14 @@ def tiny_payload(seed: int = 0, feature_dim: int = 16) -> dict:
 def tiny_ckpt(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
     save_checkpoint(path, tiny_payload())
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt_112(tmp_path_factory) -> Path:
+    """A tiny net on 112x112 (ArcFace) crops."""
+    path = tmp_path_factory.mktemp("ckpt112") / "tiny112.pt"
+    save_checkpoint(path, tiny_payload(seed=3, input_size=(112, 112)))
     return path
 
 

@@ -11,6 +11,7 @@ from facecl.embed.artifact import (
     DATASETS,
     EMBEDDINGS,
     STAGE,
+    EmbeddingsWriter,
     read_embeddings,
     write_embeddings,
 )
@@ -81,3 +82,37 @@ def test_reader_errors(tmp_path):
     np.savez(tmp_path / "k.npz", embeddings=np.ones((2, 3)))
     with pytest.raises(InputError, match="no 'keys' dataset"):
         load_embeddings(tmp_path / "k.npz")
+
+
+def test_writer_appends_blocks_to_one_growing_chunked_dataset(tmp_path):
+    rng = np.random.default_rng(0)
+    v = rng.normal(size=(1000, 8)).astype(np.float32)
+    keys = [f"P{i}/P{i}_0001" for i in range(1000)]
+    cols = {
+        "keys": keys,
+        "paths": keys,
+        "identities": [k[:4] for k in keys],
+        "status": ["ok"] * 1000,
+    }
+    with EmbeddingsWriter(tmp_path, 8) as w:
+        for block in np.array_split(v, 7):
+            w.append(block)
+        assert w.rows == 1000 and not (tmp_path / EMBEDDINGS).exists()  # temp file until close
+        h5 = w.close(**cols)
+    with h5py.File(h5, "r") as f:
+        d = f["embeddings"]
+        assert d.maxshape == (None, 8) and d.chunks is not None
+        np.testing.assert_array_equal(d[()], v)
+        assert f["keys"].asstr()[()].tolist() == keys
+    assert [p.name for p in tmp_path.iterdir()] == [EMBEDDINGS]
+
+
+def test_writer_leaves_nothing_behind_on_abort_or_error(tmp_path):
+    with pytest.raises(RuntimeError), EmbeddingsWriter(tmp_path, 4) as w:
+        w.append(np.ones((3, 4)))
+        raise RuntimeError("killed mid-merge")
+    w = EmbeddingsWriter(tmp_path, 4)
+    w.append(np.ones((3, 4)))
+    with pytest.raises(ValueError, match="2 entries for 3 rows"):
+        w.close(keys=["a", "b"], paths=["a", "b"], identities=["a", "b"], status=["ok", "ok"])
+    assert list(tmp_path.iterdir()) == []

@@ -49,6 +49,17 @@ def _oracle_center_term(x, y, centers, rho):
     return value, grad
 
 
+def _counts(c: int) -> torch.Tensor:
+    """Training-set images per class for CIL (uneven, unlike any test batch)."""
+    return torch.arange(c, dtype=torch.float64) * 7 + 5
+
+
+def _loss(name: str, c: int, d: int, **kw):
+    """``create_center_loss`` with training-set counts where the variant needs them (cil)."""
+    counts = _counts(c) if name == "cil" else None
+    return create_center_loss(name, c, d, class_counts=counts, **kw)
+
+
 def _value_and_grad(loss, x, y, head=None, key="center"):
     x = x.clone().requires_grad_(True)
     out = loss.terms(x, y, head)[key]
@@ -62,7 +73,7 @@ def _value_and_grad(loss, x, y, head=None, key="center"):
 def test_every_loss_and_head_forward_backward_update_no_nan(loss_name, head_name):
     torch.manual_seed(0)
     head = create_head(head_name, 8, 5)
-    loss = create_center_loss(loss_name, 5, 8, rho=0.5)
+    loss = _loss(loss_name, 5, 8, rho=0.5)
     x = torch.randn(16, 8, requires_grad=True)
     y = torch.randint(0, 5, (16,))
     head.set_step(10)
@@ -75,7 +86,8 @@ def test_every_loss_and_head_forward_backward_update_no_nan(loss_name, head_name
     before = {k: v.clone() for k, v in loss.state_dict().items()}
     loss.update_centers(x.detach(), y, head)
     for k, v in loss.state_dict().items():
-        assert torch.isfinite(v).all() and not torch.equal(v, before[k])
+        moved = k != "class_counts"  # CIL's training-set counts are data, not state
+        assert torch.isfinite(v).all() and torch.equal(v, before[k]) != moved
     assert list(loss.parameters()) == []  # centers are buffers, never optimiser parameters
     assert all(math.isfinite(v) for v in loss.stats(x, y, head).values())
 
@@ -83,7 +95,7 @@ def test_every_loss_and_head_forward_backward_update_no_nan(loss_name, head_name
 @pytest.mark.parametrize("loss_name", list_center_losses())
 def test_half_precision_input_and_empty_batch(loss_name):
     head = create_head("softmax", 4, 3)
-    loss = create_center_loss(loss_name, 3, 4)
+    loss = _loss(loss_name, 3, 4)
     x = torch.randn(6, 4).half()
     y = torch.tensor([0, 1, 2, 0, 1, 2])
     assert loss(x, y, head).dtype == torch.float32
@@ -120,8 +132,8 @@ def test_cl_plain_gradient_is_paper_eq3():
 def test_rho_zero_is_exactly_the_plain_loss(name):
     x, y = _batch(3)
     head = create_head("softmax", 6, 4).double()
-    plain = create_center_loss(name, 4, 6).double()
-    general = create_center_loss(name, 4, 6, rho=0.0).double()
+    plain = _loss(name, 4, 6).double()
+    general = _loss(name, 4, 6, rho=0.0).double()
     general.load_state_dict(plain.state_dict())
     # the plain point-center formula, written without the generalized center
     c = plain.centers_for(y, head)
@@ -239,6 +251,45 @@ def test_acl_gamma_updates_by_hand():
     assert float(shared.gamma) == pytest.approx(want, rel=1e-14)
 
 
+@pytest.mark.parametrize("name", ["acl", "acl-gamma"])
+@pytest.mark.parametrize("head_name", ["sphereface", "cosface", "arcface"])
+def test_acl_on_a_normalising_head_uses_the_normalised_weight(name, head_name):
+    """IJCV Table 2: with a margin head the logits use w~ = w/||w||, so ACL's centers are
+    gamma_j w~_j and its updates project on w~: the raw weight's norm does not matter."""
+    x, y = _batch(8)
+    head = create_head(head_name, 6, 4).double()
+    loss = create_center_loss(name, 4, 6, rho=0.5).double()
+    scales = torch.tensor([0.5, 2.0, 1.5, 3.0], dtype=torch.float64)
+    if name == "acl":
+        loss.gammas.copy_(scales)
+    else:
+        loss.gamma.fill_(1.7)
+    gam = scales if name == "acl" else torch.full((4,), 1.7, dtype=torch.float64)
+    w = head.weight.detach()
+    unit = [w[j] / math.sqrt(sum(float(v) ** 2 for v in w[j])) for j in range(4)]  # w~_j
+    centers = [gam[j] * unit[j] for j in range(4)]
+    value, grad = _value_and_grad(loss, x, y, head)
+    want_value, want_grad = _oracle_center_term(x, y, centers, 0.5)
+    assert value == pytest.approx(want_value, rel=1e-12)
+    torch.testing.assert_close(grad, want_grad, **TOL)
+    # the update projects on w~ too: rescaling the raw rows changes nothing
+    twin = create_center_loss(name, 4, 6, rho=0.5).double()
+    twin.load_state_dict(loss.state_dict())
+    loss.update_centers(x, y, head)
+    with torch.no_grad():
+        head.weight.mul_(torch.tensor([[3.0], [0.2], [1.0], [7.0]], dtype=torch.float64))
+    twin.update_centers(x, y, head)
+    for key, value_ in loss.state_dict().items():
+        torch.testing.assert_close(twin.state_dict()[key], value_, **TOL)
+    # the softmax head's logits use the raw w: ACL keeps it there
+    soft = _head_with_weight(w * 3)
+    torch.testing.assert_close(loss.centers_for(y, soft)[0], _scale(loss, y[0]) * w[y[0]] * 3)
+
+
+def _scale(loss, j):
+    return loss.gammas[j] if loss.name == "acl" else loss.gamma
+
+
 def test_acl_needs_the_head():
     loss = create_center_loss("acl", 3, 2)
     with pytest.raises(ConfigError, match="shares the head"):
@@ -249,7 +300,7 @@ def test_acl_needs_the_head():
 
 # ---- CIL (Wu 2018 Eq. 3, 9, 15-20) -----------------------------------------------------------
 def test_cil_invariant_term_and_gradient_by_hand():
-    loss = create_center_loss("cil", 3, 2, gamma=1.0).double()
+    loss = _loss("cil", 3, 2, gamma=1.0).double()  # training-set counts N = 5, 12, 19
     loss.centers.copy_(torch.tensor([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]]))
     x = torch.tensor([[0.3, 0.1], [2.0, -1.0], [0.5, 0.5]], dtype=torch.float64)
     y = torch.tensor([0, 0, 1])
@@ -257,10 +308,10 @@ def test_cil_invariant_term_and_gradient_by_hand():
     # ||c||^2 = 1, 4, 2; tau = 7/3; excess: -4/3, -4/3, 5/3
     # value = gamma / (4m) sum excess^2 = 1/12 (16/9 + 16/9 + 25/9)
     assert value == pytest.approx((16 + 16 + 25) / 9 / 12, rel=1e-14)
-    # Eq. 20 / m: gamma/m (1/n_y)(1 - 1/C)(||c_y||^2 - tau) c_y
-    # class 0 (n=2): 1/3 * 1/2 * 2/3 * (-4/3) * (1, 0) = (-4/27, 0)
-    # class 1 (n=1): 1/3 * 1   * 2/3 * ( 5/3) * (0, 2) = (0, 20/27)
-    want = torch.tensor([[-4 / 27, 0.0], [-4 / 27, 0.0], [0.0, 20 / 27]], dtype=torch.float64)
+    # Eq. 20 / m with Wu's layer's training-set count: gamma/m (1/N_y)(1 - 1/C)(excess) c_y
+    # class 0 (N=5):  1/3 * 1/5  * 2/3 * (-4/3) * (1, 0) = (-8/135, 0)
+    # class 1 (N=12): 1/3 * 1/12 * 2/3 * ( 5/3) * (0, 2) = (0, 5/81)
+    want = torch.tensor([[-8 / 135, 0.0], [-8 / 135, 0.0], [0.0, 5 / 81]], dtype=torch.float64)
     torch.testing.assert_close(grad, want, **TOL)
     # the CL part of CIL is the plain center term
     value_c, grad_c = _value_and_grad(loss, x, y)
@@ -269,8 +320,78 @@ def test_cil_invariant_term_and_gradient_by_hand():
     torch.testing.assert_close(grad_c, want_grad, **TOL)
 
 
+def _wu_layer(x, y, centers, num_data, gamma):
+    """Wu's released layer (caffe-face center_loss_layer.cpp), loop by loop, in float64:
+    tau = sum_j ||c_j||^2 / N; lambda_i = ||c_{y_i}||^2 - tau; top = sum lambda_i^2 / M / 4;
+    bottom_diff_i = lambda_i (1 - 1/N) / num_data[y_i] * c_{y_i}, all scaled by top_diff / M
+    (top_diff = the layer's loss_weight, gamma). N = classes, M = batch."""
+    n_cls, m = len(centers), len(y)
+    sq = [sum(float(v) ** 2 for v in centers[j]) for j in range(n_cls)]
+    tau = sum(v / n_cls for v in sq)
+    lam = [sq[int(y[i])] - tau for i in range(m)]
+    top = sum(v * v for v in lam) / m / 4
+    diff = torch.zeros_like(x)
+    for i in range(m):
+        j = int(y[i])
+        scale = lam[i] * (1 - 1 / n_cls) / float(num_data[j])
+        for k in range(x.shape[1]):
+            diff[i, k] = scale * float(centers[j][k]) * gamma / m
+    return gamma * top, diff
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_cil_matches_wus_released_layer(seed):
+    """The oracle is Wu's caffe layer (training-set counts), not the batch counts: on a batch
+    whose class counts differ from the training set's, the two give different gradients."""
+    g = torch.Generator().manual_seed(seed)
+    c, d, m, gamma = 5, 3, 16, 0.3
+    num_data = torch.tensor([600.0, 35.0, 6000.0, 200.0, 1.0], dtype=torch.float64)
+    loss = create_center_loss("cil", c, d, gamma=gamma, class_counts=num_data).double()
+    loss.centers.copy_(torch.randn(c, d, generator=g, dtype=torch.float64) * 2)
+    x = torch.randn(m, d, generator=g, dtype=torch.float64)
+    y = torch.randint(0, c, (m,), generator=g)
+    value, grad = _value_and_grad(loss, x, y, key="invariant")
+    want_value, want_grad = _wu_layer(x, y, loss.centers, num_data, gamma)
+    assert value == pytest.approx(want_value, rel=1e-12)
+    torch.testing.assert_close(grad, want_grad, **TOL)
+    assert torch.equal(loss.state_dict()["class_counts"], num_data)  # checkpoints carry them
+
+
+def test_cil_push_per_sample_does_not_depend_on_the_batch():
+    """With training-set counts a sample's gradient (times m) is the same in any batch it is
+    in: the strength of gamma does not change with the batch size or the DDP split."""
+    loss = _loss("cil", 4, 3, gamma=1.0).double()
+    x, y = _batch(5, m=12, d=3, c=4)
+    _, whole = _value_and_grad(loss, x, y, key="invariant")
+    _, half = _value_and_grad(loss, x[:6], y[:6], key="invariant")
+    torch.testing.assert_close(half * 6, whole[:6] * 12, **TOL)
+
+
+def test_cil_without_counts_fails_clearly():
+    with pytest.raises(ConfigError, match="needs the training set's images per class"):
+        create_center_loss("cil", 3, 2)
+    with pytest.raises(ConfigError, match="3 counts >= 0"):
+        create_center_loss("cil", 3, 2, class_counts=[1, 2])
+    assert create_center_loss("cl", 3, 2, class_counts=[1, 2, 3]).state_dict().keys() == {"centers"}
+
+
+def test_old_cil_state_without_counts_is_refused():
+    from facecl.errors import CheckpointError
+    from facecl.losses import restore_center_loss
+
+    old = {"centers": torch.zeros(3, 2)}  # a CIL loss_state from before the counts
+    with pytest.raises(CheckpointError, match="no class_counts") as e:
+        restore_center_loss("cil", 3, 2, CenterLossConfig(), old)
+    assert "\n" not in str(e.value)
+    with pytest.raises(CheckpointError, match="no class_counts"):
+        _loss("cil", 3, 2).load_state_dict(old)
+    new = _loss("cil", 3, 2).state_dict()
+    back = restore_center_loss("cil", 3, 2, CenterLossConfig(), new)
+    assert torch.equal(back.class_counts, new["class_counts"])
+
+
 def test_cil_objective_weights_invariant_term_absolutely():
-    loss = create_center_loss("cil", 3, 2, gamma=0.5).double()
+    loss = _loss("cil", 3, 2, gamma=0.5).double()
     x, y = torch.randn(4, 2, dtype=torch.float64), torch.tensor([0, 1, 2, 1])
     total, parts = loss.objective(x, y, None, lam=0.25)
     center, invariant = float(parts["center"]), float(parts["invariant"])
@@ -284,8 +405,8 @@ def test_cil_objective_weights_invariant_term_absolutely():
 
 def test_cil_updates_centers_with_the_cl_rule():
     cl = create_center_loss("cl", 3, 2).double()
-    cil = create_center_loss("cil", 3, 2).double()
-    cil.load_state_dict(cl.state_dict())
+    cil = _loss("cil", 3, 2).double()
+    cil.centers.copy_(cl.centers)
     x, y = torch.randn(6, 2, dtype=torch.float64), torch.tensor([0, 1, 2, 0, 0, 1])
     cl.update_centers(x, y)
     cil.update_centers(x, y)
@@ -346,3 +467,20 @@ def test_repeated_updates_converge_to_the_class_means():
     for _ in range(200):
         acl.update_centers(x, y, head)
     torch.testing.assert_close(acl.gammas[[0, 2]], torch.tensor([2.0, 1.5], dtype=torch.float64))
+
+
+def test_alpha_decay_scales_the_center_rate_by_mu_to_the_step():
+    x = torch.tensor([[2.0, 0.0], [0.0, 4.0]], dtype=torch.float64)
+    y = torch.tensor([0, 1])
+    for name in ("cl", "acl", "acl-gamma"):
+        head = _head_with_weight(torch.tensor([[1.0, 0.0], [0.0, 1.0]], dtype=torch.float64))
+        plain = create_center_loss(name, 2, 2, alpha=0.5 * 0.8**3).double()
+        decayed = create_center_loss(name, 2, 2, alpha=0.5, alpha_decay=0.8).double()
+        decayed.load_state_dict(plain.state_dict())
+        decayed.set_step(3)  # alpha * mu^3
+        for loss in (plain, decayed):
+            loss.update_centers(x, y, head)
+        for key, value in plain.state_dict().items():
+            torch.testing.assert_close(decayed.state_dict()[key], value, **TOL)
+    with pytest.raises(ConfigError, match=r"alpha_decay must be in \(0, 1\]"):
+        create_center_loss("cl", 2, 2, alpha_decay=0.0)

@@ -60,13 +60,26 @@ def test_mixing_crop_sizes_fails_before_writing(tmp_path):
     assert not (tmp_path / "p").exists() and not (tmp_path / "p.partial").exists()
 
 
+def _rehash(art):
+    """Record the crops' current hashes in the manifest (an align that wrote them so)."""
+    import json
+
+    from facecl.artifacts import sha256_file
+
+    m = json.loads((art / "manifest.json").read_text())
+    m["extra"]["files"] = {k: sha256_file(art / k) for k in m["extra"]["files"]}
+    (art / "manifest.json").write_text(json.dumps(m))
+
+
 def test_a_crop_of_another_size_than_its_artifact_says_fails(tmp_path):
     art = make_align_artifact(tmp_path, lfw_mini_people(PEOPLE[:1], 3))
     crops = sorted((art / "aligned").rglob("*.png"))
     cv2.imwrite(str(crops[-1]), np.zeros((112, 112, 3), np.uint8))  # not the first crop
+    _rehash(art)
     with pytest.raises(InputError, match="is 112x112, expected 96x112"):
         run_pack([art], tmp_path / "p", PackConfig())
     cv2.imwrite(str(crops[0]), np.zeros((112, 112, 3), np.uint8))
+    _rehash(art)
     with pytest.raises(
         InputError,
         match="112 px high and 112 px wide, but its align artifact was made with --size 112x96",

@@ -207,8 +207,8 @@ def test_bad_inputs(tmp_path, aligned):
     with pytest.raises(InputError, match="share one size"):
         run_pack([aligned, mixed], tmp_path / "r", PackConfig())
     broken = make_align_artifact(tmp_path, lfw_mini_people(["Alec_Baldwin"]), name="broken")
-    (broken / FACES_CSV).write_text("source,identity\nx,y\n")
-    with pytest.raises(InputError, match="lacks column"):
+    (broken / FACES_CSV).write_text("source,identity\nx,y\n")  # not the manifest's faces.csv
+    with pytest.raises(IntegrityError, match="faces.csv was changed after align wrote it"):
         run_pack([broken], tmp_path / "s", PackConfig())
     with pytest.raises(ConfigError, match="compression"):
         PackConfig(compression="zstd")

@@ -70,3 +70,44 @@ def test_resume_accepts_an_old_flat_config_and_refuses_another(tmp_path):
     other = load_train_config(None, {**TINY, "loss": "cl", "rho": 0.25})
     with pytest.raises(ConfigError, match="another config"):
         restore(build_state(other, 3, kw, torch.device("cpu")), ckpt, other)
+
+
+def test_cil_run_carries_the_pack_counts_and_old_cil_checkpoints_are_refused(tmp_path):
+    """CIL's N_j (Wu's num_data) come from the pack's classes.json into the loss state and the
+    checkpoints; a CIL checkpoint written before (no class_counts) fails in one line."""
+    from facecl.errors import CheckpointError
+    from facecl.pack.artifact import read_classes
+
+    pack = make_pack(tmp_path, classes=3, per_class=5)
+    run = tmp_path / "run"
+    cfg = load_train_config(None, {**TINY, "loss": "cil"})
+    ds = ShardDataset(pack)
+    want = [c.train for c in read_classes(pack)]
+    assert ds.class_counts.tolist() == want == [5, 5, 5]
+    train(cfg, ds, run)
+    for rel in ("model.pt", "checkpoints/last.pt"):
+        assert load_checkpoint(run / rel)["loss_state"]["class_counts"].tolist() == want
+    _, _, center, _ = load_run(run / "model.pt")
+    assert center.class_counts.tolist() == want
+
+    old = load_checkpoint(run / "checkpoints" / "last.pt")
+    del old["loss_state"]["class_counts"]
+    torch.save(old, tmp_path / "old.pt")
+    state = build_state(cfg, 3, old["arch_kwargs"], torch.device("cpu"), class_counts=want)
+    for attempt in (lambda: restore(state, old, cfg), lambda: load_run(tmp_path / "old.pt")):
+        with pytest.raises(CheckpointError, match="no class_counts") as e:
+            attempt()
+        assert "\n" not in str(e.value) and "--force" in str(e.value)
+
+
+def test_pack_counts_that_disagree_with_the_shards_are_an_integrity_error(tmp_path):
+    import json
+
+    from facecl.errors import IntegrityError
+
+    pack = make_pack(tmp_path, classes=3, per_class=4)
+    doc = json.loads((pack / "classes.json").read_text())
+    doc["classes"]["id001"]["train"] = 9
+    (pack / "classes.json").write_text(json.dumps(doc))
+    with pytest.raises(IntegrityError, match="label 1 has 9 train images listed but 4"):
+        ShardDataset(pack)

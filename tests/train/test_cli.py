@@ -70,7 +70,7 @@ def test_train_end_to_end(pack, tmp_path):
 )
 def test_unknown_names_list_the_valid_ones(pack, tmp_path, option, value, names):
     r = runner.invoke(app, ["train", str(pack), "-o", str(tmp_path / "r"), *TINY, option, value])
-    assert r.exit_code == 1
+    assert r.exit_code == 2
     line = " ".join(r.output.split())
     assert f"'{value}'" in line and all(n in line for n in names())
     assert not (tmp_path / "r.partial").exists()
@@ -106,12 +106,12 @@ def test_margin_from_the_cli(pack, tmp_path):
     ckpt = load_checkpoint(tmp_path / "r" / "model.pt")
     assert ckpt["config"]["margin"]["s"] == 30.0
     r = runner.invoke(app, ["train", str(pack), "-o", str(tmp_path / "q"), "--head-s", "30"])
-    assert r.exit_code == 1 and "softmax" in r.output and "head_s" in r.output
+    assert r.exit_code == 2 and "softmax" in r.output and "head_s" in r.output
 
 
 def test_bad_config_value_is_a_one_line_error(pack, tmp_path):
     r = runner.invoke(app, ["train", str(pack), "-o", str(tmp_path / "r"), "--alpha", "3"])
-    assert r.exit_code == 1 and "alpha must be in [0, 1]" in r.output
+    assert r.exit_code == 2 and "alpha must be in [0, 1]" in r.output
     r = runner.invoke(app, ["train", str(tmp_path), "-o", str(tmp_path / "r")])
     assert r.exit_code == 1 and "manifest" in r.output
 
@@ -134,7 +134,7 @@ def test_margin_head_parameters_from_the_config_file(pack, tmp_path):
     head = build_state(cfg, 4, {"input_size": [24, 20]}, torch.device("cpu")).net.head
     assert (head.config.s, head.config.m3) == (30.0, 0.35)
     r = runner.invoke(app, [*args[:3], str(tmp_path / "soft"), *args[4:]])
-    assert r.exit_code == 1 and "head 'softmax' has no margin parameters" in r.output
+    assert r.exit_code == 2 and "head 'softmax' has no margin parameters" in r.output
 
 
 class _Evil:

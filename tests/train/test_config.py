@@ -192,3 +192,16 @@ def test_typo_in_a_nested_key_names_the_closest(tmp_path, text, where, suggestio
     assert f"did you mean {suggestion!r}" in e.value.hint
     with pytest.raises(ConfigError, match="must be a table"):
         load_train_config(None, {"center": 0.5})
+
+
+def test_paper_presets_sit_between_the_defaults_and_the_options():
+    from facecl.train.config import TRAIN_PRESETS, preset_layer
+
+    eccv = load_train_config(None, {}, base=preset_layer("eccv2016", TRAIN_PRESETS))
+    assert eccv == TrainConfig()  # the defaults are ECCV's schedule
+    ijcv = load_train_config(None, {"steps": 900}, base=preset_layer("ijcv2019", TRAIN_PRESETS))
+    assert (ijcv.batch_size, ijcv.lam, ijcv.lr, ijcv.steps) == (128, 0.01, 0.1, 900)
+    assert TrainConfig(steps=45_000, lr_drops=ijcv.lr_drops).milestones() == [25_000, 38_000]
+    assert preset_layer(None, TRAIN_PRESETS) is None
+    with pytest.raises(ConfigError, match="did you mean 'ijcv2019'"):
+        preset_layer("ijcv", TRAIN_PRESETS)

@@ -110,7 +110,7 @@ def test_cuda_resume_after_a_stop(pack, tmp_path):
 def _scaled_state(loss: str, device: str = "cpu", init_scale: float = 2.0**10):
     cfg = _cfg(loss=loss, head="cosface" if loss == "acl" else "softmax")
     kwargs = {"input_size": [16, 16], "feature_dim": 4}
-    state = build_state(cfg, 3, kwargs, torch.device(device))
+    state = build_state(cfg, 3, kwargs, torch.device(device), class_counts=[8, 8, 8])
     state.scaler = torch.amp.GradScaler(device, init_scale=init_scale)
     return cfg, state
 

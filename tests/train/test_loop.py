@@ -52,6 +52,39 @@ def test_flip_mask_is_a_function_of_seed_and_step():
     assert 10 < int(flip_mask(1, 0, 64).sum()) < 54
 
 
+@pytest.mark.parametrize("head", ["softmax", "cosface"])
+def test_acl_updates_with_the_head_weight_before_the_sgd_step(head):
+    """Pins ECCV Alg. 1's order (line 6 before line 7): the center state moves with this
+    step's features and the head's W^t, then the optimiser moves W to W^{t+1}."""
+    cfg = TrainConfig(
+        arch="tiny", loss="acl", head=head, lam=0.5, center=CenterLossConfig(alpha=0.5), lr=0.5
+    )
+    state = build_state(cfg, 3, {"input_size": [16, 16], "feature_dim": 4}, torch.device("cpu"))
+    torch.manual_seed(2)
+    images = torch.randn(6, 3, 16, 16)
+    labels = torch.tensor([0, 0, 1, 2, 2, 2])
+    g0 = state.center.gammas.clone()
+    w_before = state.net.head.weight.detach().clone()
+    with torch.no_grad():
+        x = state.net.backbone(images)
+    train_step(state.net, state.net.head, state.center, state.optimizer, images, labels, lam=0.5)
+    w_after = state.net.head.weight.detach()
+    assert (w_after - w_before).abs().max() > 1e-3  # the SGD step moved W
+
+    def eq7(w):  # IJCV Eq. 7 with the weight as the head's logits use it
+        if head != "softmax":
+            w = w / w.norm(dim=1, keepdim=True)
+        want = g0.clone()
+        for j in range(3):
+            sel = labels == j
+            proj = (x[sel] * w[j]).sum(1) / (w[j] * w[j]).sum()
+            want[j] -= 0.5 * (g0[j] - proj).sum() / (1 + sel.sum())
+        return want
+
+    assert torch.allclose(state.center.gammas, eq7(w_before), atol=1e-6)
+    assert not torch.allclose(state.center.gammas, eq7(w_after), atol=1e-5)
+
+
 def test_one_step_follows_algorithm_1():
     """Centers move by ECCV Eq. 4 with the features of the forward pass (before the SGD
     step), and the backbone by SGD on L_S + lambda L_C."""
@@ -149,3 +182,14 @@ def test_center_terms_at_zero_weight_train_exactly_like_softmax(pack, tmp_path, 
     # ... and with the weight on, the same seed trains to different weights.
     _, _, on = _run(pack, tmp_path / f"{loss}-on", loss=loss, lam=0.5, gamma=0.5)
     assert any(not torch.equal(ref["model"][k], on["model"][k]) for k in ref["model"])
+
+
+def test_the_loop_decays_the_center_rate_each_step(pack, tmp_path):
+    """alpha_decay = mu: step t moves the centers at alpha mu^t; with mu ~ 0 only step 0
+    moves them, so 1 and 3 steps end on the same centers (and mu = 1 does not)."""
+    ends = {}
+    for mu, steps in ((1e-12, 1), (1e-12, 3), (1.0, 3)):
+        _, _, ckpt = _run(pack, tmp_path / f"{mu}-{steps}", steps=steps, alpha_decay=mu)
+        ends[mu, steps] = ckpt["loss_state"]["centers"]
+    torch.testing.assert_close(ends[1e-12, 3], ends[1e-12, 1], rtol=0, atol=1e-6)
+    assert (ends[1.0, 3] - ends[1e-12, 1]).abs().max() > 1e-3

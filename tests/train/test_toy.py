@@ -89,4 +89,29 @@ def test_toy_mnist_cli(mnist_dir, tmp_path):
     with np.load(out / "features.npz") as z:
         assert z["test_features"].shape == (50, 2) and z["centers"].shape == (10, 2)
     r = runner.invoke(app, ["toy", "mnist", "-o", str(out), "--loss", "nope"])
-    assert r.exit_code == 1 and "acl-gamma" in r.output
+    assert r.exit_code == 2 and "acl-gamma" in r.output
+
+
+def test_wu2018_preset_is_wus_caffe_face_set_up(mnist_dir, tmp_path):
+    """``--imbalance --preset wu2018``: Wu's LeNet++ (pool3 3x3/2, PReLU on the feature), a
+    bias-free classifier, softmax + gamma L_I with the training counts, 100 images of 0-4;
+    options given on the command line still win over the preset."""
+    out = tmp_path / "wu"
+    args = ["toy", "mnist", "-o", str(out), "--data", str(mnist_dir), "--imbalance"]
+    args += ["--preset", "wu2018", "--steps", "2", "--imbalance-keep", "5", "--no-progress"]
+    r = runner.invoke(app, [*args, "--json"])
+    assert r.exit_code == 0, r.output
+    m = read_manifest(out, stage="train")
+    cfg, toy = m.config["train"], m.config["toy"]
+    assert (cfg["arch"], cfg["head"], cfg["head_bias"], cfg["loss"]) == (
+        "lenetpp-wu", "softmax", False, "cil"
+    )  # fmt: skip
+    assert (cfg["lam"], cfg["center"]["gamma"], cfg["center"]["alpha"]) == (0.0, 1e-5, 0.1)
+    assert (cfg["batch_size"], cfg["lr"], cfg["lr_factor"]) == (128, 0.01, 0.8)
+    assert cfg["lr_drops"] == [0.5, 0.8] and cfg["steps"] == 2  # --steps beat the preset
+    assert toy["imbalance_keep"] == 5  # --imbalance-keep beat the preset's 100
+    ckpt = load_checkpoint(out / "model.pt")
+    assert "fc.bias" not in ckpt["head_state"] and "feature_act.weight" in ckpt["model"]
+    assert ckpt["loss_state"]["class_counts"].tolist() == [5] * 5 + [20] * 5
+    r = runner.invoke(app, ["toy", "mnist", "-o", str(tmp_path / "x"), "--preset", "wu2019"])
+    assert r.exit_code == 2 and "did you mean 'wu2018'" in r.output

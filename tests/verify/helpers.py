@@ -18,6 +18,8 @@ def make_embed_artifact(
     status: list[str] | None = None,
     name: str = "emb",
     paths: list[str] | None = None,
+    issame: np.ndarray | None = None,
+    config: dict | None = None,
 ) -> Path:
     """A ``facecl.embed/1`` artifact written by ``facecl.embed.artifact.write_embeddings``.
 
@@ -29,10 +31,13 @@ def make_embed_artifact(
         if s != OK:
             vectors[i] = np.nan
     paths = paths if paths is not None else [f"/data/lfw/{k}.jpg" for k in keys]
-    so = StageOutput(tmp_path / name, STAGE, {"test": True, "n": len(keys)}, [])
+    config = {"test": True, "n": len(keys), **(config or {})}
+    so = StageOutput(tmp_path / name, STAGE, config, [])
     work = so.begin()
     ids = [k.split("/", 1)[0] for k in keys]
-    h5 = write_embeddings(work, vectors, keys=keys, paths=paths, identities=ids, status=status)
+    h5 = write_embeddings(
+        work, vectors, keys=keys, paths=paths, identities=ids, status=status, issame=issame
+    )
     so.commit(
         {"processed": len(keys), "written": sum(x == OK for x in status), "skipped": {}},
         {"files": {h5.name: sha256_file(h5)}},

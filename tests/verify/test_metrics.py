@@ -6,6 +6,9 @@ import numpy as np
 import pytest
 
 from facecl.verify import metrics as M
+from facecl.verify import streaming as S
+
+from . import oracle as O
 
 # --------------------------------------------------------------------------- references
 
@@ -227,7 +230,7 @@ def test_open_set_dir_hand_built():
     score, gallery, probes = open_set_case()
     # Genuine probes: best match 0.9 (rank 1), 0.7 (rank 2: 0.8 from gallery 1 beats it),
     # 0.6 (rank 1). Impostor probes' best scores: 0.85, 0.5, 0.4, 0.3.
-    res = M.open_set_identification(score, gallery, probes, [0.25, 0.5, 0.0], ranks=(1, 2))
+    res = O.open_set_identification(score, gallery, probes, [0.25, 0.5, 0.0], ranks=(1, 2))
     np.testing.assert_array_equal(res.probe_ranks, [1, 2, 1])
     np.testing.assert_allclose(res.impostor_scores, [0.85, 0.5, 0.4, 0.3])
     # FAR 25%: one false alarm -> threshold 0.85; only probe 1 (0.9, rank 1) passes.
@@ -243,7 +246,7 @@ def test_open_set_dir_hand_built():
 def test_open_set_needs_both_probe_kinds():
     score, gallery, probes = open_set_case()
     with pytest.raises(ValueError, match="genuine and impostor"):
-        M.open_set_identification(score[:, :3], gallery, probes[:3], [0.01])
+        O.open_set_identification(score[:, :3], gallery, probes[:3], [0.01])
 
 
 def test_mean_std_uses_matlab_std():
@@ -261,23 +264,54 @@ def test_pair_scores_and_matrix():
     np.testing.assert_allclose(M.pair_scores(a, b, "cosine"), [0.0, 1.0])
     np.testing.assert_allclose(M.pair_scores(a, b, "euclidean"), [-np.sqrt(5.0), 0.0])
     np.testing.assert_allclose(
-        M.score_matrix(a, b, "euclidean"), [[-np.sqrt(5), -np.sqrt(20)], [-np.sqrt(13), 0.0]]
+        O.score_matrix(a, b, "euclidean"), [[-np.sqrt(5), -np.sqrt(20)], [-np.sqrt(13), 0.0]]
     )
     with pytest.raises(ValueError, match="unknown metric"):
         M.pair_scores(a, b, "hamming")
 
 
 @pytest.mark.parametrize("metric", ["cosine", "euclidean"])
-def test_all_pairs_scores_matches_brute_force(metric):
+def test_all_pairs_stats_matches_brute_force(metric, monkeypatch):
+    monkeypatch.setattr(S, "BLOCK_SCORES", 16)  # 4 x 4 tiles: diagonal and off-diagonal ones
     rng = np.random.default_rng(1)
     x = rng.normal(size=(23, 5)).astype(np.float32)
     labels = rng.integers(0, 6, 23)
-    gen, imp = M.all_pairs_scores(x, labels, metric, block=4)
-    full = M.score_matrix(x.astype(np.float64), x.astype(np.float64), metric)
+    every_rank = lambda n: np.arange(1, n + 1)  # noqa: E731
+    res = S.all_pairs_stats(x, labels, metric, every_rank, bins=7)
+    full = O.score_matrix(x.astype(np.float64), x.astype(np.float64), metric)
     ref_g = [full[i, j] for i in range(23) for j in range(i) if labels[i] == labels[j]]
     ref_i = [full[i, j] for i in range(23) for j in range(i) if labels[i] != labels[j]]
-    np.testing.assert_allclose(np.sort(gen), np.sort(ref_g), atol=1e-5)
-    np.testing.assert_allclose(np.sort(imp), np.sort(ref_i), atol=1e-5)
+    np.testing.assert_allclose(np.sort(res.genuine), np.sort(ref_g), atol=1e-5)
+    assert res.impostor.n == len(ref_i)
+    kth = res.impostor.kth_largest(np.arange(1, len(ref_i) + 1))
+    np.testing.assert_allclose(kth, np.sort(ref_i)[::-1], atol=1e-5)
+    assert res.hist is not None and res.hist[1].sum() == len(ref_g)
+    assert res.hist[2].sum() == len(ref_i)
+
+
+def test_impostor_ranks_are_exact_with_ties_and_signed_zeros():
+    """k-th largest and the count >= it, against a sorted array: ties, -0.0, negatives."""
+    import torch
+
+    rng = np.random.default_rng(4)
+    vals = np.r_[rng.normal(size=500), np.full(40, 0.25), [0.0, -0.0] * 10, [-3.5] * 7]
+    vals = rng.permutation(vals).astype(np.float32)
+    ranks = S.ImpostorRanks()
+    for chunk in np.array_split(vals, 7):
+        ranks.count(torch.from_numpy(chunk))
+    ks = np.arange(1, len(vals) + 1)
+    ranks.plan(ks)
+    for chunk in np.array_split(vals, 3):  # pass 2 need not see the same blocks
+        ranks.refine(torch.from_numpy(chunk))
+    dense = M.SortedScores(vals, np.dtype(np.float32))
+    np.testing.assert_array_equal(ranks.kth_largest(ks), dense.kth_largest(ks))
+    thr = dense.kth_largest(ks)
+    np.testing.assert_array_equal(ranks.count_at_least(thr), dense.count_at_least(thr))
+    fars = [0.0, 1e-3, 0.05, 0.5, 0.9, 1.0]
+    gen = rng.normal(size=50).astype(np.float32) + 1.0
+    a, b = M.far_thresholds(gen, ranks, fars), M.far_thresholds(gen, vals, fars)
+    for f in ("threshold", "achieved_far", "rate"):
+        np.testing.assert_array_equal(getattr(a, f), getattr(b, f))
 
 
 def test_pca_finds_the_dominant_direction():

@@ -160,9 +160,9 @@ def test_protocols_come_from_the_registry():
     from facecl.verify.config import VerifyConfig
     from facecl.verify.evaluate import PROTOCOLS
 
-    assert PROTOCOLS.names() == ["blufr", "identify", "lfw-pairs", "lfw-view1", "pairs"]
+    assert PROTOCOLS.names() == ["bin", "blufr", "identify", "lfw-pairs", "lfw-view1", "pairs"]
     with pytest.raises(UnknownNameError, match="unknown protocol 'lfw-view2'") as e:
         VerifyConfig(protocol="lfw-view2").validate()
-    assert "did you mean 'lfw-view1'" in str(e.value) and "blufr, identify" in str(e.value)
+    assert "did you mean 'lfw-view1'" in str(e.value) and "bin, blufr, identify" in str(e.value)
     with pytest.raises(ConfigError, match="no training split in the identify protocol"):
         VerifyConfig(protocol="identify", pca_dim=4).validate()
