@@ -21,7 +21,7 @@ import numpy as np
 
 from facecl.align.artifact import ALIGNED, check_crop, crop_hashes, read_faces
 from facecl.artifacts import input_ref, is_artifact, read_manifest
-from facecl.errors import InputError
+from facecl.errors import InputError, UsageError
 from facecl.models.input_spec import InputSpec
 
 ALIGN, RECORDIO, PREALIGNED = "align", "recordio", "prealigned"
@@ -206,7 +206,7 @@ def open_input(kind: str, paths: Sequence[Path], names: str = "") -> PackInput:
 
         return recordio_input(paths[0], names)
     if names:
-        raise InputError(
+        raise UsageError(
             "--names maps the class ids of a RecordIO input to names",
             "drop --names: align artifacts and crop folders are named by their folders",
         )

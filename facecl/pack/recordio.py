@@ -21,9 +21,10 @@ identities, in class order, each with labels ``[first image, last image + 1)``. 
 
 from __future__ import annotations
 
+import bisect
 import os
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -209,16 +210,18 @@ def decode_image(payload: bytes) -> np.ndarray:
     """A record's JPEG (or PNG) payload -> uint8 (H, W, 3) RGB."""
     import cv2
 
-    bgr = cv2.imdecode(np.frombuffer(payload, np.uint8), cv2.IMREAD_COLOR)
-    if bgr is None:
+    rgb_flag = getattr(cv2, "IMREAD_COLOR_RGB", None)  # OpenCV >= 4.10 decodes into RGB
+    buf = np.frombuffer(payload, np.uint8)
+    img = cv2.imdecode(buf, rgb_flag if rgb_flag is not None else cv2.IMREAD_COLOR)
+    if img is None:
         raise BadRecord("undecodable", f"{len(payload)} bytes that are not a JPEG/PNG image")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)  # far cheaper than a strided ::-1 copy
+    return img if rgb_flag is not None else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
 # --------------------------------------------------------------------------- scanning
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FaceRecord:
     key: int
     offset: int
@@ -244,11 +247,27 @@ def _label_of(header: Header) -> int:
     return int(value)
 
 
+class Ranges:
+    """The identity records' ``[first image, end)`` ranges, looked up by bisection (a dict of
+    every image key would cost ~100 bytes per image at MS1M's 5.8M)."""
+
+    def __init__(self, ranges: list[tuple[int, int, int]]):  # (lo, hi, class)
+        ranges = sorted(ranges)
+        self.starts = [lo for lo, _, _ in ranges]
+        self.ends = [hi for _, hi, _ in ranges]
+        self.classes = [c for _, _, c in ranges]
+
+    def owner(self, key: int) -> int | None:
+        """The class whose range holds ``key``, or None."""
+        i = bisect.bisect_right(self.starts, key) - 1
+        return self.classes[i] if i >= 0 and key < self.ends[i] else None
+
+
 def _identity_ranges(
     rec: RecordFile, index: dict[int, int], first: int, end: int, problems: list
-) -> dict[int, int]:
-    """``record key -> class`` from the identity records ``first .. end-1``."""
-    owner: dict[int, int] = {}
+) -> Ranges:
+    """The ranges of the identity records ``first .. end-1`` (record ``first + c`` is class c)."""
+    ranges: list[tuple[int, int, int]] = []
     for cls, key in enumerate(range(first, end)):
         try:
             if key not in index:
@@ -260,11 +279,16 @@ def _identity_ranges(
         except BadRecord as e:
             problems.append((key, cls, "bad_identity_record", e.detail))
             continue
-        owner.update((k, cls) for k in range(lo, hi))
-    return owner
+        ranges.append((lo, hi, cls))
+        problems += [
+            (k, cls, "not_indexed", f"in the range of class {cls}, not in the index")
+            for k in range(lo, hi)
+            if k not in index
+        ]
+    return Ranges(ranges)
 
 
-def scan(folder: str | os.PathLike, on_record: Callable[[int], None] | None = None) -> Scan:
+def scan(folder: str | os.PathLike) -> Scan:
     """Read the index and every face header (not the images) of a RecordIO folder."""
     folder = Path(folder)
     index = read_index(folder / IDX_FILE)
@@ -290,7 +314,7 @@ def scan(folder: str | os.PathLike, on_record: Callable[[int], None] | None = No
                 for k in sorted(index)
                 if k >= end
             ]
-        faces, mismatches = _scan_faces(rec, index, keys, owner, problems, on_record)
+        faces, mismatches = _scan_faces(rec, index, keys, owner, problems)
     if owner is None:
         n_ids = len({f.label for f in faces})
     return Scan(layout, faces, problems, n_ids, mismatches)
@@ -311,9 +335,8 @@ def _scan_faces(
     rec: RecordFile,
     index: dict[int, int],
     keys: list[int],
-    owner: dict[int, int] | None,
+    owner: Ranges | None,
     problems: list[tuple[int, int, str, str]],
-    on_record: Callable[[int], None] | None,
 ) -> tuple[list[FaceRecord], int]:
     faces: list[FaceRecord] = []
     mismatches = 0
@@ -324,15 +347,13 @@ def _scan_faces(
         except BadRecord as e:
             problems.append((key, -1, e.reason, e.detail))
             continue
-        if owner is not None and owner.get(key) != label:
+        want = owner.owner(key) if owner is not None else label
+        if want != label:
             mismatches += 1
-            want = owner.get(key)
             where = "in no identity range" if want is None else f"in the range of class {want}"
             problems.append((key, label, "label_mismatch", f"header label {label}, {where}"))
             continue
         faces.append(FaceRecord(key, offset, label))
-        if on_record and len(faces) % 4096 == 0:
-            on_record(4096)
     return faces, mismatches
 
 

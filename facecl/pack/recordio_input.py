@@ -115,10 +115,13 @@ def recordio_input(folder: Path, names_file: str = "") -> PackInput:
                 "give every class id of the RecordIO set a name",
             )
 
+    cache: dict[int, str] = {-1: ""}  # one string per identity, shared by its items
+
     def name_of(label: int) -> str:
-        if label < 0:
-            return ""
-        return names[label] if names is not None and label in names else f"{label:0{width}d}"
+        if label not in cache:
+            given = names.get(label) if names is not None else None
+            cache[label] = given if given is not None else f"{label:0{width}d}"
+        return cache[label]
 
     key_width = len(str(max((f.key for f in found.faces), default=0)))
     rec = folder / REC_FILE

@@ -89,3 +89,13 @@ def test_a_112x112_pack_trains_and_its_checkpoint_records_the_geometry(tmp_path)
     spec = checkpoint_input_spec(ckpt)
     assert spec == InputSpec.for_template("112x112") and spec.size == (112, 112)
     assert ckpt["arch_kwargs"]["input_size"] == [112, 112]
+
+
+def test_names_is_only_for_recordio(tmp_path):
+    root = tmp_path / "crops"
+    crop_folder(root, (112, 112), per_id=1)
+    names = tmp_path / "names.txt"
+    names.write_text("0\tsomeone\n")
+    args = ["pack", str(root), "--prealigned", "--names", str(names), "-o", str(tmp_path / "p")]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 2 and "--names maps the class ids of a RecordIO input" in r.stderr

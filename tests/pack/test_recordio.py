@@ -183,7 +183,8 @@ def test_corrupt_records_are_counted_and_recorded(tmp_path, faces):
         .read_text()
         .replace(f"\n40\t{offsets[40]}\n", f"\n40\t{len(data) - 4}\n")
     )
-    (folder / "train.idx").write_text(idx)  # points 4 bytes before the end: truncated
+    idx = idx.replace(f"\n50\t{offsets[50]}\n", "\n")  # a face of a range, not indexed
+    (folder / "train.idx").write_text(idx)  # key 40 points 4 bytes before the end: truncated
 
     res = run_pack([folder], tmp_path / "p", PackConfig(shard_size=50))
     m = res.manifest
@@ -192,9 +193,10 @@ def test_corrupt_records_are_counted_and_recorded(tmp_path, faces):
         "label_mismatch": 1,
         "bad_magic": 1,
         "truncated": 1,
+        "not_indexed": 1,
     }
-    assert m.counts["written"] == 172 == len(ShardDataset(res.path))
-    assert sum(s["images"] for s in m.extra["shards"]) == 172
+    assert m.counts["written"] == 171 == len(ShardDataset(res.path))
+    assert sum(s["images"] for s in m.extra["shards"]) == 171
     assert m.extra["source"]["label_mismatches"] == 1
     with open(res.path / "skipped.csv") as f:
         rows = {r["reason"]: r for r in csv.DictReader(f)}
@@ -203,9 +205,9 @@ def test_corrupt_records_are_counted_and_recorded(tmp_path, faces):
     assert "range of class" in rows["label_mismatch"]["detail"]
     assert rows["bad_magic"]["key"] == "train.rec#30"
     assert rows["truncated"]["key"] == "train.rec#40"
-    assert all(
-        not k.endswith(("/010", "/020", "/030", "/040")) for k, *_ in iter_pack_images(res.path)
-    )
+    assert rows["not_indexed"]["key"] == "train.rec#50"
+    lost = ("/010", "/020", "/030", "/040", "/050")
+    assert all(not k.endswith(lost) for k, *_ in iter_pack_images(res.path))
 
 
 def test_killed_recordio_pack_resumes_to_the_same_shards(tmp_path):
