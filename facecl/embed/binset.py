@@ -75,36 +75,55 @@ def _last_mark(stack: list[Any]) -> int:
     raise _Refused("APPENDS/TUPLE without a MARK")
 
 
-def _step(name: str, arg: Any, stack: list[Any], memo: dict[int, Any]) -> None:
-    """Apply one allowed opcode to the stack (raises ``_Refused`` for any other)."""
+_NOT_A_VALUE = object()
+
+
+def _value(name: str, arg: Any) -> Any:
+    """The value an opcode pushes (bytes, bool, empty list/tuple, mark), else _NOT_A_VALUE."""
     if name in _BYTES:
-        stack.append(arg.encode("latin-1") if isinstance(arg, str) else bytes(arg))
-    elif name in _BOOLS:
-        stack.append(_BOOLS[name])
-    elif name == "INT" and isinstance(arg, bool):  # protocol 0/1 True/False: I01 / I00
-        stack.append(arg)
-    elif name in ("EMPTY_LIST", "EMPTY_TUPLE"):
-        stack.append([] if name == "EMPTY_LIST" else ())
-    elif name == "MARK":
-        stack.append(_MARK)
-    elif name == "APPEND":
+        return arg.encode("latin-1") if isinstance(arg, str) else bytes(arg)
+    if name in _BOOLS:
+        return _BOOLS[name]
+    if name == "INT" and isinstance(arg, bool):  # protocol 0/1 True/False: I01 / I00
+        return arg
+    if name == "EMPTY_LIST":
+        return []
+    if name == "EMPTY_TUPLE":
+        return ()
+    return _MARK if name == "MARK" else _NOT_A_VALUE
+
+
+def _collect(name: str, stack: list[Any]) -> None:
+    """APPEND, APPENDS, TUPLE, TUPLE1..3: build from what is on the stack."""
+    if name == "APPEND":
         item = stack.pop()
         _list_on_top(stack).append(item)
     elif name == "APPENDS":
         items = _tuple_from_mark(stack)
         _list_on_top(stack).extend(items)
-    elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
+    elif name == "TUPLE":
+        stack.append(_tuple_from_mark(stack))
+    else:
         n = int(name[-1])
         if len(stack) < n:
             raise _Refused(f"{name} on a stack of {len(stack)}")
         items = tuple(stack[-n:])
         del stack[-n:]
         stack.append(items)
-    elif name == "TUPLE":
-        stack.append(_tuple_from_mark(stack))
+
+
+_COLLECT = {"APPEND", "APPENDS", "TUPLE", "TUPLE1", "TUPLE2", "TUPLE3"}
+
+
+def _step(name: str, arg: Any, stack: list[Any], memo: dict[int, Any]) -> None:
+    """Apply one allowed opcode to the stack (raises ``_Refused`` for any other)."""
+    value = _value(name, arg)
+    if value is not _NOT_A_VALUE:
+        stack.append(value)
+    elif name in _COLLECT:
+        _collect(name, stack)
     elif name in _PUT or name == "MEMOIZE":
-        key = len(memo) if name == "MEMOIZE" else int(arg)
-        memo[key] = stack[-1]
+        memo[len(memo) if name == "MEMOIZE" else int(arg)] = stack[-1]
     elif name in _GET:
         if int(arg) not in memo:
             raise _Refused(f"{name} of unknown memo entry {arg}")

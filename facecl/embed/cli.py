@@ -25,8 +25,10 @@ def embed_command(
         Path | None,
         typer.Argument(
             metavar="INPUT",
-            help="An align artifact, a pack artifact, or photos: a folder (identity = "
-            "folder name), a list file (.txt, one path a line) or one image.",
+            help="An align artifact, a pack artifact, photos: a folder (identity = "
+            "folder name), a list file (.txt, one path a line) or one image; or an "
+            "insightface verification set (.bin: its pairs are kept for "
+            "'facecl verify --protocol bin').",
         ),
     ] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output artifact directory.")] = (

@@ -54,16 +54,22 @@ def _verify(root: Path, manifest: Any, shards: list[dict[str, Any]]) -> None:
             verify_shard(root / s["path"], files[s["path"]])
 
 
-def build_augment(spec: TransformSpec | Sequence[TransformSpec]) -> Any:
-    """An ``albumentations.Compose`` from names and keyword arguments, e.g.
-    ``["RandomBrightnessContrast", {"name": "GaussNoise", "p": 0.2}]``.
+def build_augment(
+    spec: TransformSpec | Sequence[TransformSpec], size: tuple[int, int] = (112, 96)
+) -> Any:
+    """An ``albumentations.Compose`` from presets, names and keyword arguments, e.g.
+    ``["light", "GaussNoise(p=0.2)", {"name": "CLAHE", "p": 0.1}]`` (the presets and the
+    call syntax: :mod:`facecl.pack.augment`; ``size`` (H, W) sizes the presets' crops).
 
     The pipeline sees uint8 (H, W, 3) RGB and must return the same kind of image; the
     dataset normalises afterwards.
     """
     import albumentations as A
 
+    from facecl.pack.augment import expand
+
     items = [spec] if isinstance(spec, (str, Mapping, tuple)) else list(spec)
+    items = expand(items, size)
     transforms = []
     valid = sorted(
         n
@@ -103,11 +109,11 @@ def build_augment(spec: TransformSpec | Sequence[TransformSpec]) -> Any:
 class _Augment:
     """Adapts a transform (albumentations or a plain ``fn(image) -> image``) to uint8 HWC."""
 
-    def __init__(self, transform: Any):
+    def __init__(self, transform: Any, size: tuple[int, int] = (112, 96)):
         import albumentations as A
 
         if isinstance(transform, (str, Mapping, tuple, list)):
-            transform = build_augment(transform)
+            transform = build_augment(transform, size)
         self.transform = transform
         self.is_album = isinstance(transform, (A.BaseCompose, A.BasicTransform))
         self._seeded_pid: int | None = None
@@ -190,7 +196,12 @@ class ShardDataset(Dataset):
         self.labels: np.ndarray = np.concatenate(labels) if labels else np.zeros(0, np.int64)
         self.class_counts = _split_counts(classes, split, self.labels, self.root)
         self._offsets = np.cumsum([0] + [s["images"] for s in shards])
-        self.transform = _Augment(transform) if transform is not None else None
+        if isinstance(transform, (str, list)):  # presets expanded: "none" adds no pipeline
+            from facecl.pack.augment import expand
+
+            transform = expand([transform] if isinstance(transform, str) else transform,
+                               self.image_size) or None  # fmt: skip
+        self.transform = _Augment(transform, self.image_size) if transform is not None else None
         self._pid: int | None = None
         self._handles: dict[int, Any] = {}
 

@@ -126,9 +126,11 @@ class TrainConfig:
     """DataLoader worker processes (0 = load in the training process)."""
 
     augment: tuple[str, ...] = ()
-    """albumentations transforms (by name, default arguments, e.g. RandomBrightnessContrast)
-    applied to each training image before the flip and normalisation; empty = none. Their
-    random draws are not checkpointed: a resumed run is not bit-identical with augment."""
+    """Augmentation of each training crop, in the loader workers, before the flip and
+    normalisation: a preset (none, light, strong) and/or albumentations transforms as Name
+    or Name(arg=literal, ...), e.g. GaussianBlur(p=0.2) (facecl.pack.augment). Seeded from
+    --seed: the same seed and --workers give the same images; the draws are not
+    checkpointed, so a resumed run is not bit-identical with augment."""
 
     # ---- runtime
     device: Device = field(default="auto", metadata=RUNTIME)

@@ -9,6 +9,8 @@ from typing import Literal, get_args
 from facecl.errors import ConfigError
 
 Metric = Literal["cosine", "euclidean"]
+Fusion = Literal["stored", "sum", "concat"]
+FUSIONS: tuple[str, ...] = get_args(Fusion)
 METRICS: tuple[str, ...] = get_args(Metric)
 
 
@@ -28,6 +30,11 @@ class VerifyConfig:
     blufr (10 trials of VR@FAR and open-set DIR), pairs (a user CSV, k-fold), bin
     (insightface's protocol on the pairs of embedded .bin sets; several EMB give one
     table), identify (gallery/probe: closed-set CMC and open-set DIR)."""
+
+    fusion: Fusion = "stored"
+    """Features scored: stored (as embedded), sum (FC1(image) + FC1(flip), insightface's:
+    the halves of concat embeddings are added), or concat (must be concat-fused). facecl
+    embeds with concat by default; use sum to compare --protocol bin with insightface."""
 
     metric: Metric = "cosine"
     """Similarity: cosine, or euclidean (minus the Euclidean distance of the raw vectors)."""
@@ -66,6 +73,10 @@ class VerifyConfig:
         if self.metric not in METRICS:
             raise ConfigError(
                 f"unknown metric {self.metric!r}", f"choose one of {', '.join(METRICS)}"
+            )
+        if self.fusion not in FUSIONS:
+            raise ConfigError(
+                f"unknown fusion {self.fusion!r}", f"choose one of {', '.join(FUSIONS)}"
             )
         if self.pca_dim < 0:
             raise ConfigError(f"--pca {self.pca_dim} is negative", "use 0 (off) or a dimension")

@@ -14,12 +14,12 @@ from typing import Any, cast
 
 import numpy as np
 
-from facecl.errors import FaceclError, InputError, UsageError
+from facecl.errors import InputError, UsageError
 from facecl.registry import Registry
 from facecl.verify import metrics as M
 from facecl.verify import streaming as S
 from facecl.verify.config import VerifyConfig
-from facecl.verify.embeddings import Embeddings
+from facecl.verify.embeddings import Embeddings, stored_fusion
 from facecl.verify.protocols import (
     LFW_VIEW1_TEST,
     LFW_VIEW1_TRAIN,
@@ -311,24 +311,12 @@ def _pairs_evaluation(
 # --------------------------------------------------------------------------- .bin sets
 
 
-def embed_fusion(emb: Embeddings) -> str | None:
-    """How image and flip features were fused in ``emb`` (its embed manifest), if known."""
-    from facecl.artifacts import read_manifest
-
-    if not emb.source.is_dir():
-        return None
-    try:
-        return str(read_manifest(emb.source).config.get("fusion"))
-    except FaceclError:  # not an artifact directory: unknown
-        return None
-
-
 def _bin_comparability(fusion: str | None, res: ResolvedPairs, folds: int) -> Standard:
     reasons = []
     if fusion != "sum":
         reasons.append(
             f"fusion is {fusion or 'unknown'}: insightface sums image and flip features "
-            "(embed with --fusion sum to compare one for one)"
+            "(verify or embed with --fusion sum to compare one for one)"
         )
     if res.dropped:
         reasons.append(f"{len(res.dropped)} pair(s) dropped for missing embeddings")
@@ -358,7 +346,7 @@ def evaluate_bin(emb: Embeddings, cfg: VerifyConfig) -> Evaluation:
     }
     if cfg.metric == "cosine":  # the same decisions on the cosine score: cos > 1 - t/2
         accuracy["thresholds"] = (1.0 - kf.threshold / 2.0).tolist()
-    fusion = embed_fusion(emb)
+    fusion = stored_fusion(emb) if cfg.fusion == "stored" else cfg.fusion
     comparable, note = _bin_comparability(fusion, res, cfg.folds)
     missing = {**_pairs_missing(pairs, res, None), "fusion": fusion}
     score = _pairs_scores(emb, ia, ib, cfg.metric, None)

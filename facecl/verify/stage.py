@@ -133,7 +133,7 @@ def run_verify(
     already in place. ``on_trial(done, total)`` reports BLUFR progress.
     """
     from facecl.verify import evaluate as E
-    from facecl.verify.embeddings import load_embeddings
+    from facecl.verify.embeddings import load_embeddings, with_fusion
 
     cfg = cfg.validate()
     roles = _protocol_inputs(cfg, pairs, train_pairs, blufr_config, gallery, probe)
@@ -143,7 +143,7 @@ def run_verify(
         assert so.existing is not None  # up to date = a complete manifest was read
         return so.existing, json.loads((so.path / REPORT).read_text()), True
 
-    emb = load_embeddings(embeddings)
+    emb, fusion = with_fusion(load_embeddings(embeddings), cfg.fusion)
     ev = E.PROTOCOLS.get(cfg.protocol).run(emb, roles, cfg, on_trial)
 
     work = so.begin()
@@ -164,6 +164,7 @@ def run_verify(
                 "n": len(emb.keys),
                 "dim": emb.dim,
                 "n_ok": int(emb.ok.sum()),
+                "fusion": fusion,
             },
             **ev.report,
             "files": sorted(written),

@@ -158,3 +158,27 @@ def test_end_to_end_on_the_fixture_bin(tmp_path):
         oracle_accuracy(e.vectors.astype(np.float64), e.issame), abs=1e-12
     )
     assert rep["comparable"] is True and rep["results"]["n_pairs"] == 60
+
+
+def test_fusion_sum_at_verify_time_equals_sum_embeddings(tmp_path):
+    """--fusion sum adds the halves of concat vectors: the same numbers as vectors embedded
+    with sum fusion, and comparable to insightface; other combinations are usage errors."""
+    rng = np.random.default_rng(4)
+    a = rng.normal(size=(120, 8)).astype(np.float32)  # FC1(image)
+    b = a + 0.5 * rng.normal(size=a.shape).astype(np.float32)  # FC1(flip)
+    issame = rng.random(60) < 0.5
+    keys = [f"s/{i:06d}" for i in range(120)]
+    cat = make_embed_artifact(tmp_path, keys, np.concatenate([a, b], 1), name="cat",
+                              issame=issame, config={"fusion": "concat"})  # fmt: skip
+    summed = make_embed_artifact(tmp_path, keys, a + b, name="sum", issame=issame,
+                                 config={"fusion": "sum"})  # fmt: skip
+    reports = {}
+    for name, art, extra in (("cat", cat, ["--fusion", "sum"]), ("sum", summed, [])):
+        out = tmp_path / f"r_{name}"
+        r = verify(art, "--protocol", "bin", "-o", out, "--no-plots", *extra)
+        assert r.exit_code == 0, r.output
+        reports[name] = json.loads((out / "report.json").read_text())
+    assert reports["cat"]["results"]["accuracy"] == reports["sum"]["results"]["accuracy"]
+    assert reports["cat"]["comparable"] is True and reports["cat"]["embeddings"]["dim"] == 8
+    r = verify(summed, "--protocol", "bin", "-o", tmp_path / "bad", "--fusion", "concat")
+    assert r.exit_code == 2 and "--fusion stored" in r.output
