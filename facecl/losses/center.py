@@ -226,9 +226,14 @@ class CenterLossBase(nn.Module):
     ) -> CenterLossBase:
         """Rebuild from a checkpoint's ``loss_state`` (what the state holds, e.g. CIL's
         counts, comes from it)."""
-        loss = cls(num_classes, feature_dim, config)
+        cls._check_state(state)
+        loss = cls(num_classes, feature_dim, config, class_counts=state.get("class_counts"))
         loss.load_state_dict(state)
         return loss
+
+    @classmethod
+    def _check_state(cls, state: dict[str, torch.Tensor]) -> None:
+        """Refuse a ``loss_state`` this variant cannot use (a one-line FaceclError)."""
 
 
 def class_counts(y: torch.Tensor, num_classes: int, dtype: torch.dtype) -> torch.Tensor:
@@ -414,18 +419,9 @@ class CenterInvariantLoss(CenterLoss):
         self.register_buffer("class_counts", counts)  # (C,) N_j, saved in checkpoints
 
     @classmethod
-    def from_state(
-        cls,
-        num_classes: int,
-        feature_dim: int,
-        config: CenterLossConfig,
-        state: dict[str, torch.Tensor],
-    ) -> CenterLossBase:
+    def _check_state(cls, state: dict[str, torch.Tensor]) -> None:
         if "class_counts" not in state:
             raise _old_cil_state()
-        loss = cls(num_classes, feature_dim, config, class_counts=state["class_counts"])
-        loss.load_state_dict(state)
-        return loss
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         if prefix + "centers" in state_dict and prefix + "class_counts" not in state_dict:

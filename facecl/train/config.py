@@ -15,11 +15,13 @@ A run is configured by, in increasing priority: these defaults, a TOML or YAML f
 nested or flat, fails with the closest valid name. ``ToyConfig`` holds the extra options of
 ``facecl toy mnist``.
 
-Paper defaults (ECCV 2016 Sec. 4.1, IJCV 2019 Sec. 5.1, Wu 2018 Sec. 4.1): SGD with momentum
-0.9 and weight decay 5e-4, lr 0.1 divided by 10 at 16K and 24K of 28K iterations, batch 256,
-center-loss weight lambda 0.003 and center rate alpha 0.5 (ECCV Sec. 4.2 picks lambda 0.003
-and alpha 0.5 from Fig. 5; IJCV fixes lambda 0.01 for its study). The learning-rate drops are
-kept as fractions of the run (16/28 and 24/28) so a short run follows the same shape.
+Paper defaults (ECCV 2016 Sec. 4.1, Wu 2018 Sec. 4.1.3): SGD with momentum 0.9 and weight
+decay 5e-4, lr 0.1 divided by 10 at 16K and 24K of 28K iterations, batch 256, center-loss
+weight lambda 0.003 and center rate alpha 0.5 (ECCV Sec. 4.2 picks lambda 0.003 and alpha 0.5
+from Fig. 5). IJCV 2019 Sec. 4.1 trains with batch 128, lr 0.1 divided by 10 at 25K and 38K
+of 45K, and Sec. 4.2 fixes lambda 0.01 for its study: ``--preset ijcv2019`` (``TRAIN_PRESETS``; the
+defaults are ``eccv2016``). The learning-rate drops are kept as fractions of the run (16/28
+and 24/28) so a short run follows the same shape.
 """
 
 from __future__ import annotations
@@ -74,8 +76,8 @@ class TrainConfig:
 
     lam: float = field(default=0.003, metadata={"cli_name": "--lambda"})
     """lambda, the weight of the center term (ECCV Eq. 5; CLI ``--lambda``). ECCV Sec. 4.2:
-    0.003; IJCV Sec. 5.2 uses 0.01. Ignored with ``loss = none``. It stays here, not in
-    ``center``: it weights the term outside the loss module."""
+    0.003; IJCV Sec. 4.2 fixes 0.01 for its study. Ignored with ``loss = none``. It stays
+    here, not in ``center``: it weights the term outside the loss module."""
 
     center: CenterLossConfig = field(default_factory=CenterLossConfig, metadata={"cli_prefix": ""})
     """The center loss's own options (alpha, rho, gamma, ...; ``facecl.losses.config``).
@@ -103,7 +105,7 @@ class TrainConfig:
     """Multiplier applied at each drop ("divided by 10")."""
 
     batch_size: int = 256
-    """Global mini-batch (split evenly across DDP processes). ECCV: 256, IJCV: 128."""
+    """Global mini-batch (split evenly across DDP processes). ECCV: 256, IJCV Sec. 4.1: 128."""
 
     steps: int = 28_000
     """Number of SGD iterations (ECCV: 28K)."""
@@ -267,8 +269,8 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
         "lr_drops": (16 / 28, 24 / 28),
         "lam": 0.003,
     },
-    # IJCV 2019 Sec. 4.1: batch 128, lr 0.1 / 10 at 25K and 38K of 45K; lambda 0.01 (its
-    # fixed study weight).
+    # IJCV 2019 Sec. 4.1: batch 128, lr 0.1 / 10 at 25K and 38K of 45K; lambda 0.01 (Sec.
+    # 4.2 fixes it for the study).
     "ijcv2019": {
         "batch_size": 128,
         "steps": 45_000,

@@ -227,7 +227,10 @@ def _score_folds(
         kf = M.kfold_accuracy(score, same, fold)
     return score, {
         "mean": kf.mean,
-        "std": kf.std,
+        "std": kf.std,  # ddof 0 over the folds
+        "std_ddof": 0,
+        "sample_std": kf.sample_std,  # ddof 1
+        "standard_error": kf.standard_error,  # sample_std / sqrt(K), the LFW protocol's S_E
         "folds": kf.accuracy.tolist(),
         "thresholds": kf.threshold.tolist(),
         "train_accuracy": kf.train_accuracy.tolist(),
@@ -372,7 +375,9 @@ def _pair_summary(results: dict[str, Any], cfg: VerifyConfig) -> dict[str, float
     if results.get("accuracy"):
         s["accuracy"] = results["accuracy"]["mean"]
         if results["accuracy"]["std"] is not None:
-            s["accuracy_std"] = results["accuracy"]["std"]
+            s["accuracy_std_ddof0"] = results["accuracy"]["std"]  # over the folds
+            # the LFW protocol's S_E: sample std (ddof 1) / sqrt(K)
+            s["accuracy_se_ddof1"] = results["accuracy"]["standard_error"]
     s["best_threshold_accuracy"] = results["best_threshold_accuracy"]["accuracy"]
     s["auc"] = results["auc"]
     s["eer"] = results["eer"]

@@ -375,8 +375,21 @@ class KFold:
 
     @property
     def std(self) -> float:
-        """Population std (ddof=0) over folds, as LFW results are usually reported."""
+        """Population std (ddof=0) over folds, as LFW results are usually reported (and
+        insightface / sklearn-style code computes them)."""
         return float(self.accuracy.std())
+
+    @property
+    def sample_std(self) -> float:
+        """Sample std (ddof=1) over the K folds: the sigma of the LFW protocol."""
+        k = len(self.accuracy)
+        return float(self.accuracy.std(ddof=1)) if k > 1 else 0.0
+
+    @property
+    def standard_error(self) -> float:
+        """Standard error of the mean, S_E = sigma / sqrt(K) with sigma the sample std
+        (ddof=1): what the LFW protocol (Huang et al. 2007, View 2) asks papers to report."""
+        return self.sample_std / float(np.sqrt(len(self.accuracy)))
 
 
 def kfold_accuracy(

@@ -52,6 +52,13 @@ def test_lfw_pairs_end_to_end(tmp_path, lfw_mini, mini_emb):
     acc = rep["results"]["accuracy"]
     assert len(acc["folds"]) == 10 and acc["fold_sizes"] == [6] * 10
     assert acc["mean"] == pytest.approx(np.mean(acc["folds"]))
+    # std over the folds with ddof 0, and the LFW protocol's standard error (ddof 1 / sqrt K)
+    folds = np.asarray(acc["folds"])
+    assert acc["std"] == pytest.approx(np.sqrt(((folds - folds.mean()) ** 2).mean()))
+    se = np.sqrt(((folds - folds.mean()) ** 2).sum() / 9) / np.sqrt(10)
+    assert acc["standard_error"] == pytest.approx(se) and acc["std_ddof"] == 0
+    assert doc["summary"]["accuracy_se_ddof1"] == pytest.approx(se)
+    assert doc["summary"]["accuracy_std_ddof0"] == pytest.approx(acc["std"])
     # The report's numbers are those of the metric functions on the saved scores.
     with np.load(out / "scores.npz") as z:
         kf = M.kfold_accuracy(z["score"], z["same"], z["fold"])

@@ -121,6 +121,15 @@ def test_grid_mode_matches_insightface_grid_search(seed):
     np.testing.assert_array_equal(got.accuracy, ref)
 
 
+def test_kfold_spread_std_and_lfw_standard_error():
+    kf = M.KFold(np.array([0.9, 0.8, 1.0, 0.9]), np.zeros(4), np.zeros(4))
+    # deviations 0, -0.1, 0.1, 0: sum of squares 0.02
+    assert kf.std == pytest.approx(np.sqrt(0.02 / 4))  # ddof 0
+    assert kf.sample_std == pytest.approx(np.sqrt(0.02 / 3))  # ddof 1
+    assert kf.standard_error == pytest.approx(np.sqrt(0.02 / 3) / 2)  # / sqrt(K)
+    assert M.KFold(np.array([0.7]), np.zeros(1), np.zeros(1)).standard_error == 0.0
+
+
 def test_kfold_accepts_per_fold_scores():
     rng = np.random.default_rng(0)
     folds = lfw_folds(3, 20)
