@@ -45,6 +45,7 @@ DEFAULT_SIZES = {
     "merge": [200_000, 600_000, 2_000_000],
 }
 DIM = 512
+_MARK: dict[str, float] = {}  # the worker's RSS when the measured call starts (data built)
 
 
 def _randn(rng: np.random.Generator, n: int, d: int = DIM) -> np.ndarray:
@@ -81,7 +82,7 @@ def work_identify(n: int, plots: bool, tmp: Path) -> dict:
     del gal, probes
     (tmp / "g.txt").write_text("\n".join(keys[:n]) + "\n")
     (tmp / "p.txt").write_text("\n".join(keys[n:]) + "\n")
-    t0 = time.perf_counter()
+    _MARK["rss"], t0 = _rss_gib(os.getpid()), time.perf_counter()
     ev = evaluate_identify(emb, str(tmp / "g.txt"), str(tmp / "p.txt"), VerifyConfig(
         protocol="identify", plots=plots))  # fmt: skip
     res = ev.report["results"]
@@ -110,7 +111,7 @@ def work_blufr(n: int, tmp: Path) -> dict:
     trial = BlufrTrial(np.zeros(0, np.int64), test, gallery, np.setdiff1d(test, gallery))
     conf = BlufrConfig([k + ".jpg" for k in keys], keys, lab + 1, [trial],
                        np.zeros(0, np.int64), np.zeros(0, np.int64), "synthetic")  # fmt: skip
-    t0 = time.perf_counter()
+    _MARK["rss"], t0 = _rss_gib(os.getpid()), time.perf_counter()
     ev = evaluate_blufr(emb, conf, VerifyConfig(protocol="blufr"))
     rec = ev.report["results"]["trials"][0]
     return {"seconds": time.perf_counter() - t0, "vr": rec["vr"], "dir": rec["dir"],
@@ -137,7 +138,7 @@ def work_pairs(n: int, tmp: Path) -> dict:
               rng.integers(0, n_img, n - half)]  # fmt: skip
     same = lab[a] == lab[b]
     pl = PairList([keys[i] for i in a], [keys[i] for i in b], same, np.arange(n) % 10, "synthetic")
-    t0 = time.perf_counter()
+    _MARK["rss"], t0 = _rss_gib(os.getpid()), time.perf_counter()
     ev = evaluate_pairs(emb, pl, VerifyConfig(protocol="pairs", plots=False))
     return {
         "seconds": time.perf_counter() - t0,
@@ -160,7 +161,7 @@ def work_merge(n: int, tmp: Path) -> dict:
              for i in range(n)]  # fmt: skip
     source = SimpleNamespace(items=items, kind="synthetic", notes={})
     backend = SimpleNamespace(dim=DIM, describe=lambda: {"backend": "synthetic"})
-    t0 = time.perf_counter()
+    _MARK["rss"], t0 = _rss_gib(os.getpid()), time.perf_counter()
     counts, _ = stage._finish(
         tmp, chunk_dir, _Sized(source), backend, SimpleNamespace(chunk_size=cs)
     )
@@ -183,6 +184,7 @@ def worker(kind: str, n: int, plots: bool) -> None:
         else:
             out = {"blufr": work_blufr, "pairs": work_pairs, "merge": work_merge}[kind](n, Path(d))
     out["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    out["rss_before_gib"] = _MARK.get("rss", 0.0)
     out["start_rss_gib"] = rss0 / 2**20
     print("RESULT " + json.dumps(out))
 
@@ -252,7 +254,8 @@ def main() -> None:
         sizes[k] = [int(x) for x in v.split(",")]
     before_max = {k: int(v) for k, v in (s.split("=") for s in args.before_max)}
     print(f"machine: {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}, numpy {np.__version__}")
-    print("| stage | size | code | time (s) | peak RSS (GiB) | result |\n|---|---|---|---|---|---|")
+    print("| stage | size | code | time (s) | peak RSS (GiB) | RSS before (GiB) | result |")
+    print("|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as d:
         trees: list[tuple[str, Path | None]] = [("this", None)]
         if args.before:
@@ -286,8 +289,9 @@ def main() -> None:
                     }
                     t = f"{r['seconds']:.1f}" if "seconds" in r else "-"
                     rss = f"{r['peak_rss_gib']:.2f}" if "peak_rss_gib" in r else (bad or "-")
-                    print(f"| {r['kind']} | {n:,} | {name} | {t} | {rss} | {json.dumps(rest)} |",
-                          flush=True)  # fmt: skip
+                    pre = f"{r['rss_before_gib']:.2f}" if "rss_before_gib" in r else "-"
+                    cells = [r["kind"], f"{n:,}", name, t, rss, pre, json.dumps(rest)]
+                    print("| " + " | ".join(cells) + " |", flush=True)
 
 
 if __name__ == "__main__":

@@ -66,7 +66,7 @@ def pair_scores(a: np.ndarray, b: np.ndarray, metric: str = "cosine") -> np.ndar
     raise ValueError(f"unknown metric {metric!r}; expected one of {METRICS}")
 
 
-PAIR_BLOCK = 65536
+PAIR_BLOCK = 8192
 """Pairs scored per block by :func:`pair_scores_at` (two (block, D) float64 gathers)."""
 
 
