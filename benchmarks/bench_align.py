@@ -1,20 +1,22 @@
 """Benchmark of `facecl align`: our MTCNN vs facenet-pytorch 2.6.0's, side by side.
 
     .venv/bin/python benchmarks/bench_align.py                 # throughput + agreement
+    .venv/bin/python benchmarks/bench_align.py --big 8         # ... and on 12 MP photos
     .venv/bin/python benchmarks/bench_align.py --full OUT      # detection rate, all of LFW
     .venv/bin/python benchmarks/bench_align.py --sheet OUT     # contact sheet from OUT
 
 facenet-pytorch is never a facecl dependency: it lives in its own venv (``--facenet-python``,
-default /tmp/fnp/bin/python), made with::
-
-    python3 -m venv /tmp/fnp && /tmp/fnp/bin/pip install torch==2.14.1 torchvision==0.29.1
-    /tmp/fnp/bin/pip install --no-deps facenet-pytorch==2.6.0 pillow requests tqdm
-    /tmp/fnp/bin/pip install urllib3 idna certifi charset-normalizer   # for `import requests`
-
+default .bench/fnp/bin/python), made by ``make bench-peers`` (benchmarks/make_peer_venv.sh:
+facenet-pytorch 2.6.0 with --no-deps over the project venv's torch, Pillow and requests),
 and runs in a subprocess driven over stdin, so the two detectors take turns on the same CPU
 (batch by batch: ours, theirs, ours, theirs, ...) with the same thread count, the same
 decoded images (both decode with Pillow) and the same batch size, and the same weights.
 Timed: detection (boxes + landmarks) from decoded RGB arrays; decoding is excluded.
+
+``--big N``: the same comparison on N LFW originals upscaled to 12 MP (3464 x 3464 JPEGs in
+the temp directory): ours detects on a copy reduced to ``max_side`` (2000 by default, and
+1000 for comparison) and maps the coordinates back to the photo; facenet-pytorch runs its
+pyramid on the full photo. Landmark distances are also given in 150 px units.
 """
 
 from __future__ import annotations
@@ -23,12 +25,17 @@ import argparse
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import record  # noqa: E402
+
 LFW = ROOT.parent / "shared" / "data" / "lfw" / "lfw_original_150px"
 
 
@@ -138,14 +145,14 @@ class Facenet:
         self.proc.stdin.flush()
         return json.loads(self.proc.stdout.readline())
 
-    def results(self, n: int) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
+    def results(self, n: int, flip: bool = True) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
         self.proc.stdin.write("quit\n")
         self.proc.stdin.flush()
         self.proc.wait()
         z = np.load(self.out)
         return {
             k: [(z[f"{k}_b{i}"].reshape(-1, 4), z[f"{k}_p{i}"].reshape(-1, 5, 2)) for i in range(n)]
-            for k in ("plain", "flip")
+            for k in (("plain", "flip") if flip else ("plain",))
         }
 
 
@@ -165,6 +172,133 @@ def flip_bias(imgs, plain, flipped) -> float:
     return float(np.mean(out))
 
 
+def big_photos(paths: list[Path], side: int, out: Path) -> list[Path]:
+    """The photos upscaled to ``side`` x ``side`` (12 MP at 3464) as JPEGs in ``out``
+    (made once, reused): large photos with the faces of the small ones."""
+    import cv2
+
+    out.mkdir(parents=True, exist_ok=True)
+    made = []
+    for p in paths:
+        dst = out / f"{p.stem}_{side}.jpg"
+        if not dst.is_file():
+            im = cv2.imread(str(p))
+            big = cv2.resize(im, (side, side), interpolation=cv2.INTER_CUBIC)
+            cv2.imwrite(str(dst), big, [cv2.IMWRITE_JPEG_QUALITY, 92])
+        made.append(dst)
+    return made
+
+
+def compare_on(args, paths: list[Path], batch: int, ours: dict, flip_n: int, unit: float) -> dict:
+    """Our detectors and facenet-pytorch's, batch by batch in turn (ours..., theirs, ours...,
+    theirs, ...), on ``paths``; prints the table and returns the figures. ``unit``: pixels
+    of these photos per pixel of the LFW originals (landmark distances are given in both)."""
+    imgs = load_rgb(paths)
+    list_file = Path(tempfile.gettempdir()) / "bench_align_list.txt"
+    list_file.write_text("\n".join(str(p) for p in paths) + "\n")
+    out_npz = Path(tempfile.gettempdir()) / "bench_fn.npz"
+    fn = Facenet(args.facenet_python, list_file, args.threads, batch, out_npz)
+    for det in ours.values():
+        det.detect(imgs[:batch])  # warm-up
+
+    def run(det, images):
+        res = []
+        for s in range(0, len(images), batch):
+            res += [(d.boxes, d.landmarks) for d in det.detect(images[s : s + batch])]
+        return res
+
+    # Each side times only its own detector calls; all see the same machine load.
+    t_ours: dict[str, list[float]] = {k: [] for k in ours}
+    t_fn: list[float] = []
+    found: dict[str, list] = {}
+    for _ in range(args.rounds):
+        secs = dict.fromkeys(ours, 0.0)
+        fn_s = 0.0
+        found = {k: [] for k in ours}
+        for s in range(0, len(imgs), batch):
+            for k, det in ours.items():
+                t = time.perf_counter()
+                found[k] += run(det, imgs[s : s + batch])
+                secs[k] += time.perf_counter() - t
+            fn_s += fn.ask(f"batch {s}")["seconds"]
+        for k in ours:
+            t_ours[k].append(secs[k])
+        t_fn.append(fn_s)
+    first = next(iter(ours))
+    ours_flip = run(ours[first], [np.ascontiguousarray(i[:, ::-1]) for i in imgs[:flip_n]])
+    if flip_n:
+        fn.ask("flip")
+    theirs = fn.results(len(imgs), flip=bool(flip_n))
+    n = len(imgs)
+    ips_fn = [n / t for t in t_fn]
+    det_fn = sum(len(b) > 0 for b, _ in theirs["plain"])
+    print(
+        f"\n{n} photos of {imgs[0].shape[1]}x{imgs[0].shape[0]} px, batch {batch}, "
+        f"{args.threads} torch threads, {args.rounds} round(s), batches interleaved\n"
+    )
+    print(f"| | {' | '.join(ours)} | facenet-pytorch 2.6.0 |")
+    print(f"|---|{'---|' * len(ours)}---|")
+    fig: dict = {"photos": n, "size": list(imgs[0].shape[:2]), "batch": batch}
+    fig["facenet_pytorch"] = {"images_per_s": [round(v, 2) for v in ips_fn], "faces": det_fn}
+    rows: dict[str, list[str]] = {"ips": [], "ratio": [], "faces": [], "dist": [], "corr": []}
+    for k in ours:
+        ips = [n / t for t in t_ours[k]]
+        ratio = [a / b for a, b in zip(ips, ips_fn, strict=True)]
+        det_k = sum(len(b) > 0 for b, _ in found[k])
+        agree = landmark_agreement(imgs, found[k], theirs["plain"])
+        rows["ips"].append(", ".join(f"{v:.2f}" for v in ips))
+        rows["ratio"].append(", ".join(f"**{v:.2f}x**" for v in ratio))
+        rows["faces"].append(f"{det_k}/{n} ({100 * det_k / n:.1f}%)")
+        rows["dist"].append(f"{agree['mean']:.2f} px ({agree['mean'] / unit:.2f} at 150 px)")
+        rows["corr"].append(f"{agree['mean_offset_removed'] / unit:.2f} at 150 px")
+        fig[k] = {
+            "images_per_s": [round(v, 2) for v in ips],
+            "ratio": [round(v, 3) for v in ratio],
+            "faces": det_k,
+            "landmarks_vs_facenet_px": agree,
+        }
+    ips_fn_s = ", ".join(f"{v:.2f}" for v in ips_fn)
+    print(f"| images/s per round | {' | '.join(rows['ips'])} | {ips_fn_s} |")
+    print(f"| speed ratio per round | {' | '.join(rows['ratio'])} | 1 |")
+    print(f"| images with a face | {' | '.join(rows['faces'])} | {det_fn}/{n} |")
+    print(f"| mean landmark distance to facenet | {' | '.join(rows['dist'])} | |")
+    print(f"| same, constant offset removed | {' | '.join(rows['corr'])} | |")
+    if flip_n:
+        bias_ours = flip_bias(imgs[:flip_n], found[first][:flip_n], ours_flip)
+        bias_fn = flip_bias(imgs[:flip_n], theirs["plain"][:flip_n], theirs["flip"][:flip_n])
+        print(
+            f"| flip bias of landmark x (px, {flip_n} images) | {bias_ours:+.2f} | {bias_fn:+.2f} |"
+        )
+        fig["flip_bias_px"] = {"facecl": round(bias_ours, 3), "facenet_pytorch": round(bias_fn, 3)}
+    return fig
+
+
+def landmark_agreement(imgs, ours, theirs) -> dict:
+    """Landmark distances (px) between two detectors' picks (same face rule) on the images
+    both found a face in: mean, median, p95, max, median signed offset, mean without it."""
+    d, signed = [], []
+    for im, (b, p), (bf, pf) in zip(imgs, ours, theirs, strict=True):
+        if len(b) and len(bf):
+            h, w = im.shape[:2]
+            diff = p[pick(b, h, w)] - pf[pick(bf, h, w)]
+            d.append(np.linalg.norm(diff, axis=1).mean())
+            signed.append(diff)
+    if not d:
+        return {"images": 0}
+    dist, sig = np.array(d), np.array(signed)  # (m,), (m, 5, 2)
+    offset = np.median(sig.reshape(-1, 2), axis=0)
+    corr = np.linalg.norm(sig - offset, axis=2).mean(1)
+    return {
+        "images": len(d),
+        "mean": round(float(dist.mean()), 3),
+        "median": round(float(np.median(dist)), 3),
+        "p95": round(float(np.percentile(dist, 95)), 3),
+        "max": round(float(dist.max()), 2),
+        "median_offset_xy": [round(float(v), 3) for v in offset],
+        "mean_offset_removed": round(float(corr.mean()), 3),
+    }
+
+
 def compare(args) -> None:
     import torch
 
@@ -174,94 +308,23 @@ def compare(args) -> None:
     if not Path(args.facenet_python).exists() or not LFW.is_dir():
         print(
             f"skipped: needs {LFW} and the facenet-pytorch venv at {args.facenet_python} "
-            "(see this script's docstring to create it)"
+            "(make bench-peers creates it)"
         )
         return
-    paths = lfw_sample(args.n)
-    imgs = load_rgb(paths)
-    list_file = Path("/tmp/bench_align_list.txt")
-    list_file.write_text("\n".join(str(p) for p in paths) + "\n")
-    fn = Facenet(
-        args.facenet_python, list_file, args.threads, args.batch, Path("/tmp/bench_fn.npz")
-    )
-    ours_det = MTCNN()
-    ours_det.detect(imgs[: args.batch])  # warm-up
-
-    def ours_run(images):
-        res = []
-        for s in range(0, len(images), args.batch):
-            res += [(d.boxes, d.landmarks) for d in ours_det.detect(images[s : s + args.batch])]
-        return res
-
-    # Batches alternate between the two detectors (ours, theirs, ours, ...), so both see the
-    # same machine load; each side times only its own detector calls.
-    t_ours, t_fn = [], []
-    for _ in range(args.rounds):
-        ours, a, b = [], 0.0, 0.0
-        for s in range(0, len(imgs), args.batch):
-            t = time.perf_counter()
-            ours += ours_run(imgs[s : s + args.batch])
-            a += time.perf_counter() - t
-            b += fn.ask(f"batch {s}")["seconds"]
-        t_ours.append(a)
-        t_fn.append(b)
-    ours_flip = ours_run([np.ascontiguousarray(i[:, ::-1]) for i in imgs[: args.flip_n]])
-    fn.ask("flip")
-    theirs = fn.results(len(imgs))
-
-    n = len(imgs)
-    det_ours = sum(len(b) > 0 for b, _ in ours)
-    det_fn = sum(len(b) > 0 for b, _ in theirs["plain"])
-    d, signed = [], []
-    for im, (b, p), (bf, pf) in zip(imgs, ours, theirs["plain"], strict=True):
-        if len(b) and len(bf):
-            h, w = im.shape[:2]
-            diff = p[pick(b, h, w)] - pf[pick(bf, h, w)]
-            d.append(np.linalg.norm(diff, axis=1).mean())
-            signed.append(diff)
-    d = np.array(d)
-    signed = np.array(signed)  # (m, 5, 2)
-    offset = np.median(signed.reshape(-1, 2), axis=0)
-    d_corr = np.linalg.norm(signed - offset, axis=2).mean(1)
-    bias_ours = flip_bias(imgs[: args.flip_n], ours[: args.flip_n], ours_flip)
-    bias_fn = flip_bias(
-        imgs[: args.flip_n], theirs["plain"][: args.flip_n], theirs["flip"][: args.flip_n]
-    )
-    ips_ours = [n / t for t in t_ours]
-    ips_fn = [n / t for t in t_fn]
-    ratio = [a / b for a, b in zip(ips_ours, ips_fn, strict=True)]
-
-    print(
-        f"\n{n} LFW 150 px originals, batch {args.batch}, {args.threads} torch threads, "
-        f"{args.rounds} round(s), batches interleaved\n"
-    )
-    print("| | facecl MTCNN | facenet-pytorch 2.6.0 MTCNN |")
-    print("|---|---|---|")
-    print(f"| images/s (median of rounds) | {np.median(ips_ours):.1f} | {np.median(ips_fn):.1f} |")
-    print(
-        f"| images/s per round | {', '.join(f'{v:.1f}' for v in ips_ours)} | "
-        f"{', '.join(f'{v:.1f}' for v in ips_fn)} |"
-    )
-    print(f"| speed ratio per round | {', '.join(f'{v:.2f}x' for v in ratio)} | 1 |")
-    print(
-        f"| images with a face | {det_ours}/{n} ({100 * det_ours / n:.2f}%) | "
-        f"{det_fn}/{n} ({100 * det_fn / n:.2f}%) |"
-    )
-    print(
-        f"| left-right flip bias of landmark x (px, {args.flip_n} images) | {bias_ours:+.2f} | "
-        f"{bias_fn:+.2f} |"
-    )
-    print()
-    print(f"Landmark agreement on the {len(d)} images both found a face in (same face rule):")
-    print(
-        f"- mean distance: {d.mean():.3f} px (median {np.median(d):.3f}, "
-        f"95th pct {np.percentile(d, 95):.3f}, max {d.max():.2f})"
-    )
-    print(f"- median signed offset ours - facenet: dx {offset[0]:+.3f}, dy {offset[1]:+.3f} px")
-    print(
-        f"- mean distance after removing that constant offset: {d_corr.mean():.3f} px "
-        f"(median {np.median(d_corr):.3f})"
-    )
+    figs = {
+        "lfw_150px": compare_on(
+            args, lfw_sample(args.n), args.batch, {"facecl MTCNN": MTCNN()}, args.flip_n, 1.0
+        )
+    }
+    if args.big:
+        side = args.big_side
+        big = big_photos(lfw_sample(args.big), side, Path(tempfile.gettempdir()) / "facecl_12mp")
+        ours = {
+            "facecl (max_side 2000, default)": MTCNN(),
+            "facecl (max_side 1000)": MTCNN(max_side=1000),
+        }
+        figs["photos_12mp"] = compare_on(args, big, args.big_batch, ours, 0, side / 150)
+    record("align", {"command": "benchmarks/bench_align.py " + " ".join(sys.argv[1:]), **figs})
 
 
 # --------------------------------------------------------------------------- full LFW
@@ -322,7 +385,10 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--flip-n", type=int, default=300)
-    ap.add_argument("--facenet-python", default="/tmp/fnp/bin/python")
+    ap.add_argument("--facenet-python", default=str(ROOT / ".bench" / "fnp" / "bin" / "python"))
+    ap.add_argument("--big", type=int, default=0, help="also compare on N upscaled photos")
+    ap.add_argument("--big-side", type=int, default=3464, help="their side (3464: 12 MP)")
+    ap.add_argument("--big-batch", type=int, default=2)
     ap.add_argument("--full", type=Path, help="align all of LFW into this directory")
     ap.add_argument("--sheet", type=Path, help="contact sheet from this align output")
     ap.add_argument("--rows", type=int, default=4)

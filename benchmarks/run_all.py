@@ -35,7 +35,7 @@ PLAN: dict[str, tuple[list[str], list[Path]]] = {
     "losses": (["--repeats", "5", "--threads", "1"], []),
     "embed": (["--images", "128", "--rounds", "3", "--bf16"], []),
     "align": (
-        ["--n", "400", "--rounds", "2", "--facenet-python", str(PEER), "--big", "16"],
+        ["--n", "400", "--rounds", "2", "--facenet-python", str(PEER), "--big", "8"],
         [SHARED / "lfw" / "lfw_original_150px", PEER],
     ),
     "train": (["--batch", "16", "--steps", "6", "--workers", "2", "8"], []),
