@@ -382,7 +382,8 @@ def scan_tree(root: Path) -> tuple[list[ScanRow], Counter[str]]:
         folder, rel = stack.pop()
         try:
             with os.scandir(folder) as it:
-                entries = sorted(it, key=lambda e: e.name)
+                # real folders before links, so a link to a folder of the tree is the duplicate
+                entries = sorted(it, key=lambda e: (e.is_symlink(), e.name))
         except OSError as err:
             detail = f"cannot list the folder: {err.strerror or type(err).__name__}"
             rows.append((rel or ".", folder, "read_error", detail))

@@ -126,3 +126,14 @@ def test_listing_a_missing_source_is_one_error(tmp_path):
 
     with pytest.raises(InputError, match="input not found"):
         list_source(Path(tmp_path / "nope"))
+
+
+def test_a_link_to_a_folder_of_the_tree_is_the_duplicate(tmp_path):
+    """Whatever the names' order, the real folder is listed and the link is the
+    ``link_loop`` row."""
+    root = tmp_path / "t"
+    (root / "Zed").mkdir(parents=True)
+    shutil.copy(photo("AJ_Lamas"), root / "Zed" / "z.jpg")
+    (root / "Alias").symlink_to(root / "Zed", target_is_directory=True)
+    items, _ = list_tree(root)
+    assert [(i.source, i.problem) for i in items] == [("Alias", "link_loop"), ("Zed/z.jpg", "")]
