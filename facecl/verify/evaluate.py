@@ -338,9 +338,14 @@ def evaluate_bin(emb: Embeddings, cfg: VerifyConfig) -> Evaluation:
     pairs = stored_pairs(emb, cfg.folds)
     res, ia, ib, same, fold = _test_pairs(emb, pairs)
     kf = M.insightface_kfold(emb.vectors[ia], emb.vectors[ib], same, fold)
+    folds = np.asarray(kf.accuracy, dtype=np.float64)
+    sample_std = float(folds.std(ddof=1)) if len(folds) > 1 else 0.0
     accuracy: dict[str, Any] = {
         "mean": kf.mean,
-        "std": kf.std,
+        "std": kf.std,  # ddof 0, as insightface reports it
+        "std_ddof": 0,
+        "sample_std": sample_std,  # ddof 1
+        "standard_error": sample_std / float(np.sqrt(len(folds))),  # the LFW protocol's S_E
         "folds": kf.accuracy.tolist(),
         "distance_thresholds": kf.threshold.tolist(),
         "train_accuracy": kf.train_accuracy.tolist(),

@@ -143,7 +143,8 @@ def test_train_resumes_with_other_runtime_settings(pipeline, tmp_path):
     other = [*TRAIN_ARGS, "--workers", "2"]  # the last of an option wins
     assert TRAIN_ARGS[TRAIN_ARGS.index("--workers") + 1] == "0"
     r = ok(facecl("train", pipeline.pack, "-o", out, *other, "--json"))
-    assert json.loads(r.stdout)["resumed_from"] >= 3
+    # 3 steps logged: step 2's checkpoint is complete (step 3's may be mid-write at the kill)
+    assert json.loads(r.stdout)["resumed_from"] >= 2
     _same_weights(out, pipeline.run)
     m = json.loads((out / "manifest.json").read_text())
     assert m["config"]["workers"] == 2  # recorded as run, just not fingerprinted
