@@ -78,5 +78,7 @@ def test_pack_cli_errors(tmp_path):
     assert r.exit_code == 2 and "'none', 'lzf', 'gzip'" in " ".join(
         r.output.replace("│", " ").split()
     )
-    r = runner.invoke(app, ["pack", str(tmp_path), "-o", str(tmp_path / "p")])
+    plain = tmp_path / "plain"  # a folder that is not an artifact (and does not hold -o)
+    plain.mkdir()
+    r = runner.invoke(app, ["pack", str(plain), "-o", str(tmp_path / "p")])
     assert r.exit_code == 1 and "no facecl artifact" in r.stderr
