@@ -32,6 +32,7 @@ PEER = ROOT / ".bench" / "fnp" / "bin" / "python"
 PLAN: dict[str, tuple[list[str], list[Path]]] = {
     "verify": (["--repeats", "3"], [SHARED / "lfw" / "pairs.txt"]),
     "pack": (["--images", "4000"], []),
+    "recordio": (["--records", "20000", "--repeat", "1"], []),
     "losses": (["--repeats", "5", "--threads", "1"], []),
     "embed": (["--images", "128", "--rounds", "3", "--bf16"], []),
     "align": (
