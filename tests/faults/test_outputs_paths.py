@@ -134,3 +134,15 @@ def test_output_named_partial_is_refused(copies, tmp_path):
     """A15: an -o ending in .partial would never be readable as an artifact."""
     r = facecl("pack", copies["align"], "-o", tmp_path / "P.partial", *PACK_ARGS)
     one_line_error(r, 2, ".partial")
+
+
+@pytest.mark.parametrize("target", ["embeddings", "pairs file"])
+def test_verify_never_writes_over_its_inputs(copies, tmp_path, target):
+    """A73-A74: `verify E --pairs X -o E --force` / `-o X`: exit 2, the input stays."""
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text("a.png,b.png,1\n")
+    out = copies["emb"] if target == "embeddings" else pairs
+    before = tree_state(copies["emb"]), pairs.read_text()
+    r = facecl("verify", copies["emb"], "-p", "pairs", "--pairs", pairs, "-o", out, "--force")
+    one_line_error(r, 2, "is an input")
+    assert (tree_state(copies["emb"]), pairs.read_text()) == before
