@@ -192,6 +192,19 @@ def _order_keys(s: torch.Tensor) -> torch.Tensor:
     return bits ^ ((bits >> 31) & 0x7FFFFFFF)
 
 
+_HALF = _BUCKETS // 2
+_PERM = np.r_[np.arange(_HALF - 1, -1, -1), np.arange(_HALF, _BUCKETS)]
+"""Ordered bucket b <-> raw top-16-bit index ``_PERM[b]`` (its own inverse): negative floats'
+bit patterns run backwards. The hot loops count raw bits (3 tensor ops a score) and the
+tables are reordered once."""
+
+
+def _raw_bits(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(int32 bits, raw top-16-bit index 0..65535) of float32 scores, -0.0 as +0.0."""
+    bits = (s + 0.0).view(_torch().int32)
+    return bits, (bits >> 16) + _HALF
+
+
 def _key_to_float(key: int) -> float:
     k = np.int32(key)
     bits = k if k >= 0 else k ^ np.int32(0x7FFFFFFF)
@@ -223,8 +236,8 @@ class ImpostorRanks:
         """Pass 1: a block of scores (any shape)."""
         if s.numel() == 0:
             return
-        hi = (_order_keys(s) >> 16) + _BUCKETS // 2
-        self.coarse += sign * _torch().bincount(hi.flatten(), minlength=_BUCKETS).numpy()
+        raw = _torch().bincount(_raw_bits(s)[1].flatten(), minlength=_BUCKETS).numpy()
+        self.coarse += sign * raw[_PERM]
         self.n += sign * s.numel()
 
     def _bucket_of(self, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -247,25 +260,27 @@ class ImpostorRanks:
         buckets = np.unique(np.r_[self._bucket_of(self._ks)[0], extra])
         self._slots[:] = -1
         self._slots[buckets] = np.arange(len(buckets))
-        self._lut = _torch().from_numpy(self._slots.astype(np.int32))
-        self._fine = _torch().zeros(len(buckets) * _BUCKETS, dtype=_torch().int64)
+        lut = np.full(_BUCKETS, len(buckets), dtype=np.int32)  # unplanned: one spare row
+        lut[_PERM[buckets]] = np.arange(len(buckets))
+        self._lut = _torch().from_numpy(lut)
+        self._fine = _torch().zeros((len(buckets) + 1) * _BUCKETS, dtype=_torch().int64)
 
     def refine(self, s: torch.Tensor, sign: int = 1) -> None:
         """Pass 2: the same blocks as pass 1 (any order)."""
         if s.numel() == 0 or self._fine is None:
             return
-        key = _order_keys(s).flatten()
-        slot = self._lut[(key >> 16) + _BUCKETS // 2]
-        keep = slot >= 0
-        idx = slot[keep] * _BUCKETS + (key[keep] & 0xFFFF)
-        self._fine += sign * _torch().bincount(idx, minlength=len(self._fine))
+        bits, hi = _raw_bits(s)
+        idx = self._lut[hi] * _BUCKETS + (bits & 0xFFFF)  # raw low bits; no masked copy
+        self._fine += sign * _torch().bincount(idx.flatten(), minlength=len(self._fine))
 
     def resolve(self) -> None:
         """After pass 2: the value of each planned rank and how many scores are >= it."""
         if self._fine is None:
             return
         # per planned bucket: how many of its scores have a low half >= each value (B, 65536)
-        fine = self._fine.numpy().reshape(-1, _BUCKETS)
+        fine = self._fine.numpy().reshape(-1, _BUCKETS)[:-1]  # the spare row: unplanned
+        negative = np.flatnonzero(self._slots[:_HALF] >= 0)  # raw low bits run backwards
+        fine[self._slots[negative]] = fine[self._slots[negative], ::-1]
         self._fine_from_top = np.cumsum(fine[:, ::-1], axis=1)[:, ::-1]
         self._above = np.cumsum(self.coarse[::-1])[::-1] - self.coarse  # in higher buckets
         buckets, above = self._bucket_of(self._ks)
