@@ -183,7 +183,9 @@ def worker(kind: str, n: int, plots: bool) -> None:
             out = work_identify(n, plots, Path(d))
         else:
             out = {"blufr": work_blufr, "pairs": work_pairs, "merge": work_merge}[kind](n, Path(d))
-    out["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    out["peak_rss_gib"] = use.ru_maxrss / 2**20
+    out["cpu_s"] = use.ru_utime + use.ru_stime  # the whole worker, data building included
     out["rss_before_gib"] = _MARK.get("rss", 0.0)
     out["start_rss_gib"] = rss0 / 2**20
     print("RESULT " + json.dumps(out))
