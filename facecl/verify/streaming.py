@@ -269,9 +269,11 @@ class ImpostorRanks:
         """Pass 2: the same blocks as pass 1 (any order)."""
         if s.numel() == 0 or self._fine is None:
             return
-        bits, hi = _raw_bits(s)
-        idx = self._lut[hi] * _BUCKETS + (bits & 0xFFFF)  # raw low bits; no masked copy
-        self._fine += sign * _torch().bincount(idx.flatten(), minlength=len(self._fine))
+        torch = _torch()
+        bits, hi = _raw_bits(s.flatten())
+        slot = torch.index_select(self._lut, 0, hi)  # int32 index_select: 3x a plain index
+        idx = slot * _BUCKETS + (bits & 0xFFFF)  # raw low bits; no masked copy
+        self._fine += sign * torch.bincount(idx, minlength=len(self._fine))
 
     def resolve(self) -> None:
         """After pass 2: the value of each planned rank and how many scores are >= it."""
