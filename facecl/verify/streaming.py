@@ -1,7 +1,7 @@
 """Block-wise scoring in float32: identification and all-pairs statistics without a score matrix.
 
 Scores are computed with torch matmuls one block at a time (``BLOCK_SCORES`` scores per block,
-64 MiB), and each block is reduced at once to what the protocols need:
+32 MiB), and each block is reduced at once to what the protocols need:
 
 * **identify** (:func:`probe_stats`): per probe its best same-identity score, the top
   ``max_rank`` other-identity scores (a running ``topk``, merged block by block) and so its rank,
@@ -31,8 +31,8 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
-BLOCK_SCORES = 1 << 24
-"""Scores per block (float32: 64 MiB; the masks and bucket indices of a block come on top)."""
+BLOCK_SCORES = 1 << 23
+"""Scores per block (float32: 32 MiB; the masks and bucket indices of a block come on top)."""
 _BUCKETS = 1 << 16
 
 
@@ -390,7 +390,11 @@ def all_pairs_stats(
     torch = _torch()
     _, inv = np.unique(np.asarray(labels), return_inverse=True)
     order = np.argsort(inv, kind="stable")
-    xt = prepare(np.asarray(x)[order], metric)
+    xt = _torch().from_numpy(np.asarray(x, dtype=np.float32)[order])  # our copy: scaled in place
+    if metric == "cosine":
+        xt /= xt.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    elif metric != "euclidean":
+        raise ValueError(f"unknown metric {metric!r}; expected cosine or euclidean")
     codes = torch.from_numpy(inv[order].astype(np.int64))
     imp = ImpostorRanks()
     gen: list[np.ndarray] = []
