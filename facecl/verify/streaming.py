@@ -42,12 +42,15 @@ def _torch():  # noqa: ANN202 - torch is imported lazily: the verify CLI starts 
     return torch
 
 
-def prepare(x: np.ndarray, metric: str) -> torch.Tensor:
-    """(N, D) vectors as float32 torch rows: unit length for cosine, raw for euclidean."""
+def prepare(x: np.ndarray, metric: str, owned: bool = False) -> torch.Tensor:
+    """(N, D) vectors as float32 torch rows: unit length for cosine, raw for euclidean.
+
+    ``owned``: x is a fresh copy (e.g. a fancy-index gather) and is scaled in place."""
     torch = _torch()
     t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     if metric == "cosine":
-        return t / t.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        norm = t.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        return t.div_(norm) if owned else t / norm
     if metric == "euclidean":
         return t
     raise ValueError(f"unknown metric {metric!r}; expected cosine or euclidean")
@@ -73,7 +76,7 @@ def _gallery_blocks(
     """Prepared gallery rows, a block at a time (only one block is ever gathered)."""
     size = max(1, BLOCK_SCORES // max(n_probes, 1))
     for sl in _blocks(len(g_rows), size):
-        yield sl, prepare(vectors[g_rows[sl]], metric)
+        yield sl, prepare(vectors[g_rows[sl]], metric, owned=True)
 
 
 # --------------------------------------------------------------------------- identify
@@ -117,7 +120,7 @@ def probe_stats(
     """Best genuine score, rank and best impostor score of the probes ``vectors[p_rows]``
     (labels (P,)) against the gallery ``vectors[g_rows]`` (labels (G,)), in gallery blocks."""
     torch = _torch()
-    probes = prepare(vectors[p_rows], metric)  # (P, D)
+    probes = prepare(vectors[p_rows], metric, owned=True)  # (P, D)
     gcode, pcode = _codes(g_labels, p_labels)
     n_p, k = len(p_rows), max(1, min(max_rank, len(g_rows)))
     inf = float("inf")
@@ -170,7 +173,7 @@ def probe_histogram(
     """Counts (B,) of the genuine and of the impostor gallery x probe scores on ``edges``
     (B + 1,) spanning every score (np.histogram's bins), a second pass over the blocks."""
     torch = _torch()
-    probes = prepare(vectors[p_rows], metric)
+    probes = prepare(vectors[p_rows], metric, owned=True)
     gcode, pcode = _codes(g_labels, p_labels)
     bounds = _edge_boundaries(edges)
     n_bins = len(edges) - 1
@@ -390,11 +393,7 @@ def all_pairs_stats(
     torch = _torch()
     _, inv = np.unique(np.asarray(labels), return_inverse=True)
     order = np.argsort(inv, kind="stable")
-    xt = _torch().from_numpy(np.asarray(x, dtype=np.float32)[order])  # our copy: scaled in place
-    if metric == "cosine":
-        xt /= xt.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    elif metric != "euclidean":
-        raise ValueError(f"unknown metric {metric!r}; expected cosine or euclidean")
+    xt = prepare(np.asarray(x, dtype=np.float32)[order], metric, owned=True)
     codes = torch.from_numpy(inv[order].astype(np.int64))
     imp = ImpostorRanks()
     gen: list[np.ndarray] = []
