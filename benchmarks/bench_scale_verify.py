@@ -72,14 +72,14 @@ def work_identify(n: int, plots: bool, tmp: Path) -> dict:
 
     rng = np.random.default_rng(0)
     n_p = 10_000
-    gal = _randn(rng, n)
+    vectors = _randn(rng, n + n_p)  # gallery rows, then the probes (one array, no concat)
     gen_ids = rng.integers(0, n, n_p // 2)
-    probes = np.concatenate([gal[gen_ids] + 3.0 * _randn(rng, n_p // 2), _randn(rng, n_p // 2)])
+    vectors[n : n + n_p // 2] = vectors[gen_ids] + 3.0 * _randn(rng, n_p // 2)
     ids = [f"I{i:07d}" for i in range(n)]
     ids += [f"I{i:07d}" for i in gen_ids] + [f"J{j:07d}" for j in range(n_p // 2)]
     keys = [f"{p}/{p}_{j:05d}" for j, p in enumerate(ids)]
-    emb = _emb(np.concatenate([gal, probes]), ids, keys)
-    del gal, probes
+    emb = _emb(vectors, ids, keys)
+    del vectors
     (tmp / "g.txt").write_text("\n".join(keys[:n]) + "\n")
     (tmp / "p.txt").write_text("\n".join(keys[n:]) + "\n")
     _MARK["rss"], t0 = _rss_gib(os.getpid()), time.perf_counter()
