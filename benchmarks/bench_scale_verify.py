@@ -72,14 +72,14 @@ def work_identify(n: int, plots: bool, tmp: Path) -> dict:
 
     rng = np.random.default_rng(0)
     n_p = 10_000
-    gal = _randn(rng, n)
+    vectors = _randn(rng, n + n_p)  # gallery rows, then the probes (one array, no concat)
     gen_ids = rng.integers(0, n, n_p // 2)
-    probes = np.concatenate([gal[gen_ids] + 3.0 * _randn(rng, n_p // 2), _randn(rng, n_p // 2)])
+    vectors[n : n + n_p // 2] = vectors[gen_ids] + 3.0 * _randn(rng, n_p // 2)
     ids = [f"I{i:07d}" for i in range(n)]
     ids += [f"I{i:07d}" for i in gen_ids] + [f"J{j:07d}" for j in range(n_p // 2)]
     keys = [f"{p}/{p}_{j:05d}" for j, p in enumerate(ids)]
-    emb = _emb(np.concatenate([gal, probes]), ids, keys)
-    del gal, probes
+    emb = _emb(vectors, ids, keys)
+    del vectors
     (tmp / "g.txt").write_text("\n".join(keys[:n]) + "\n")
     (tmp / "p.txt").write_text("\n".join(keys[n:]) + "\n")
     _MARK["rss"], t0 = _rss_gib(os.getpid()), time.perf_counter()
@@ -183,7 +183,9 @@ def worker(kind: str, n: int, plots: bool) -> None:
             out = work_identify(n, plots, Path(d))
         else:
             out = {"blufr": work_blufr, "pairs": work_pairs, "merge": work_merge}[kind](n, Path(d))
-    out["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    out["peak_rss_gib"] = use.ru_maxrss / 2**20
+    out["cpu_s"] = use.ru_utime + use.ru_stime  # the whole worker, data building included
     out["rss_before_gib"] = _MARK.get("rss", 0.0)
     out["start_rss_gib"] = rss0 / 2**20
     print("RESULT " + json.dumps(out))

@@ -44,6 +44,16 @@ REQUIRED = (VECTORS, "keys")
 """What a plain file must hold; the other columns have defaults (see :func:`from_arrays`)."""
 
 
+def _usable_rows(vectors: np.ndarray, block: int = 65536) -> np.ndarray:
+    """(N,) bool: rows finite and not all zero, checked a block of rows at a time (no (N, D)
+    temporary: a 1M x 512 gallery would need 2.5 GiB more)."""
+    out = np.empty(len(vectors), dtype=bool)
+    for i in range(0, len(vectors), block):
+        b = vectors[i : i + block]
+        out[i : i + block] = np.isfinite(b).all(1) & (np.abs(b).sum(1) > 0)
+    return out
+
+
 @dataclass
 class Embeddings:
     """vectors: (N, D) float32; keys, paths, identities, status: N strings each."""
@@ -73,7 +83,7 @@ class Embeddings:
                 f"{self.source}: '{PAIRS}' has {len(self.issame)} pairs for {n} rows",
                 "rebuild the embeddings with 'facecl embed --force'",
             )
-        finite = np.isfinite(self.vectors).all(1) & (np.abs(self.vectors).sum(1) > 0)
+        finite = _usable_rows(self.vectors)
         self.status = [
             s if s != OK or f else "non-finite or zero vector"
             for s, f in zip(self.status, finite, strict=True)
