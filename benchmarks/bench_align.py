@@ -313,7 +313,12 @@ def compare(args) -> None:
         return
     figs = {
         "lfw_150px": compare_on(
-            args, lfw_sample(args.n), args.batch, {"facecl MTCNN": MTCNN()}, args.flip_n, 1.0
+            args,
+            lfw_sample(args.n),
+            args.batch,
+            {"facecl (onnxruntime, default)": MTCNN(), "facecl (torch)": MTCNN(backend="torch")},
+            args.flip_n,
+            1.0,
         )
     }
     if args.big:

@@ -17,6 +17,8 @@ from facecl.errors import ConfigError, UsageError
 Size = Literal["112x96", "112x112"]
 OnMiss = Literal["skip", "landmarks", "center"]
 ON_MISS: tuple[str, ...] = get_args(OnMiss)
+DetectorBackend = Literal["auto", "onnxruntime", "torch"]
+DETECTOR_BACKENDS: tuple[str, ...] = get_args(DetectorBackend)
 
 
 @dataclass(frozen=True)
@@ -92,9 +94,18 @@ class AlignRuntime:
     CPU, 256 on CUDA (a GPU needs larger batches to be busy)."""
     workers: int = 2
     """Threads decoding images and encoding PNGs while the detector runs."""
+    detector_backend: DetectorBackend = "auto"
+    """What runs MTCNN's nets: auto (onnxruntime on the CPU, torch on CUDA), onnxruntime
+    (CPU only; on CUDA torch is used) or torch. The same detections; landmarks equal to
+    ~1e-4 px (docs/benchmarks.md)."""
 
     def __post_init__(self) -> None:
         check_device(self.device)
+        if self.detector_backend not in DETECTOR_BACKENDS:
+            raise ConfigError(
+                f"unknown --detector-backend {self.detector_backend!r}",
+                f"choose one of: {', '.join(DETECTOR_BACKENDS)}",
+            )
         if (self.batch_size is not None and self.batch_size < 1) or self.workers < 1:
             raise ConfigError("--batch-size and --workers must be at least 1")
 

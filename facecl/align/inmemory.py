@@ -103,6 +103,7 @@ class Aligner:
                 factor=self.cfg.factor,
                 device=self.runtime.torch_device(),
                 max_side=self.cfg.max_side,
+                backend=self.runtime.detector_backend,
             )
         return self._detector
 

@@ -30,6 +30,7 @@ left-right flip test on LFW (landmarks of the mirrored image mapped back) puts o
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -253,6 +254,9 @@ def nms_min(boxes: np.ndarray, scores: np.ndarray, groups: np.ndarray, thr: floa
 
 # --------------------------------------------------------------------------- detector
 
+Net = Callable[[torch.Tensor], tuple[torch.Tensor, ...]]
+"""A torch net or its onnxruntime session (``facecl.align.mtcnn_onnx.OrtNet``)."""
+
 
 @dataclass(frozen=True)
 class Detections:
@@ -292,9 +296,12 @@ class MTCNN:
         pixel_budget: int = 24_000_000,
         crop_batch: int = 8192,
         weights: Path | None = None,
+        backend: str = "auto",
     ):
         if not 0 < factor < 1:
             raise ValueError(f"pyramid factor must be in (0, 1), got {factor}")
+        if backend not in ("auto", "torch", "onnxruntime"):
+            raise ValueError(f"unknown MTCNN backend {backend!r}: auto, torch or onnxruntime")
         self.min_face = float(min_face)
         self.thresholds = tuple(float(t) for t in thresholds)
         self.factor = float(factor)
@@ -302,7 +309,20 @@ class MTCNN:
         self.max_side = int(max_side)
         self.pixel_budget = int(pixel_budget)
         self.crop_batch = int(crop_batch)
-        self.pnet, self.rnet, self.onet = load_nets(self.device, weights)
+        nets = load_nets(self.device, weights)
+        self.pnet: Net
+        self.rnet: Net
+        self.onet: Net
+        # auto: onnxruntime on CPU (1.2-1.4x torch there, docs/benchmarks.md), torch on CUDA
+        # (onnxruntime's CUDA provider is not used for the detector)
+        on_cpu = self.device.type == "cpu"
+        self.backend = "onnxruntime" if on_cpu and backend != "torch" else "torch"
+        if self.backend == "onnxruntime":
+            from facecl.align.mtcnn_onnx import onnx_nets
+
+            self.pnet, self.rnet, self.onet = onnx_nets(nets)
+        else:
+            self.pnet, self.rnet, self.onet = nets
 
     # ----------------------------------------------------------------- public
 
@@ -478,7 +498,7 @@ class MTCNN:
         out = (out - DETECTOR_MEAN) * DETECTOR_SCALE
         return out.contiguous(memory_format=torch.channels_last)
 
-    def _run(self, net: nn.Module, crops: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def _run(self, net: Net, crops: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if len(crops) <= self.crop_batch:
             return net(crops)
         parts = [net(crops[s : s + self.crop_batch]) for s in range(0, len(crops), self.crop_batch)]

@@ -164,3 +164,23 @@ def test_cuda_matches_cpu(detector, mini_images):
     for a, b in zip(detector.detect(mini_images[:16]), gpu.detect(mini_images[:16]), strict=True):
         assert len(a) == len(b)
         np.testing.assert_allclose(a.landmarks, b.landmarks, atol=0.05)
+
+
+def test_onnxruntime_nets_give_the_same_detections_as_torch(detector, mini_images, mini_detections):
+    """The default CPU backend (onnxruntime) against the torch nets on every lfw_mini image:
+    the same faces, boxes and landmarks to float32 rounding (issue 16)."""
+    from facecl.align.mtcnn import MTCNN
+
+    assert detector.backend == "onnxruntime"  # auto on CPU
+    torch_det = MTCNN(backend="torch")
+    assert torch_det.backend == "torch"
+    ref = []
+    for s in range(0, len(mini_images), 64):
+        ref += torch_det.detect(mini_images[s : s + 64])
+    for a, b in zip(mini_detections, ref, strict=True):
+        assert len(a) == len(b)
+        np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-3)
+        np.testing.assert_allclose(a.landmarks, b.landmarks, atol=1e-3)
+        np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
+    with pytest.raises(ValueError, match="unknown MTCNN backend"):
+        MTCNN(backend="tensorrt")
