@@ -92,6 +92,11 @@ class AlignRuntime:
     CPU, 256 on CUDA (a GPU needs larger batches to be busy)."""
     workers: int = 2
     """Threads decoding images and encoding PNGs while the detector runs."""
+    verify_inputs: bool = False
+    """Hash the bytes of every input file (sha256, streamed: reads the whole tree) to decide
+    whether OUT is up to date, instead of names, sizes and mtimes (an edit that keeps both is
+    missed without it); the hashes are recorded in the manifest. A runtime option: OUT's
+    fingerprint is the same with or without it."""
 
     def __post_init__(self) -> None:
         check_device(self.device)
