@@ -114,3 +114,23 @@ def test_a_partial_of_other_content_is_not_resumed(tmp_path):
     edit_keeping_size_and_mtime(src / "A" / "b.jpg")
     with pytest.raises(ArtifactError, match="changed since"):
         StageOutput(out, "align", {"k": 1}, [input_ref(src)], verify_inputs=True)
+
+
+def test_pack_prealigned_verify_inputs(tmp_path):
+    """B60: pack of a --prealigned folder: the same as align (runtime option, stale on an
+    edit that keeps size and mtime)."""
+    from typer.testing import CliRunner
+
+    from facecl.cli import app
+    from tests.pack.test_prealigned import crop_folder
+
+    root = tmp_path / "crops"
+    crop_folder(root, (112, 96), per_id=2)
+    args = ["pack", str(root), "--prealigned", "--min-images", "1", "-o", str(tmp_path / "p")]
+    r = CliRunner().invoke(app, [*args, "--verify-inputs"])
+    assert r.exit_code == 0, r.output
+    edit_keeping_size_and_mtime(sorted(root.rglob("*.png"))[0])
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0 and "up to date" in r.output, r.output
+    r = CliRunner().invoke(app, [*args, "--verify-inputs"])
+    assert r.exit_code == 1 and "changed since" in r.output, r.output
