@@ -1,6 +1,6 @@
-"""B54-B57: ``--verify-inputs``: content hashes of the input trees decide "up to date", so an
-edit that keeps a photo's size and mtime is seen; without it, it is not (the documented
-limitation of the name + size + mtime tree hash)."""
+"""B54-B57, B60: ``--verify-inputs``: content hashes of the input trees decide "up to
+date", so an edit that keeps a photo's size and mtime is seen; without it, it is not (the
+documented limitation of the name + size + mtime tree hash)."""
 
 from __future__ import annotations
 
