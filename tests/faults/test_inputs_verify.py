@@ -1,4 +1,4 @@
-"""B54-B57, B60: ``--verify-inputs``: content hashes of the input trees decide "up to
+"""B54-B57, B60, B61: ``--verify-inputs``: content hashes of the input trees decide "up to
 date", so an edit that keeps a photo's size and mtime is seen; without it, it is not (the
 documented limitation of the name + size + mtime tree hash)."""
 
@@ -134,3 +134,20 @@ def test_pack_prealigned_verify_inputs(tmp_path):
     assert r.exit_code == 0 and "up to date" in r.output, r.output
     r = CliRunner().invoke(app, [*args, "--verify-inputs"])
     assert r.exit_code == 1 and "changed since" in r.output, r.output
+
+
+def test_embed_aligned_folder_verify_inputs(tmp_path, pipeline):
+    """B61 (real processes): embed of a folder of crops: the same runtime option."""
+    import shutil
+
+    from .hostile import CROPS
+
+    crops = tmp_path / "crops"
+    for f in sorted(CROPS.glob("*.png"))[:3]:
+        (crops / f.stem).mkdir(parents=True)
+        shutil.copy(f, crops / f.stem / f.name)
+    args = ("embed", pipeline.run, crops, "--aligned", "-o", tmp_path / "E", "--device", "cpu")
+    ok(facecl(*args, "--verify-inputs"))
+    edit_keeping_size_and_mtime(sorted(crops.rglob("*.png"))[0])
+    assert "up to date" in ok(facecl(*args)).stderr
+    one_line_error(facecl(*args, "--verify-inputs"), 1, "changed since", str(crops.resolve()))
