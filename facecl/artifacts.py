@@ -41,7 +41,7 @@ import os
 import shutil
 import tempfile
 import typing
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -212,7 +212,27 @@ def tree_listing_sha256(root: Path, files: Iterable[Path] | None = None) -> str:
     edit is a change), order-independent. Folder links are followed (each real folder once);
     a folder that cannot be listed is part of the listing; names are hashed as their bytes
     (``os.fsencode``), so names that are not UTF-8 hash too."""
-    root = Path(root)
+    return _tree_hash(Path(root), _size_mtime, files)
+
+
+def tree_content_sha256(root: Path) -> str:
+    """Hash of a tree's content: like :func:`tree_listing_sha256` with each file's sha256
+    (its bytes, streamed) in place of its size and mtime, so an edit that keeps both is seen
+    (``--verify-inputs``; it reads every byte of the tree)."""
+    return _tree_hash(Path(root), lambda p: sha256_file(p).encode())
+
+
+def _size_mtime(p: Path) -> bytes:
+    st = p.stat()
+    return b"%d\t%d" % (st.st_size, st.st_mtime_ns)
+
+
+def _tree_hash(
+    root: Path, describe: Callable[[Path], bytes], files: Iterable[Path] | None = None
+) -> str:
+    """sha256 of the sorted lines ``<relative name as bytes>\t<describe(file)>`` of every
+    file below ``root`` (``unreadable`` where describing fails), plus one line per folder
+    that cannot be listed."""
     if files is None:
         files, unreadable = _tree_files(root)
     else:
@@ -220,11 +240,10 @@ def tree_listing_sha256(root: Path, files: Iterable[Path] | None = None) -> str:
     lines = []
     for p in files:
         try:
-            st = p.stat()
-            stat = b"%d\t%d" % (st.st_size, st.st_mtime_ns)
+            desc = describe(p)
         except OSError:
-            stat = b"unreadable"
-        lines.append(os.fsencode(p.relative_to(root)) + b"\t" + stat)
+            desc = b"unreadable"
+        lines.append(os.fsencode(p.relative_to(root)) + b"\t" + desc)
     lines += [os.fsencode(d.relative_to(root)) + b"\t!unlistable" for d in unreadable]
     return sha256_bytes(b"\n".join(sorted(lines)))
 
@@ -245,6 +264,19 @@ def _tree_files(root: Path) -> tuple[list[Path], list[Path]]:
         dirnames[:] = keep
         files += [Path(dirpath, f) for f in filenames]
     return files, [Path(e.filename) for e in errors if e.filename]
+
+
+INPUT_CONTENT = "input_content_sha256"
+"""The manifest ``extra`` key holding ``{tree input path: tree_content_sha256}``, recorded by
+a run with ``--verify-inputs`` and compared by the next one."""
+
+
+def input_contents(inputs: Iterable[Mapping[str, str]]) -> dict[str, str]:
+    """``{path: tree_content_sha256}`` of the tree inputs (files and artifacts are already
+    hashed by content or by their manifest)."""
+    return {
+        i["path"]: tree_content_sha256(Path(i["path"])) for i in inputs if i.get("kind") == "tree"
+    }
 
 
 def input_ref(path: str | os.PathLike) -> dict[str, str]:
@@ -481,6 +513,11 @@ class StageOutput:
     of the fingerprint when ``config`` is a dict (for a dataclass, its fields marked
     ``runtime``). ``--force`` rebuilds only an artifact of the same stage; a forced start is
     recorded in the partial state, so the same forced command resumes it after a kill.
+
+    ``verify_inputs`` (``--verify-inputs``, a runtime option: never in the fingerprint) hashes
+    the bytes of every tree input: the hashes are recorded in the manifest's ``extra``
+    (:data:`INPUT_CONTENT`) and the partial state, and an output is up to date (or a partial
+    resumed) only when they match; an output recorded without them is stale.
     """
 
     def __init__(
@@ -493,6 +530,7 @@ class StageOutput:
         force: bool = False,
         resume: bool = True,
         runtime: Iterable[str] = (),
+        verify_inputs: bool = False,
     ):
         from facecl import lock
         from facecl.outpath import check_output
@@ -508,6 +546,7 @@ class StageOutput:
         self.resume = resume
         self.partial = Path(str(self.path) + PARTIAL_SUFFIX)
         self.fingerprint = fingerprint(stage, without_runtime(self.config, self.runtime), inputs)
+        self.content = input_contents(inputs) if verify_inputs else None
         self.resumed = False
         self.existing: Manifest | None = None
         self.lock = lock.acquire(self.path)
@@ -554,12 +593,33 @@ class StageOutput:
                 "use --force to rebuild it",
             ) from None
         if m.fingerprint == self.fingerprint:
+            self._check_content(m)
             self.existing = m
             return
         raise ArtifactError(
             f"output {self.path} exists with a different config or inputs",
             "use --force to overwrite it, or choose another -o path",
         )
+
+    def _check_content(self, m: Manifest) -> None:
+        """Under ``verify_inputs``: raise unless ``m`` recorded the content hashes of this
+        run's tree inputs (and they are the same)."""
+        if self.content is None:
+            return
+        recorded = m.extra.get(INPUT_CONTENT)
+        if not isinstance(recorded, dict):
+            raise ArtifactError(
+                f"output {self.path} has no input content hashes (written without "
+                "--verify-inputs), so it cannot be confirmed up to date",
+                "use --force --verify-inputs to rebuild it with them",
+            )
+        changed = sorted(p for p, h in self.content.items() if recorded.get(p) != h)
+        if changed:
+            raise ArtifactError(
+                f"input {changed[0]} changed since {self.path} was written (its content hash "
+                "differs, though names, sizes and mtimes may not)",
+                "use --force to rebuild it, or choose another -o path",
+            )
 
     def _resumable(self) -> bool:
         """Whether the existing ``.partial`` is this very run's (same fingerprint; under
@@ -572,6 +632,8 @@ class StageOutput:
         except (ValueError, UnicodeDecodeError):
             return False
         if not isinstance(state, dict) or state.get("fingerprint") != self.fingerprint:
+            return False
+        if self.content is not None and state.get("content") != self.content:
             return False
         return bool(state.get("forced")) or not self.force
 
@@ -589,7 +651,13 @@ class StageOutput:
         return self.partial
 
     def _write_state(self) -> None:
-        state = {"fingerprint": self.fingerprint, "stage": self.stage, "forced": self.force}
+        state: dict[str, Any] = {
+            "fingerprint": self.fingerprint,
+            "stage": self.stage,
+            "forced": self.force,
+        }
+        if self.content is not None:
+            state["content"] = self.content
         atomic_write_json(self.partial / PARTIAL_STATE, state)
 
     def commit(self, counts: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> Manifest:
@@ -604,7 +672,7 @@ class StageOutput:
             status="complete",
             created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             fingerprint=self.fingerprint,
-            extra=json.loads(canonical_json(dict(extra or {}))),
+            extra=json.loads(canonical_json(self._extra(extra))),
         )
         try:
             atomic_write_json(self.partial / MANIFEST, manifest.to_dict())
@@ -619,6 +687,12 @@ class StageOutput:
             raise
         lock.release(self.path)
         return manifest
+
+    def _extra(self, extra: Mapping[str, Any] | None) -> dict[str, Any]:
+        out = dict(extra or {})
+        if self.content is not None:
+            out[INPUT_CONTENT] = self.content
+        return out
 
     def _publish(self) -> None:
         """Move ``.partial`` into place (an existing output is moved aside first, then

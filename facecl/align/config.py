@@ -98,6 +98,11 @@ class AlignRuntime:
     """What runs MTCNN's nets: auto (onnxruntime on the CPU, torch on CUDA), onnxruntime
     (CPU only; on CUDA torch is used) or torch. The same detections; landmarks equal to
     ~1e-4 px (docs/benchmarks.md)."""
+    verify_inputs: bool = False
+    """Hash the bytes of every input file (sha256, streamed: reads the whole tree) to decide
+    whether OUT is up to date, instead of names, sizes and mtimes (an edit that keeps both is
+    missed without it); the hashes are recorded in the manifest. A runtime option: OUT's
+    fingerprint is the same with or without it."""
 
     def __post_init__(self) -> None:
         check_device(self.device)

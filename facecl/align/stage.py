@@ -98,7 +98,7 @@ def run_align(
             "expected ROOT/<identity>/<image> files or a list of '<path> <identity>' lines",
         )
     inputs = [input_ref(source)] + ([input_ref(landmarks)] if landmarks is not None else [])
-    so = StageOutput(out, "align", cfg, inputs, force=force)
+    so = StageOutput(out, "align", cfg, inputs, force=force, verify_inputs=runtime.verify_inputs)
     if so.existing is not None:  # up to date
         return AlignSummary(str(so.path), True, False, 0, so.existing.counts, 0.0, 0.0)
     if detector is None:

@@ -58,6 +58,11 @@ class EmbedConfig:
     chunk_batches: int = 8
     """Batches per chunk written to ``<out>.partial/chunks/``: a killed run resumes per chunk."""
 
+    verify_inputs: bool = field(default=False, metadata={"runtime": True})
+    """Hash the bytes of every file of a folder INPUT (sha256, streamed: reads the whole
+    tree) to decide whether OUT is up to date, instead of names, sizes and mtimes (an edit
+    that keeps both is missed without it); recorded in the manifest, never fingerprinted."""
+
     def __post_init__(self) -> None:
         from facecl.embed.features import FUSIONS
         from facecl.errors import ConfigError

@@ -106,7 +106,13 @@ def run_embed(
     fingerprinted = {**config_dict(config), "numeric": backend.numeric}
     inputs = [*model_inputs(model_file), source.ref]
     so = StageOutput(
-        out, STAGE, fingerprinted, inputs, force=force, runtime=runtime_fields(EmbedConfig)
+        out,
+        STAGE,
+        fingerprinted,
+        inputs,
+        force=force,
+        runtime=runtime_fields(EmbedConfig),
+        verify_inputs=config.verify_inputs,
     )
     if so.up_to_date:
         assert so.existing is not None

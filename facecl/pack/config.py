@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 from facecl.errors import ConfigError
@@ -46,6 +46,11 @@ class PackConfig:
     """RecordIO input only: a file naming its class ids, one ``ID<TAB>NAME`` line per class,
     so that ``exclude`` can remove identities by name (without it the overlap filter cannot
     run); stored as a resolved path."""
+
+    verify_inputs: bool = field(default=False, metadata={"runtime": True})
+    """Hash the bytes of every file of a folder input (``--prealigned`` crops, a RecordIO
+    folder; sha256, streamed: reads it all) to decide whether OUT is up to date, instead of
+    names, sizes and mtimes; recorded in the manifest, never fingerprinted."""
 
     def __post_init__(self) -> None:
         if self.shard_size < 1:

@@ -269,7 +269,7 @@ def run_pack(
     lists = [load_name_list(s) for s in config.exclude]
     refs = input_refs(paths, names) + [input_ref(nl.path) for nl in lists]
 
-    so = StageOutput(out, "pack", config, refs, force=force)
+    so = StageOutput(out, "pack", config, refs, force=force, verify_inputs=config.verify_inputs)
     if so.existing is not None:  # same config and inputs: up to date if its files are intact
         from facecl.inspect.verify import verify_artifact
 

@@ -647,12 +647,17 @@ def _identify_sets(
     """Gallery rows, probe rows (those not also in the gallery), the gallery's and the
     probes' listed images without an embedding, and the skipped items; raises when either set
     ends up empty."""
-    g_rows, g_missing = select_images(emb, gallery)
-    p_rows, p_missing = select_images(emb, probe)
+    g_rows, g_missing, g_notes = select_images(emb, gallery)
+    p_rows, p_missing, p_notes = select_images(emb, probe)
     skipped = [
         {"item": k, "kind": f"{what} image", "reason": r}
         for what, miss in (("gallery", g_missing), ("probe", p_missing))
         for k, r in miss.items()
+    ]
+    skipped += [
+        {"item": where, "kind": f"{what} folder", "reason": f"ignored_hidden: {n} files"}
+        for what, where, notes in (("gallery", gallery, g_notes), ("probe", probe, p_notes))
+        if (n := notes.get("ignored_hidden", 0))
     ]
     in_gallery = np.isin(p_rows, g_rows)
     for r in p_rows[in_gallery]:

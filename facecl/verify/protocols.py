@@ -39,7 +39,6 @@ from facecl.verify.embeddings import Embeddings
 LFW_VIEW2 = (10, 300)  # sets x matched pairs per set
 LFW_VIEW1_TEST = 500
 LFW_VIEW1_TRAIN = 1100
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
 
 def lfw_key(name: str, number: int | str) -> str:
@@ -408,19 +407,23 @@ def read_blufr_config(path: str | os.PathLike) -> BlufrConfig:
 # --------------------------------------------------------------------------- identification
 
 
-def select_images(emb: Embeddings, spec: str | os.PathLike) -> tuple[np.ndarray, dict[str, str]]:
+def select_images(
+    emb: Embeddings, spec: str | os.PathLike
+) -> tuple[np.ndarray, dict[str, str], dict[str, int]]:
     """Embedding rows of a gallery or probe set.
 
-    ``spec`` is a folder (every image file under it, matched by path or by
-    ``<folder>/<stem>``) or a text file of keys or paths, one per line. Returns (rows (K,) of
-    usable images, {name: reason} for the listed images without a usable embedding).
+    ``spec`` is a folder (every file under it, listed as align and embed list a folder:
+    :func:`facecl.align.io.scan_tree`; matched by path or by ``<folder>/<stem>``) or a text
+    file of keys or paths, one per line. Returns (rows (K,) of usable images, {name: reason}
+    for the listed entries without a usable embedding (a folder's unreadable folders, link
+    loops and non-UTF-8 names included), listing notes (``ignored_hidden``: hidden files)).
     """
     p = Path(spec)
     ok = emb.ok
+    missing: dict[str, str] = {}
+    notes: dict[str, int] = {}
     if p.is_dir():
-        names = [str(f) for f in sorted(p.rglob("*")) if f.suffix.lower() in IMAGE_SUFFIXES]
-        if not names:
-            raise InputError(f"no images under {p}", "pass a folder of <identity>/<image> files")
+        names, missing, notes = _folder_names(p)
     elif p.is_file():
         names = [ln.strip() for ln in read_text(p).splitlines()]
         names = [n for n in names if n and not n.startswith("#")]
@@ -428,7 +431,7 @@ def select_images(emb: Embeddings, spec: str | os.PathLike) -> tuple[np.ndarray,
         raise InputError(
             f"gallery/probe set not found: {p}", "pass a folder of images or a list file"
         )
-    rows, missing = [], {}
+    rows = []
     find = NameResolver(emb, [p if p.is_dir() else p.parent, *embedded_roots(emb), Path.cwd()])
     for name in names:
         r = find(name)
@@ -436,4 +439,26 @@ def select_images(emb: Embeddings, spec: str | os.PathLike) -> tuple[np.ndarray,
             rows.append(r)
         else:
             missing[name] = emb.reason(r)
-    return np.array(rows, dtype=np.int64), missing
+    return np.array(rows, dtype=np.int64), missing, notes
+
+
+def _folder_names(folder: Path) -> tuple[list[str], dict[str, str], dict[str, int]]:
+    """The file paths of a gallery/probe folder to resolve, the entries that cannot be
+    (``{shown path: problem}``), and the listing notes; raises when it lists nothing."""
+    from facecl.align.io import printable, scan_tree
+
+    listed, counted = scan_tree(folder)
+    names, problems = [], {}
+    for _rel, path, problem, _detail in listed:
+        shown = printable(str(path))
+        if problem or shown != str(path):
+            problems[shown] = problem or "unsafe_name"
+        else:
+            names.append(str(path))
+    notes = {k: v for k, v in counted.items() if v}
+    if not listed:
+        hidden = f" ({notes['ignored_hidden']} hidden files ignored)" if notes else ""
+        raise InputError(
+            f"no images under {folder}{hidden}", "pass a folder of <identity>/<image> files"
+        )
+    return names, problems, notes

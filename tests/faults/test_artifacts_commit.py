@@ -141,10 +141,11 @@ def test_runtime_fields_are_out_of_the_fingerprint_but_on_the_cli(tmp_path):
 
 
 def test_stage_runtime_fields_are_marked():
-    """A52: embed's device is runtime (its resolved numeric mode is fingerprinted instead)."""
+    """A52: embed's device is runtime (its resolved numeric mode is fingerprinted instead),
+    and so is --verify-inputs (how up to date is decided, not what is written)."""
     from facecl.embed.config import EmbedConfig
 
-    assert runtime_fields(EmbedConfig) == {"device"}
+    assert runtime_fields(EmbedConfig) == {"device", "verify_inputs"}
 
 
 def test_partial_state_records_a_forced_start(tmp_path):

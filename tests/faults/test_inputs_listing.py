@@ -137,3 +137,34 @@ def test_a_link_to_a_folder_of_the_tree_is_the_duplicate(tmp_path):
     (root / "Alias").symlink_to(root / "Zed", target_is_directory=True)
     items, _ = list_tree(root)
     assert [(i.source, i.problem) for i in items] == [("Alias", "link_loop"), ("Zed/z.jpg", "")]
+
+
+def test_gallery_folder_lists_like_align(tmp_path, hostile):
+    """B58: verify's gallery/probe folder goes through scan_tree: every entry of the
+    hostile tree is a matched row or a recorded reason (link loop, unreadable folder,
+    non-UTF-8 name, never embedded), extension-less files included, hidden files counted."""
+    import numpy as np
+
+    from facecl.verify.embeddings import load_embeddings
+    from facecl.verify.protocols import select_images
+    from tests.verify.helpers import make_embed_artifact
+
+    items, _ = list_tree(hostile.root)
+    good = [i for i in items if not i.problem]
+    embedded = good[::2]  # half of the readable files were embedded
+    keys = [f"{i.identity}/{Path(i.source).stem}" for i in embedded]
+    paths = [str(i.path) for i in embedded]
+    vecs = np.random.default_rng(0).normal(size=(len(keys), 4))
+    emb = load_embeddings(make_embed_artifact(tmp_path, keys, vecs, paths=paths))
+    rows, missing, notes = select_images(emb, hostile.root)
+    assert sorted(rows.tolist()) == list(range(len(embedded)))
+    assert notes == {"ignored_hidden": hostile.hidden}
+    root_files = [i for i in items if i.problem == "no_identity"]  # rows of their own here
+    assert len(rows) + len(missing) == len(items)
+    reasons = sorted(missing.values())
+    want = sorted(
+        [i.problem for i in items if i.problem and i.problem != "no_identity"]
+        + ["not in embeddings"] * (len(good) - len(embedded) + len(root_files))
+    )
+    assert reasons == want
+    assert any("\\x" in k for k, r in missing.items() if r == "unsafe_name")

@@ -195,6 +195,32 @@ def test_identify_closed_and_open_set(tmp_path):
     assert r.exit_code == 2 and "--pca" in r.output
 
 
+def test_identify_gallery_folder_counts_hidden_files(tmp_path):
+    """B59: a gallery folder is listed like align's input: its images matched by
+    <folder>/<stem>, a link loop recorded as a missing image, hidden files one counted row."""
+    ids = [f"P{i:02d}" for i in range(6)]
+    keys = [f"{p}/{p}_{n:04d}" for p in ids for n in range(1, 3)]
+    emb = make_embed_artifact(tmp_path, keys, identity_vectors(keys, dim=8, noise=0.3, seed=2))
+    gal = tmp_path / "gal"
+    for p in ids[:4]:
+        (gal / p).mkdir(parents=True)
+        (gal / p / f"{p}_0001").write_bytes(b"x")  # no extension: listed all the same
+    (gal / ".cache").mkdir()
+    (gal / ".cache" / "a.jpg").write_bytes(b"x")
+    (gal / ".DS_Store").write_bytes(b"x")
+    (gal / "again").symlink_to(gal / "P00", target_is_directory=True)
+    probe = tmp_path / "probe.txt"
+    probe.write_text("\n".join(k for k in keys if k.endswith("_0002")) + "\n")
+    out = tmp_path / "id"
+    r = invoke(emb, "-p", "identify", "--gallery", gal, "--probe", probe, "-o", out)
+    assert r.exit_code == 0, r.output
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["results"]["n_gallery"] == 4
+    assert rep["missing"]["images"] == {str(gal / "again"): "link_loop"}
+    rows = (out / "missing.csv").read_text().splitlines()
+    assert f"{gal},gallery folder,ignored_hidden: 2 files" in rows
+
+
 def _mini_blufr(tmp_path, n_ids=30, per_id=4, trials=2, seed=0):
     """A BLUFR-shaped .mat: image list, labels, and per trial train/test/gallery/probe cells."""
     import scipy.io

@@ -146,12 +146,13 @@ def test_select_images_folder_and_list(tmp_path):
     (folder / "C" / "C_0001.jpg").write_bytes(b"x")  # an image that was never embedded
     paths = [str(folder / f"{k}.jpg") for k in keys]
     emb = load_embeddings(make_embed_artifact(tmp_path, keys, np.eye(3, 4) + 0.1, paths=paths))
-    rows, missing = select_images(emb, folder)
+    rows, missing, notes = select_images(emb, folder)
     assert sorted(rows.tolist()) == [0, 1]
     assert missing == {str(folder / "C" / "C_0001.jpg"): "not in embeddings"}
+    assert notes == {}
     lst = tmp_path / "probe.txt"
     lst.write_text("# probes\nB/B_0001\nZ/Z_0009\n")
-    rows, missing = select_images(emb, lst)
+    rows, missing, _ = select_images(emb, lst)
     assert rows.tolist() == [2] and missing == {"Z/Z_0009": "not in embeddings"}
 
 
