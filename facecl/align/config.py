@@ -91,12 +91,17 @@ class AlignRuntime:
     """Images per detector call (P-Net per pyramid scale over the batch); None = 64 on the
     CPU, 256 on CUDA (a GPU needs larger batches to be busy)."""
     workers: int = 2
-    """Threads decoding images and encoding PNGs while the detector runs."""
+    """Threads decoding images ahead of the detector."""
+    writers: int = 2
+    """Threads warping the crops and writing the PNGs behind the detector, so it never
+    waits on them; 0 = on the main thread, between detector batches (serial)."""
 
     def __post_init__(self) -> None:
         check_device(self.device)
         if (self.batch_size is not None and self.batch_size < 1) or self.workers < 1:
             raise ConfigError("--batch-size and --workers must be at least 1")
+        if self.writers < 0:
+            raise ConfigError(f"--writers must be 0 or more, got {self.writers}")
 
     def torch_device(self) -> str:
         return resolve_device(self.device)
