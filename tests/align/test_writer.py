@@ -4,8 +4,7 @@ writer thread's error is the usual one-line error with every finished chunk kept
 from __future__ import annotations
 
 import errno
-import time
-import zlib
+import threading
 from pathlib import Path
 
 import pytest
@@ -31,16 +30,21 @@ def mixed_tree(tmp_path, mini_paths) -> Path:
     return src
 
 
-def _slow_some_writes(monkeypatch) -> None:
-    """Delay a fixed third of the PNG writes, so jobs finish out of listing order."""
+def _finish_out_of_order(monkeypatch, outputs: list[str]) -> None:
+    """Every third crop's write waits until the next crop's write is done, so jobs finish
+    out of listing order (a wait of at most 10 s: never a deadlock)."""
     real = writer.write_png
+    names = [Path(o).name for o in outputs]
+    done = {n: threading.Event() for n in names}
+    after = {names[k]: names[k + 1] for k in range(0, len(names) - 1, 3)}
 
-    def slow(path: Path, rgb) -> None:
-        if zlib.crc32(path.name.encode()) % 3 == 0:
-            time.sleep(0.03)
+    def write(path: Path, rgb) -> None:
+        if path.name in after:
+            done[after[path.name]].wait(10)
         real(path, rgb)
+        done[path.name].set()
 
-    monkeypatch.setattr(writer, "write_png", slow)
+    monkeypatch.setattr(writer, "write_png", write)
 
 
 def test_overlapped_writers_give_the_bytes_of_a_serial_run(
@@ -51,7 +55,7 @@ def test_overlapped_writers_give_the_bytes_of_a_serial_run(
         cfg, mixed_tree, tmp_path / "serial", runtime=AlignRuntime(batch_size=4, writers=0),
         detector=detector,
     )  # fmt: skip
-    _slow_some_writes(monkeypatch)
+    _finish_out_of_order(monkeypatch, [r.output for r in read_faces(tmp_path / "serial")])
     seen = []
     over = run_align(
         cfg, mixed_tree, tmp_path / "over", runtime=AlignRuntime(batch_size=4, writers=3),
