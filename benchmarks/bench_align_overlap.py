@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -40,32 +41,26 @@ def _same_bytes(a: Path, b: Path) -> bool:
     )
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--writers", type=int, default=2, help="threads of the overlapped mode")
-    ap.add_argument("--threads", type=int, default=2, help="torch threads of the detector")
-    ap.add_argument("--batch-size", type=int, default=64)
-    args = ap.parse_args()
-
-    import torch
-
+def overlap_compare(
+    device: str, rounds: int, writers: int, batch_size: int | None
+) -> dict[str, Any]:
+    """Both modes, ``rounds`` interleaved rounds on ``device``: img/s per round, medians,
+    ratio, and whether every pair of outputs was the same bytes."""
     from facecl.align.config import AlignConfig, AlignRuntime
     from facecl.align.mtcnn import MTCNN
     from facecl.align.stage import run_align
 
-    torch.set_num_threads(args.threads)
-    detector = MTCNN()
-    modes = {"serial": 0, "overlapped": args.writers}
+    detector = MTCNN(device=device)
+    modes = {"serial": 0, "overlapped": writers}
     speeds: dict[str, list[float]] = {m: [] for m in modes}
     same = True
     with tempfile.TemporaryDirectory() as tmp:
-        for r in range(args.rounds):
+        for r in range(rounds):
             outs = {}
             order = list(modes.items())[:: 1 if r % 2 == 0 else -1]  # who goes first alternates
-            for mode, writers in order:
+            for mode, n in order:
                 out = Path(tmp) / f"{mode}{r}"
-                rt = AlignRuntime(device="cpu", batch_size=args.batch_size, writers=writers)
+                rt = AlignRuntime(device=device, batch_size=batch_size, writers=n)  # type: ignore[arg-type]
                 t = time.perf_counter()
                 s = run_align(AlignConfig(), MINI, out, runtime=rt, detector=detector)
                 speeds[mode].append(s.counts["processed"] / (time.perf_counter() - t))
@@ -73,18 +68,33 @@ def main() -> None:
                 print(f"round {r} {mode:10s} {speeds[mode][-1]:6.2f} img/s", file=sys.stderr)
             same = same and _same_bytes(outs["serial"], outs["overlapped"])
     med = {m: round(statistics.median(v), 2) for m, v in speeds.items()}
-    doc = {
+    return {
         "images": 176,
-        "rounds": args.rounds,
-        "writers": args.writers,
-        "torch_threads": args.threads,
-        "batch_size": args.batch_size,
+        "device": device,
+        "rounds": rounds,
+        "writers": writers,
+        "batch_size": batch_size,
         "img_per_s": {m: [round(x, 2) for x in v] for m, v in speeds.items()},
         "median_img_per_s": med,
         "ratio_overlapped_over_serial": round(med["overlapped"] / med["serial"], 3),
         "same_bytes": same,
-        "machine": machine(),
     }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--writers", type=int, default=2, help="threads of the overlapped mode")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads of the detector")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    doc = overlap_compare(args.device, args.rounds, args.writers, args.batch_size)
+    doc = {**doc, "torch_threads": args.threads, "machine": machine()}
     record("align_overlap", doc)
     print(json.dumps(doc, indent=2))
 
