@@ -1,7 +1,8 @@
 """`make gpu-check`: everything that needs a GPU, in one command (under 8 minutes on one GPU).
 
 1. ``tests``: the GPU-marked tests (``pytest -m gpu``).
-2. ``align``: MTCNN detection images/s, CPU vs CUDA, on the bundled sample's photos.
+2. ``align``: MTCNN detection images/s, CPU vs CUDA, on the bundled sample's photos; the
+   whole align stage with crops written serially vs behind the detector (``--writers``).
 3. ``train_step``: sphere20 at 112x96, images/s of a train step on CPU (fp32) and CUDA (fp32,
    AMP bfloat16, AMP float16; in memory, and AMP bfloat16 through the HDF5 loader).
 4. ``embed``: sphere20 embedding images/s, torch on CUDA (fp16) vs onnxruntime with its CUDA
@@ -141,7 +142,16 @@ def align_bench(plan: Plan) -> dict[str, Any]:
     for dev in dict.fromkeys(("cpu", plan.device)):
         out[dev] = mtcnn_throughput(images, dev, plan.align_batch, plan.align_rounds)
     out["speedup"] = out[plan.device]["images_per_s"] / out["cpu"]["images_per_s"]
+    out["stage_overlap"] = _align_overlap(plan)
     return out
+
+
+def _align_overlap(plan: Plan) -> dict[str, Any]:
+    """The whole align stage on the sample, warp + PNG writes serial vs behind the detector
+    (``--writers 0`` vs ``2``, issue 18 item 8), with the outputs' byte equality."""
+    from benchmarks.bench_align_overlap import overlap_compare
+
+    return overlap_compare(plan.device, plan.align_rounds, 2, None)
 
 
 def train_bench(plan: Plan, work: Path) -> dict[str, Any]:

@@ -93,7 +93,7 @@ class AlignRuntime:
     """Images per detector call (P-Net per pyramid scale over the batch); None = 64 on the
     CPU, 256 on CUDA (a GPU needs larger batches to be busy)."""
     workers: int = 2
-    """Threads decoding images and encoding PNGs while the detector runs."""
+    """Threads decoding images ahead of the detector."""
     detector_backend: DetectorBackend = "auto"
     """What runs MTCNN's nets: auto (onnxruntime on the CPU, torch on CUDA), onnxruntime
     (CPU only; on CUDA torch is used) or torch. The same detections; landmarks equal to
@@ -103,6 +103,9 @@ class AlignRuntime:
     whether OUT is up to date, instead of names, sizes and mtimes (an edit that keeps both is
     missed without it); the hashes are recorded in the manifest. A runtime option: OUT's
     fingerprint is the same with or without it."""
+    writers: int = 2
+    """Threads warping the crops and writing the PNGs behind the detector, so it never
+    waits on them; 0 = on the main thread, between detector batches (serial)."""
 
     def __post_init__(self) -> None:
         check_device(self.device)
@@ -113,6 +116,8 @@ class AlignRuntime:
             )
         if (self.batch_size is not None and self.batch_size < 1) or self.workers < 1:
             raise ConfigError("--batch-size and --workers must be at least 1")
+        if self.writers < 0:
+            raise ConfigError(f"--writers must be 0 or more, got {self.writers}")
 
     def torch_device(self) -> str:
         return resolve_device(self.device)

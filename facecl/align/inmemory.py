@@ -109,12 +109,18 @@ class Aligner:
 
     def align(self, items: list[Item], decoded: list[Decoded]) -> list[list[FaceResult]]:
         """Detect (in batches of ``runtime.batch_size``) and align; one list per item."""
+        dets = self.detect(items, decoded)
+        return [self.results(*a) for a in zip(items, decoded, dets, strict=True)]
+
+    def detect(self, items: list[Item], decoded: list[Decoded]) -> list[Any]:
+        """The detector's output per item (None where nothing was run: undecodable or
+        smaller than ``min_face``), in batches of ``runtime.batch_size``."""
         todo = [
             i
             for i, d in enumerate(decoded)
             if d.image is not None and min(d.image.shape[:2]) >= self.cfg.min_face
         ]
-        dets: dict[int, Any] = {}
+        dets: list[Any] = [None] * len(decoded)
         bs = self.runtime.detector_batch()
         for s in range(0, len(todo), bs):
             idx = todo[s : s + bs]
@@ -122,17 +128,16 @@ class Aligner:
                 idx, self.detector.detect([decoded[i].image for i in idx]), strict=True
             ):
                 dets[i] = d
-        return [
-            self._results(it, dec, dets.get(i))
-            for i, (it, dec) in enumerate(zip(items, decoded, strict=True))
-        ]
+        return dets
 
     def _crop(self, img: np.ndarray, lm_decoded: np.ndarray) -> np.ndarray:
         from facecl.align.transform import align_face
 
         return align_face(img, lm_decoded, self.cfg.size)
 
-    def _results(self, item: Item, dec: Decoded, det: Any) -> list[FaceResult]:
+    def results(self, item: Item, dec: Decoded, det: Any) -> list[FaceResult]:
+        """One item's results (crops warped here) from its detections (``detect``); safe
+        to call from several threads at once."""
         base: dict[str, Any] = dict(
             index=item.index,
             source=item.source,
@@ -253,6 +258,28 @@ def stream_align(
     ``runtime.batch_size`` images and about ``PIXEL_BUDGET`` decoded pixels; so does the
     look-ahead, so memory stays bounded whatever the image sizes.
     """
+    for key, items, decs in stream_decoded(keyed_items, aligner, pool):
+        yield key, items, aligner.align(items, decs)
+
+
+def stream_detect(
+    keyed_items: Iterable[tuple[Any, Item]],
+    aligner: Aligner,
+    pool: ThreadPoolExecutor,
+) -> Iterator[tuple[Any, list[Item], list[Decoded], list[Any]]]:
+    """As :func:`stream_align`, but stops after detection: yields (key, items, decoded,
+    detections) so the caller can warp and write (``Aligner.results``) elsewhere, e.g. in
+    threads behind the detector."""
+    for key, items, decs in stream_decoded(keyed_items, aligner, pool):
+        yield key, items, decs, aligner.detect(items, decs)
+
+
+def stream_decoded(
+    keyed_items: Iterable[tuple[Any, Item]],
+    aligner: Aligner,
+    pool: ThreadPoolExecutor,
+) -> Iterator[tuple[Any, list[Item], list[Decoded]]]:
+    """The batches of :func:`stream_align`, decoded in ``pool`` ahead of their use."""
     cfg, bs = aligner.cfg, aligner.runtime.detector_batch()
     source = iter(keyed_items)
     ahead: deque[tuple[Any, Item, Future[Decoded]]] = deque()
@@ -285,7 +312,7 @@ def stream_align(
             px += n_px
             fill()
             continue
-        yield key, items, aligner.align(items, decs)
+        yield key, items, decs
         items, decs, px = [], [], 0
 
 

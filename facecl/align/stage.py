@@ -21,10 +21,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from facecl.align.artifact import (
-    ALIGNED,
     FACES_CSV,
     STATUSES,
     FaceRow,
@@ -33,9 +30,10 @@ from facecl.align.artifact import (
     write_faces,
 )
 from facecl.align.config import AlignConfig, AlignRuntime
-from facecl.align.inmemory import Aligner, FaceResult, stream_align
+from facecl.align.inmemory import PIXEL_BUDGET, Aligner, stream_detect
 from facecl.align.io import Item, LandmarkTable, list_source
 from facecl.align.transform import template_for
+from facecl.align.writer import CropWriter
 from facecl.errors import ArtifactError, InputError, UsageError
 
 PARTS = "_parts"
@@ -123,7 +121,7 @@ def run_align(
             on_progress(n_done + n, total)
 
     todo_items = {c: chunk_items[c] for c in todo}
-    processed_now = _align_chunks(work, todo_items, aligner, runtime.workers, progress)
+    processed_now = _align_chunks(work, todo_items, aligner, runtime, progress)
     if not finished:
         rows = [r for c in mine for r in read_faces_file(parts / _part_name(c))]
         write_faces(work / FACES_CSV, rows)
@@ -177,26 +175,43 @@ def _align_chunks(
     work: Path,
     chunks: dict[int, list[Item]],
     aligner: Aligner,
-    workers: int,
+    runtime: AlignRuntime,
     on_progress: Callable[[int], None],
 ) -> int:
     """Align the images of ``chunks`` (chunk number -> its items), writing the crops and one
     ``_parts/part-<chunk>.csv`` per finished chunk. Returns the number of images processed;
-    ``on_progress(images_processed)`` is called after each batch."""
+    ``on_progress(images_processed)`` is called as results come back.
+
+    Decoding runs ahead in ``runtime.workers`` threads, detection on this thread, warping
+    and PNG writing behind it in ``runtime.writers`` threads (:class:`CropWriter`)."""
     parts = work / PARTS
     processed = 0
-    with ThreadPoolExecutor(workers) as pool:
-        keyed = ((c, it) for c, its in chunks.items() for it in its)
-        rows: list[FaceRow] = []
-        left = {c: len(its) for c, its in chunks.items()}
-        for c, batch, results in stream_align(keyed, aligner, pool):
-            rows += _write_crops(work, results, aligner.cfg, pool)  # PNGs on disk on return
-            left[c] -= len(batch)
-            processed += len(batch)
-            if left[c] == 0:  # chunk complete: record it (atomically) so a resume skips it
-                write_faces(parts / _part_name(c), rows)
-                rows = []
-            on_progress(processed)
+    rows: dict[int, list[FaceRow]] = {c: [] for c in chunks}
+    left = {c: len(its) for c, its in chunks.items()}
+    bound = 2 * aligner.runtime.detector_batch()  # a batch being written, one queued
+    keyed = ((c, it) for c, its in chunks.items() for it in its)
+    with (
+        ThreadPoolExecutor(runtime.workers) as pool,
+        CropWriter(work, aligner, runtime.writers, bound, PIXEL_BUDGET) as writer,
+    ):
+
+        def take(wait_all: bool = False) -> None:
+            nonlocal processed
+            n0 = processed
+            for c, these in writer.take(wait_all=wait_all):
+                rows[c] += these
+                left[c] -= 1
+                processed += 1
+                if left[c] == 0:  # chunk complete: record it (atomically) so a resume skips it
+                    write_faces(parts / _part_name(c), rows.pop(c))
+            if processed != n0:
+                on_progress(processed)
+
+        for c, batch, decs, dets in stream_detect(keyed, aligner, pool):
+            for item, dec, det in zip(batch, decs, dets, strict=True):
+                writer.submit(c, item, dec, det)
+            take()
+        take(wait_all=True)
     return processed
 
 
@@ -235,39 +250,6 @@ def _intact_chunks(work: Path, chunks: list[int]) -> set[int]:
 
 def _part_name(c: int) -> str:
     return f"part-{c:07d}.csv"
-
-
-def _write_crops(
-    work: Path, results: list[list[FaceResult]], cfg: AlignConfig, pool: ThreadPoolExecutor
-) -> list[FaceRow]:
-    """Name and write the crops (PNG, in parallel) and return the faces.csv rows."""
-    rows, jobs = [], []
-    for rs in results:
-        for r in rs:
-            if r.crop is not None:
-                base = _base_of(r, cfg)
-                r.output = f"{ALIGNED}/{base}.png"
-                jobs.append(pool.submit(_write_png, work / r.output, r.crop))
-            rows.append(r.face_row())
-    for j in jobs:
-        j.result()
-    return rows
-
-
-def _base_of(r: FaceResult, cfg: AlignConfig) -> str:
-    return f"{r.base}.face{r.face_index}" if cfg.all_faces else r.base
-
-
-def _write_png(path: Path, rgb: np.ndarray) -> None:
-    import cv2
-
-    ok, buf = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]))
-    if not ok:
-        raise OSError(f"PNG encoding failed for {path}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(buf.tobytes())
-    os.replace(tmp, path)
 
 
 def _counts(rows: list[FaceRow], images: int, listing_notes: dict[str, int]) -> dict[str, Any]:
