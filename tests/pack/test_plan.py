@@ -59,3 +59,25 @@ def test_column_plan_equals_the_plain_plan(kind, aligned, tmp_path):
     assert sorted(r["key"] for r in skipped) == sorted(
         it.key for it in source.items if it.identity in removed | small
     )
+
+
+def test_recordio_items_are_columns_that_make_each_item():
+    from facecl.pack.recordio import REC_FILE, scan
+    from facecl.pack.recordio_input import RecordItems
+
+    source = open_input(RECORDIO, path_list([REC]))
+    items = source.items
+    assert isinstance(items, RecordItems) and items.keys.dtype == np.int64
+    faces = scan(REC).faces
+    assert len(items) == len(faces) == 176
+    width = len(str(max(f.key for f in faces)))
+    label_width = len(str(max(f.label for f in faces)))  # class ids zero-padded to the widest
+    for i in (0, 1, 100, 175):
+        f, it = faces[i], items[i]
+        name = f"{f.label:0{label_width}d}"
+        assert it.key == f"{name}/{f.key:0{width}d}" and it.identity == name
+        assert it.source == f"{REC_FILE}#{f.key}" and it.offset == f.offset
+    assert items[-1] == items[175] and items[np.int64(3)] == items[3]
+    assert items[2:5] == [items[2], items[3], items[4]] and list(items)[-1] == items[175]
+    with pytest.raises(IndexError):
+        items[176]
