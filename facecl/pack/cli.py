@@ -43,7 +43,7 @@ def register(app: typer.Typer) -> None:
             task = bar.add_task("pack", total=None, unit="img", visible=False)
 
             def on_plan(plan, n_todo: int) -> None:
-                total = sum(len(v) for v in plan.items.values())
+                total = plan.n_images
                 bar.update(task, total=total, visible=True)
                 for e in plan.exclusions:
                     names = e["removed"]

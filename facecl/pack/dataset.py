@@ -3,8 +3,11 @@ sequential iterator for the embed stage.
 
 ``ShardDataset`` opens one read-only HDF5 handle per shard per process, lazily, on first
 access: a handle is never shared across ``fork`` (a DataLoader worker that inherits the
-dataset sees a different pid and opens its own). Randomness (flip, albumentations) is drawn
-from torch's RNG, which DataLoader seeds differently in each worker.
+dataset sees a different pid and opens its own). At most ``max_open`` handles
+(``MAX_OPEN_SHARDS`` by default) stay open per process; past that the least recently used
+one is closed, so a pack of thousands of shards never runs into the open-file limit.
+Randomness (flip, albumentations) is drawn from torch's RNG, which DataLoader seeds
+differently in each worker.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import difflib
 import os
 import warnings
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +31,8 @@ from facecl.pack.artifact import CLASSES, PackClass, manifest_input_spec, read_c
 from facecl.pack.shards import decompress_chunk, open_shard, verify_shard
 
 SPLIT_CHOICES = ("train", "val", "all")
+MAX_OPEN_SHARDS = 64
+"""Shard files a ShardDataset keeps open per process (least recently used closed first)."""
 
 # A transform spec: an albumentations name, {"name": ..., **kwargs}, or (name, kwargs).
 TransformSpec = str | Mapping[str, Any] | tuple[str, Mapping[str, Any]]
@@ -160,6 +166,7 @@ class ShardDataset(Dataset):
     a spec for :func:`build_augment`, or any ``fn(uint8 HWC) -> uint8 HWC``.
     ``verify``: check every shard's sha256 against the manifest once, here (before any
     worker forks); see docs/benchmarks.md for what it costs.
+    ``max_open``: shard files kept open per process (least recently used closed first).
     """
 
     def __init__(
@@ -169,8 +176,12 @@ class ShardDataset(Dataset):
         flip: bool = False,
         transform: Any = None,
         verify: bool = True,
+        max_open: int = MAX_OPEN_SHARDS,
     ):
+        if max_open < 1:
+            raise ConfigError(f"max_open must be >= 1, got {max_open}", "e.g. 64")
         self.root = Path(path)
+        self.max_open = max_open
         self.split = split
         self.flip = flip
         manifest, shards = _shards(self.root, split)
@@ -203,7 +214,7 @@ class ShardDataset(Dataset):
                                self.image_size) or None  # fmt: skip
         self.transform = _Augment(transform, self.image_size) if transform is not None else None
         self._pid: int | None = None
-        self._handles: dict[int, Any] = {}
+        self._handles: OrderedDict[int, tuple[Any, str]] = OrderedDict()
 
     @property
     def input_spec(self) -> InputSpec:
@@ -215,7 +226,7 @@ class ShardDataset(Dataset):
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_handles"], state["_pid"] = {}, None
+        state["_handles"], state["_pid"] = OrderedDict(), None
         return state
 
     def _locate(self, index: int) -> tuple[int, int]:
@@ -228,9 +239,13 @@ class ShardDataset(Dataset):
         """The shard's ``images`` dataset in this process, and how to read one chunk."""
         pid = os.getpid()
         if self._pid != pid:  # new process (forked worker): never reuse the parent's handles
-            self._handles, self._pid = {}, pid
+            self._handles, self._pid = OrderedDict(), pid
         entry = self._handles.get(shard)
-        if entry is None:
+        if entry is not None:
+            self._handles.move_to_end(shard)
+        else:
+            while len(self._handles) >= self.max_open:
+                self._handles.popitem(last=False)[1][0].file.close()
             ds = open_shard(self._files[shard])["images"]
             one_chunk = ds.chunks == (1, *ds.shape[1:])
             mode = {None: "raw", "gzip": "zlib"}.get(ds.compression) if one_chunk else None
@@ -300,7 +315,7 @@ class ShardDataset(Dataset):
     def close(self) -> None:
         for ds, _ in self._handles.values():
             ds.file.close()
-        self._handles = {}
+        self._handles = OrderedDict()
 
 
 def iter_pack_images(

@@ -60,7 +60,7 @@ def skip_row(key: str, identity: str, reason: str, detail: str) -> dict[str, str
 @dataclass
 class PackInput:
     kind: str  # ALIGN, RECORDIO or PREALIGNED
-    items: list[Item]
+    items: Sequence[Item]  # a list, or columns that make each Item on demand (RecordIO)
     skipped: list[dict[str, str]]  # rows of skipped.csv
     rows: int  # everything read, packed or not
     spec: InputSpec

@@ -13,8 +13,11 @@ keep the ids' order. ``--names FILE`` (``ID<TAB>NAME`` per line) names them, and
 
 from __future__ import annotations
 
+import operator
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import overload
 
 import numpy as np
 
@@ -27,6 +30,7 @@ from facecl.pack.recordio import (
     PROPERTY_FILE,
     REC_FILE,
     BadRecord,
+    FaceRecord,
     RecordFile,
     Scan,
     decode_image,
@@ -59,6 +63,46 @@ def read_names(path: str | os.PathLike) -> dict[int, str]:
             )
         out[cid], owner[name] = name, cid
     return out
+
+
+class RecordItems(Sequence[Item]):
+    """The faces of a RecordIO set as columns (record key, offset, label: 20 bytes a face)
+    rather than an :class:`Item` per face; ``items[i]`` makes face ``i``'s Item on demand."""
+
+    def __init__(
+        self, rec: Path, faces: Sequence[FaceRecord], name_of: Callable[[int], str], width: int
+    ):
+        n = len(faces)
+        self.rec, self.width = rec, width
+        self.keys = np.fromiter((f.key for f in faces), np.int64, n)
+        self.offsets = np.fromiter((f.offset for f in faces), np.int64, n)
+        self.labels = np.fromiter((f.label for f in faces), np.int32, n)
+        self.names = {int(lab): name_of(int(lab)) for lab in np.unique(self.labels)}
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def _item(self, i: int) -> Item:
+        key, name = int(self.keys[i]), self.names[int(self.labels[i])]
+        return Item(
+            key=f"{name}/{key:0{self.width}d}",
+            identity=name,
+            file=self.rec,
+            source=f"{REC_FILE}#{key}",
+            offset=int(self.offsets[i]),
+        )
+
+    @overload
+    def __getitem__(self, i: int) -> Item: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[Item]: ...
+    def __getitem__(self, i: int | slice) -> Item | list[Item]:
+        if isinstance(i, slice):
+            return [self._item(j) for j in range(*i.indices(len(self)))]
+        j = operator.index(i)
+        if not -len(self) <= j < len(self):
+            raise IndexError(f"face {j} out of range for {len(self)} faces")
+        return self._item(j % len(self))
 
 
 class RecordLoader:
@@ -125,16 +169,7 @@ def recordio_input(folder: Path, names_file: str = "") -> PackInput:
 
     key_width = len(str(max((f.key for f in found.faces), default=0)))
     rec = folder / REC_FILE
-    items = [
-        Item(
-            key=f"{name_of(f.label)}/{f.key:0{key_width}d}",
-            identity=name_of(f.label),
-            file=rec,
-            source=f"{REC_FILE}#{f.key}",
-            offset=f.offset,
-        )
-        for f in found.faces
-    ]
+    items = RecordItems(rec, found.faces, name_of, key_width)
     skipped = [
         skip_row(f"{REC_FILE}#{key}", name_of(label), reason, detail)
         for key, label, reason, detail in found.problems

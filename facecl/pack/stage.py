@@ -14,7 +14,7 @@ import dataclasses
 import hashlib
 import json
 import os
-from collections import Counter, defaultdict, deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -99,8 +99,13 @@ def split_identity(keys: Sequence[str], identity: str, fraction: float, seed: in
 
 @dataclass
 class Plan:
+    """What to pack, as column arrays rather than an object per image: for each split the
+    positions of its images in ``source_items`` (shard order) and their labels."""
+
     classes: list[str]  # label -> identity
-    items: dict[str, list[tuple[Item, int]]]  # split -> [(item, label)] in shard order
+    index: dict[str, np.ndarray]  # split -> (n,) int64 positions in source_items, shard order
+    labels: dict[str, np.ndarray]  # split -> (n,) int32 label of each image
+    source_items: Sequence[Item]
     skipped: list[dict[str, str]]
     exclusions: list[dict[str, Any]]
     min_images: dict[str, Any]
@@ -112,23 +117,59 @@ class Plan:
     @property
     def n_images(self) -> int:
         """Images to pack (every split)."""
-        return sum(len(v) for v in self.items.values())
+        return sum(len(v) for v in self.index.values())
 
-    def shards(self, shard_size: int) -> list[tuple[str, int, list[tuple[Item, int]]]]:
-        """[(split, index, items)] with at most ``shard_size`` items each."""
+    def shards(self, shard_size: int) -> list[tuple[str, int, int, int]]:
+        """[(split, index, start, stop)]: at most ``shard_size`` images each."""
         out = []
         for split in SPLITS:
-            items = self.items[split]
-            for index, start in enumerate(range(0, len(items), shard_size)):
-                out.append((split, index, items[start : start + shard_size]))
+            n = len(self.index[split])
+            for index, start in enumerate(range(0, n, shard_size)):
+                out.append((split, index, start, min(start + shard_size, n)))
         return out
+
+    def chunk(self, split: str, start: int, stop: int) -> list[tuple[Item, int]]:
+        """[(item, label)] of images ``start:stop`` of ``split`` (made for one shard)."""
+        idx, lab = self.index[split][start:stop], self.labels[split][start:stop]
+        return [(self.source_items[int(i)], int(y)) for i, y in zip(idx, lab, strict=True)]
+
+
+@dataclass
+class _Groups:
+    """The input's images grouped by identity: ``members(name)`` are their positions."""
+
+    names: list[str]  # identity code -> name
+    order: np.ndarray  # positions sorted by identity code (stable)
+    starts: np.ndarray  # (identities + 1,) group bounds in ``order``
+    code: dict[str, int]
+
+    @classmethod
+    def of(cls, items: Sequence[Item]) -> _Groups:
+        code: dict[str, int] = {}
+        codes = np.fromiter(
+            (code.setdefault(it.identity, len(code)) for it in items), np.int32, len(items)
+        )
+        counts = np.bincount(codes, minlength=len(code))
+        starts = np.concatenate([[0], np.cumsum(counts)])
+        return cls(list(code), np.argsort(codes, kind="stable"), starts, code)
+
+    def members(self, ident: str) -> np.ndarray:
+        c = self.code[ident]
+        return self.order[self.starts[c] : self.starts[c + 1]]
+
+    def size(self, ident: str) -> int:
+        c = self.code[ident]
+        return int(self.starts[c + 1] - self.starts[c])
 
 
 def _exclude(
-    by_id: dict[str, list[Item]], lists: Sequence[NameList], skipped: list[dict[str, str]]
+    groups: _Groups,
+    items: Sequence[Item],
+    lists: Sequence[NameList],
+    skipped: list[dict[str, str]],
 ) -> tuple[list[str], list[dict[str, Any]]]:
     """The identities no list names, and one exclusion record per list."""
-    overlap = filter_identities(sorted(by_id), lists)
+    overlap = filter_identities(sorted(groups.names), lists)
     exclusions = []
     for nl in lists:
         removed = overlap.removed_by(nl.label)
@@ -138,46 +179,70 @@ def _exclude(
                 "path": str(nl.path),
                 "names": nl.raw_count,
                 "identities_removed": len(removed),
-                "images_removed": sum(len(by_id[i]) for i in removed),
+                "images_removed": sum(groups.size(i) for i in removed),
                 "removed": removed,
             }
         )
         for ident in removed:
-            skipped += [skip_row(it.key, ident, "excluded", nl.label) for it in by_id[ident]]
+            m = groups.members(ident)
+            skipped += [skip_row(items[i].key, ident, "excluded", nl.label) for i in m]
     return overlap.kept, exclusions
+
+
+def _split_columns(
+    groups: _Groups, items: Sequence[Item], classes: Sequence[str], config: PackConfig
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Per split, positions (identities in label order, each by key) and labels."""
+    n = sum(groups.size(c) for c in classes)
+    index = {s: np.empty(n, np.int64) for s in SPLITS}
+    labels = {s: np.empty(n, np.int32) for s in SPLITS}
+    fill = dict.fromkeys(SPLITS, 0)
+    for label, ident in enumerate(classes):
+        members = groups.members(ident)
+        keys = [items[i].key for i in members]
+        by_key = sorted(range(len(keys)), key=keys.__getitem__)
+        val = split_identity(keys, ident, config.val_fraction, config.seed)
+        is_val = np.fromiter((keys[j] in val for j in by_key), bool, len(keys))
+        ordered = members[by_key]
+        for split, chosen in (("train", ordered[~is_val]), ("val", ordered[is_val])):
+            a = fill[split]
+            index[split][a : a + len(chosen)] = chosen
+            labels[split][a : a + len(chosen)] = label
+            fill[split] = a + len(chosen)
+    return (
+        {s: index[s][: fill[s]].copy() for s in SPLITS},
+        {s: labels[s][: fill[s]].copy() for s in SPLITS},
+    )
 
 
 def make_plan(source: PackInput, config: PackConfig, lists: Sequence[NameList]) -> Plan:
     skipped = list(source.skipped)
-    by_id: dict[str, list[Item]] = defaultdict(list)
-    for it in source.items:
-        by_id[it.identity].append(it)
-    kept_ids, exclusions = _exclude(by_id, lists, skipped)
+    items = source.items
+    groups = _Groups.of(items)
+    kept_ids, exclusions = _exclude(groups, items, lists, skipped)
 
     kept: list[str] = []
     few: list[str] = []
     for ident in kept_ids:
-        (kept if len(by_id[ident]) >= config.min_images else few).append(ident)
+        (kept if groups.size(ident) >= config.min_images else few).append(ident)
     for ident in few:
-        detail = f"{len(by_id[ident])} < {config.min_images}"
-        skipped += [skip_row(it.key, ident, "min_images", detail) for it in by_id[ident]]
+        detail = f"{groups.size(ident)} < {config.min_images}"
+        m = groups.members(ident)
+        skipped += [skip_row(items[i].key, ident, "min_images", detail) for i in m]
     min_images: dict[str, Any] = {
         "k": config.min_images,
         "identities_removed": len(few),
-        "images_removed": sum(len(by_id[i]) for i in few),
+        "images_removed": sum(groups.size(i) for i in few),
     }
 
     classes = sorted(kept)
-    split_items: dict[str, list[tuple[Item, int]]] = {s: [] for s in SPLITS}
-    for label, ident in enumerate(classes):
-        group = sorted(by_id[ident], key=lambda it: it.key)
-        val = split_identity([it.key for it in group], ident, config.val_fraction, config.seed)
-        for it in group:
-            split_items["val" if it.key in val else "train"].append((it, label))
+    index, labels = _split_columns(groups, items, classes, config)
     overlap = {"ran": True} if source.names_known else {"ran": False, "reason": NO_NAMES}
     return Plan(
         classes=classes,
-        items=split_items,
+        index=index,
+        labels=labels,
+        source_items=items,
         skipped=skipped,
         exclusions=exclusions,
         min_images=min_images,
@@ -346,23 +411,24 @@ def write_shards(
             stale.unlink()
     resumed = 0
     todo = []
-    for split, index, chunk in plan.shards(config.shard_size):
+    for split, index, start, stop in plan.shards(config.shard_size):
         rel = shard_path(split, index)
         f = work / rel
         entry = done.get(rel)
         if isinstance(entry, dict) and f.is_file() and sha256_file(f) == entry.get("sha256"):
             resumed += 1
             if on_image:
-                on_image(len(chunk))
+                on_image(stop - start)
         else:
             done.pop(rel, None)
             f.unlink(missing_ok=True)
-            todo.append((rel, split, index, chunk))
+            todo.append((rel, split, index, start, stop))
     if on_plan:
-        on_plan(plan, sum(len(c) for *_, c in todo))
+        on_plan(plan, sum(stop - start for *_, start, stop in todo))
     if source.kind == "align":
         _check_first_crop(plan, source)
-    for rel, split, index, chunk in todo:
+    for rel, split, index, start, stop in todo:
+        chunk = plan.chunk(split, start, stop)  # one shard's items at a time
         dropped = _write_shard(work / rel, split, index, chunk, source, config, threads, on_image)
         done[rel] = {
             "sha256": sha256_file(work / rel),
@@ -381,7 +447,7 @@ def write_shards(
 def _check_first_crop(plan: Plan, source: PackInput) -> None:
     """The first planned crop has the align artifacts' size (else the artifact is damaged)."""
     spec = source.spec
-    first = next(items[0][0] for items in (plan.items[s] for s in SPLITS) if items)
+    first = next(plan.chunk(s, 0, 1)[0][0] for s in SPLITS if len(plan.index[s]))
     h, w = source.load(first).shape[:2]
     if (h, w) != spec.size:
         raise InputError(
@@ -462,6 +528,18 @@ def _write_shard(
     return dropped
 
 
+def _split_counts(plan: Plan, lost: set[str]) -> dict[str, np.ndarray]:
+    """Images per label of each split, less the ``lost`` keys (unreadable while writing)."""
+    out = {}
+    for s in SPLITS:
+        labels = plan.labels[s]
+        if lost:
+            keep = [plan.source_items[i].key not in lost for i in plan.index[s].tolist()]
+            labels = labels[np.asarray(keep, bool)]
+        out[s] = np.bincount(labels, minlength=len(plan.classes)).astype(np.int64)
+    return out
+
+
 def finalize(
     so: StageOutput,
     work: Path,
@@ -473,11 +551,10 @@ def finalize(
     """Write the class map, the skip listing and the histogram, then commit the manifest."""
     spec = source.spec
     dropped = written.dropped_rows
-    lost = {r["key"] for r in dropped}
-    per_split = {s: Counter(lab for it, lab in plan.items[s] if it.key not in lost) for s in SPLITS}
-    totals = [per_split["train"][i] + per_split["val"][i] for i in range(len(plan.classes))]
+    per_split = _split_counts(plan, {r["key"] for r in dropped})
+    totals = [int(t) for t in per_split["train"] + per_split["val"]]
     classes = [
-        PackClass(name, i, totals[i], per_split["train"][i], per_split["val"][i])
+        PackClass(name, i, totals[i], int(per_split["train"][i]), int(per_split["val"][i]))
         for i, name in enumerate(plan.classes)
     ]
     skipped = plan.skipped + dropped
@@ -498,13 +575,13 @@ def finalize(
         "written": n_written,
         "skipped": skipped_counts,
         "classes": len(plan.classes),
-        "train": sum(per_split["train"].values()),
-        "val": sum(per_split["val"].values()),
+        "train": int(per_split["train"].sum()),
+        "val": int(per_split["val"].sum()),
         "shards": len(shards),
     }
     shard_list = [
         {"path": shard_path(s, i), "split": s, "images": written.counts[shard_path(s, i)]}
-        for s, i, _ in shards
+        for s, i, *_ in shards
     ]
     extra = {
         "files": files,

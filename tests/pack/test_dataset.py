@@ -154,3 +154,50 @@ def test_batched_fetch_matches_single_items(pack):
         n_flipped += np.array_equal(img, plain[:, ::-1])
         assert np.array_equal(img, plain) or np.array_equal(img, plain[:, ::-1])
     assert 10 < n_flipped < 54
+
+
+def _open_shard_fds(root) -> int:
+    """Files under ``root`` this process holds open (from /proc/self/fd)."""
+    import os
+
+    fd_dir = "/proc/self/fd"
+    n = 0
+    for fd in os.listdir(fd_dir):
+        try:
+            target = os.readlink(os.path.join(fd_dir, fd))
+        except OSError:  # the fd listdir itself used, closed by now
+            continue
+        n += target.startswith(str(root)) and target.endswith(".h5")
+    return n
+
+
+@pytest.mark.skipif(not __import__("os").path.isdir("/proc/self/fd"), reason="needs /proc")
+def test_open_shards_are_capped_and_every_image_reads_back(aligned, tmp_path):
+    """A pack of 44 shards read through a 3-handle cap, in a shuffled order, both by item and
+    by batch: every image equals the one iter_pack_images reads, and at no point does the
+    process hold more than 3 shard files open."""
+    out = run_pack([aligned], tmp_path / "p", PackConfig(shard_size=4)).path
+    n_shards = len(list((out / "train").glob("*.h5")))
+    assert n_shards == 44
+    want = {k: (img, lab) for k, img, lab in iter_pack_images(out, split="all")}
+    ds = ShardDataset(out, split="all", max_open=3)
+    order = np.random.default_rng(0).permutation(len(ds)).tolist()
+    peak = 0
+    for i in order:
+        x, y = ds[i]
+        img, lab = want[ds.key(i)]
+        assert y == lab
+        np.testing.assert_array_equal(_to_u8(x), img)
+        peak = max(peak, _open_shard_fds(out))
+    for start in range(0, len(order), 16):
+        batch = order[start : start + 16]
+        for i, (x, y) in zip(batch, ds.__getitems__(batch), strict=True):
+            img, lab = want[ds.key(i)]
+            assert y == lab
+            np.testing.assert_array_equal(_to_u8(x), img)
+        peak = max(peak, _open_shard_fds(out))
+    assert peak == 3 == len(ds._handles)
+    ds.close()
+    assert _open_shard_fds(out) == 0
+    with pytest.raises(ConfigError, match="max_open"):
+        ShardDataset(out, max_open=0)
