@@ -469,19 +469,21 @@ def _blufr_trial(
     test = trial.test[usable[trial.test]]
     gal = trial.gallery[usable[trial.gallery]]
     probe = trial.probe[usable[trial.probe]]
-    x = emb.vectors[rows[test]]  # (n, D) float32
-    pos = {int(i): j for j, i in enumerate(test)}
+    vectors, at = emb.vectors, rows  # image i of the config is row at[i] of vectors
     if cfg.pca_dim:
         train = trial.train[usable[trial.train]]
         _check_pca(cfg, emb, len(train))
         pca = M.fit_pca(emb.vectors[rows[train]], cfg.pca_dim)
-        x = pca.transform(x).astype(np.float32)
+        vectors = pca.transform(emb.vectors[rows[test]]).astype(np.float32)  # (n, K)
+        at = np.full(len(rows), -1, dtype=np.int64)
+        at[test] = np.arange(len(test))
     pairs = S.all_pairs_stats(
-        x,
+        vectors,
         labels[test],
         cfg.metric,
         lambda n: M.far_ranks(fars.veri, n),
         bins=cfg.hist_bins if t == 0 else 0,
+        rows=at[test],
     )  # never the N^2 / 2 scores: the genuine ones and exact impostor ranks
     gen, n_imp = pairs.genuine, pairs.impostor.n
     if len(gen) == 0 or n_imp == 0:
@@ -494,9 +496,7 @@ def _blufr_trial(
     if pairs.hist is not None:
         edges, hg, hi = pairs.hist
         hist = {"edges": edges, "genuine": hg, "impostor": hi}
-    gpos = np.array([pos[int(i)] for i in gal], dtype=np.int64)
-    ppos = np.array([pos[int(i)] for i in probe], dtype=np.int64)
-    osr, _ = _open_set_rates(x, gpos, ppos, labels[gal], labels[probe], fars.osi, cfg)
+    osr, _ = _open_set_rates(vectors, at[gal], at[probe], labels[gal], labels[probe], fars.osi, cfg)
     if osr is None:
         raise InputError(
             f"BLUFR trial {t + 1} has no genuine or no impostor probes left",

@@ -382,18 +382,21 @@ def all_pairs_stats(
     metric: str,
     ranks_of: Callable[[int], np.ndarray],
     bins: int = 0,
+    rows: np.ndarray | None = None,
 ) -> AllPairs:
     """Scores of every unordered pair of rows of x (N, D) split by label (N,) equality.
 
     ``ranks_of(n_impostor) -> ks``: the impostor ranks to resolve (e.g. FAR targets x n).
     ``bins`` > 0 also counts a histogram of both kinds on edges spanning every score.
+    ``rows``: score ``x[rows]`` (labels (len(rows),)), gathered once, straight in label order.
     Two passes over the tiles; each tile's scores are counted whole and its few genuine
     ones taken out again, so an impostor score is never copied.
     """
     torch = _torch()
     _, inv = np.unique(np.asarray(labels), return_inverse=True)
     order = np.argsort(inv, kind="stable")
-    xt = prepare(np.asarray(x, dtype=np.float32)[order], metric, owned=True)
+    pick = order if rows is None else np.asarray(rows)[order]
+    xt = prepare(np.asarray(x)[pick], metric, owned=True)  # the one (N, D) copy
     codes = torch.from_numpy(inv[order].astype(np.int64))
     imp = ImpostorRanks()
     gen: list[np.ndarray] = []
