@@ -496,7 +496,8 @@ def _blufr_trial(
     if pairs.hist is not None:
         edges, hg, hi = pairs.hist
         hist = {"edges": edges, "genuine": hg, "impostor": hi}
-    osr, _ = _open_set_rates(vectors, at[gal], at[probe], labels[gal], labels[probe], fars.osi, cfg)
+    sets = S.GalleryProbes(vectors, at[gal], at[probe], labels[gal], labels[probe])
+    osr, _ = _open_set_rates(sets, fars.osi, cfg)
     if osr is None:
         raise InputError(
             f"BLUFR trial {t + 1} has no genuine or no impostor probes left",
@@ -673,21 +674,13 @@ def _identify_sets(
 
 
 def _open_set_rates(
-    vectors: np.ndarray,
-    g_rows: np.ndarray,
-    p_rows: np.ndarray,
-    gl: np.ndarray,
-    pl: np.ndarray,
-    fars: np.ndarray,
-    cfg: VerifyConfig,
-    max_rank: int = 1,
+    sets: S.GalleryProbes, fars: np.ndarray, cfg: VerifyConfig, max_rank: int = 1
 ) -> tuple[M.OpenSet | None, S.ProbeStats]:
-    """Open-set DIR at ``fars`` and rank ``cfg.rank`` of the probes ``vectors[p_rows]``
-    (labels pl) against the gallery ``vectors[g_rows]`` (labels gl), gallery block by block
-    (None without genuine and impostor probes); and the probes' statistics (ranks exact up
-    to ``max(max_rank, cfg.rank)``)."""
-    st = S.probe_stats(vectors, g_rows, p_rows, gl, pl, cfg.metric, max(max_rank, cfg.rank))
-    is_gen = np.isin(pl, gl)
+    """Open-set DIR at ``fars`` and rank ``cfg.rank`` of the probes against the gallery,
+    gallery block by block (None without genuine and impostor probes); and the probes'
+    statistics (ranks exact up to ``max(max_rank, cfg.rank)``)."""
+    st = S.probe_stats(sets, cfg.metric, max(max_rank, cfg.rank))
+    is_gen = np.isin(sets.p_labels, sets.g_labels)
     if is_gen.all() or not is_gen.any():
         return None, st
     gen, rank, imp = st.genuine[is_gen], st.rank[is_gen], st.impostor[~is_gen]
@@ -714,20 +707,14 @@ def _open_set(
 
 
 def _identify_hist(
-    vectors: np.ndarray,
-    g_rows: np.ndarray,
-    p_rows: np.ndarray,
-    gl: np.ndarray,
-    pl: np.ndarray,
-    st: S.ProbeStats,
-    cfg: VerifyConfig,
+    sets: S.GalleryProbes, st: S.ProbeStats, cfg: VerifyConfig
 ) -> dict[str, np.ndarray] | None:
     """Genuine and impostor gallery x probe score histograms: a second pass over the gallery,
     made only for the plot (none with ``--no-plots``, or without any impostor pair)."""
-    if not cfg.plots or len(np.unique(np.r_[gl, pl])) < 2:
+    if not cfg.plots or len(np.unique(np.r_[sets.g_labels, sets.p_labels])) < 2:
         return None
     edges = hist_edges(st.lo, st.hi, cfg.hist_bins)
-    gen, imp = S.probe_histogram(vectors, g_rows, p_rows, gl, pl, cfg.metric, edges)
+    gen, imp = S.probe_histogram(sets, cfg.metric, edges)
     return {"edges": edges, "genuine": gen, "impostor": imp}
 
 
@@ -743,7 +730,8 @@ def evaluate_identify(emb: Embeddings, gallery: str, probe: str, cfg: VerifyConf
             "no probe identity is in the gallery", "the gallery must hold the probes' identities"
         )
     osi_fars = np.unique(np.r_[M.BLUFR_OSI_FARS, cfg.osi_far])
-    osr, st = _open_set_rates(emb.vectors, g_rows, p_rows, gl, pl, osi_fars, cfg, 20)
+    sets = S.GalleryProbes(emb.vectors, g_rows, p_rows, gl, pl)
+    osr, st = _open_set_rates(sets, osi_fars, cfg, 20)
     granks = st.rank[is_gen]  # exact up to rank max(20, --rank)
     max_rank = min(20, len(g_rows))
     cmc = [float((granks <= r).mean()) for r in range(1, max_rank + 1)]
@@ -777,7 +765,7 @@ def evaluate_identify(emb: Embeddings, gallery: str, probe: str, cfg: VerifyConf
     return Evaluation(
         report=report,
         roc=roc,
-        hist=_identify_hist(emb.vectors, g_rows, p_rows, gl, pl, st, cfg),
+        hist=_identify_hist(sets, st, cfg),
         dir_curve=dir_curve,
         skipped=skipped,
     )

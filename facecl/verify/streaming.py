@@ -101,6 +101,17 @@ class ProbeStats:
     hi: float
 
 
+@dataclass(frozen=True)
+class GalleryProbes:
+    """A gallery and probes as rows of one (N, D) ``vectors`` array, with their labels."""
+
+    vectors: np.ndarray
+    g_rows: np.ndarray
+    p_rows: np.ndarray
+    g_labels: np.ndarray
+    p_labels: np.ndarray
+
+
 def _codes(g_labels: np.ndarray, p_labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     torch = _torch()
     _, inv = np.unique(np.r_[np.asarray(g_labels), np.asarray(p_labels)], return_inverse=True)
@@ -108,20 +119,13 @@ def _codes(g_labels: np.ndarray, p_labels: np.ndarray) -> tuple[torch.Tensor, to
     return inv[: len(g_labels)], inv[len(g_labels) :]
 
 
-def probe_stats(
-    vectors: np.ndarray,
-    g_rows: np.ndarray,
-    p_rows: np.ndarray,
-    g_labels: np.ndarray,
-    p_labels: np.ndarray,
-    metric: str,
-    max_rank: int = 20,
-) -> ProbeStats:
+def probe_stats(sets: GalleryProbes, metric: str, max_rank: int = 20) -> ProbeStats:
     """Best genuine score, rank and best impostor score of the probes ``vectors[p_rows]``
     (labels (P,)) against the gallery ``vectors[g_rows]`` (labels (G,)), in gallery blocks."""
     torch = _torch()
+    vectors, g_rows, p_rows = sets.vectors, sets.g_rows, sets.p_rows
     probes = prepare(vectors[p_rows], metric, owned=True)  # (P, D)
-    gcode, pcode = _codes(g_labels, p_labels)
+    gcode, pcode = _codes(sets.g_labels, sets.p_labels)
     n_p, k = len(p_rows), max(1, min(max_rank, len(g_rows)))
     inf = float("inf")
     best_gen = torch.full((n_p,), -inf)
@@ -162,19 +166,14 @@ def _bin(s: torch.Tensor, bounds: torch.Tensor) -> torch.Tensor:
 
 
 def probe_histogram(
-    vectors: np.ndarray,
-    g_rows: np.ndarray,
-    p_rows: np.ndarray,
-    g_labels: np.ndarray,
-    p_labels: np.ndarray,
-    metric: str,
-    edges: np.ndarray,
+    sets: GalleryProbes, metric: str, edges: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Counts (B,) of the genuine and of the impostor gallery x probe scores on ``edges``
     (B + 1,) spanning every score (np.histogram's bins), a second pass over the blocks."""
     torch = _torch()
+    vectors, g_rows, p_rows = sets.vectors, sets.g_rows, sets.p_rows
     probes = prepare(vectors[p_rows], metric, owned=True)
-    gcode, pcode = _codes(g_labels, p_labels)
+    gcode, pcode = _codes(sets.g_labels, sets.p_labels)
     bounds = _edge_boundaries(edges)
     n_bins = len(edges) - 1
     counts = torch.zeros(2 * n_bins, dtype=torch.int64)

@@ -94,7 +94,8 @@ def test_identify_rank_is_capped_beyond_the_kept_topk():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(80, 8)).astype(np.float32)
     gl, pl = np.arange(60) % 30, np.arange(20) % 30
-    st = S.probe_stats(x, np.arange(60), np.arange(60, 80), gl, pl, "cosine", max_rank=3)
+    sets = S.GalleryProbes(x, np.arange(60), np.arange(60, 80), gl, pl)
+    st = S.probe_stats(sets, "cosine", max_rank=3)
     score = O.score_matrix(x[:60].astype(np.float64), x[60:].astype(np.float64))
     _, ranks = O.genuine_probe_ranks(score, gl, pl)
     np.testing.assert_array_equal(st.rank, np.minimum(ranks, 4))
