@@ -229,7 +229,7 @@ def test_integrity_flipped_byte_and_truncation(tmp_path, aligned):
     with pytest.raises(IntegrityError, match="altered or truncated"):
         verify_artifact(pack, m)
     with pytest.raises(IntegrityError, match="shard-00001.h5 is altered or truncated"):
-        ShardDataset(pack)  # the loader checks what it reads (docs/reliability_inputs.md)
+        ShardDataset(pack)  # the loader checks what it reads (docs/reliability.md, part B)
     shard.write_bytes(bytes(data[:2000]))
     with pytest.raises(IntegrityError, match="truncated or not HDF5"):
         ShardDataset(pack, verify=False)
