@@ -96,7 +96,10 @@ def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> dict[
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}", "pass a run directory or .pt file")
     try:
-        data = torch.load(path, map_location=map_location, weights_only=True)
+        # mmap: tensors are paged in when used, so embed and export (backbone only) and a
+        # resume's step check do not read the head and centers of a large run into memory
+        mmap = map_location == "cpu"
+        data = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as e:  # noqa: BLE001 - torch raises many kinds for bad files
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if "weights_only" in str(e) or "Unsupported global" in str(e):
