@@ -54,6 +54,17 @@ class BadRecord(Exception):
         self.detail = detail
 
 
+def _lrecord(head: bytes, offset: int) -> int:
+    """The lrecord word (part flag and length) of the record header at the start of ``head``,
+    read at byte ``offset``; raises ``BadRecord`` for a short read or a wrong magic word."""
+    if len(head) < _LREC.size:
+        raise BadRecord("truncated", f"record header at byte {offset} past the end")
+    magic, lrec = _LREC.unpack_from(head)
+    if magic != MAGIC:
+        raise BadRecord("bad_magic", f"0x{magic:08x} at byte {offset}")
+    return int(lrec)
+
+
 def is_recordio_dir(path: str | os.PathLike) -> bool:
     """True for a folder holding ``train.rec`` and ``train.idx``."""
     p = Path(path)
@@ -140,12 +151,7 @@ class RecordFile:
 
     def _part(self, offset: int) -> tuple[int, bytes, int]:
         """(cflag, data, next offset) of the record part at ``offset``."""
-        head = os.pread(self._fd, _LREC.size, offset)
-        if len(head) < _LREC.size:
-            raise BadRecord("truncated", f"record header at byte {offset} past the end")
-        magic, lrec = _LREC.unpack(head)
-        if magic != MAGIC:
-            raise BadRecord("bad_magic", f"0x{magic:08x} at byte {offset}")
+        lrec = _lrecord(os.pread(self._fd, _LREC.size, offset), offset)
         length = lrec & _LENGTH_MASK
         data = os.pread(self._fd, length, offset + _LREC.size)
         if len(data) < length:
@@ -173,11 +179,7 @@ class RecordFile:
         """The first bytes of a record's data (its image header and labels) without reading
         the image; checks the magic word and that the record fits in the file."""
         head = os.pread(self._fd, _LREC.size + size, offset)
-        if len(head) < _LREC.size:
-            raise BadRecord("truncated", f"record header at byte {offset} past the end")
-        magic, lrec = _LREC.unpack_from(head)
-        if magic != MAGIC:
-            raise BadRecord("bad_magic", f"0x{magic:08x} at byte {offset}")
+        lrec = _lrecord(head, offset)
         length = lrec & _LENGTH_MASK
         if lrec >> 29 != 0:  # a record in parts: read it whole
             return self.read(offset)
