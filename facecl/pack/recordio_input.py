@@ -38,6 +38,7 @@ from facecl.pack.recordio import (
     scan,
     unpack,
 )
+from facecl.textio import read_text
 
 
 def read_names(path: str | os.PathLike) -> dict[int, str]:
@@ -47,7 +48,7 @@ def read_names(path: str | os.PathLike) -> dict[int, str]:
     p = Path(path)
     if not p.is_file():
         raise InputError(f"names file {p} not found", "pass a file of 'ID<TAB>NAME' lines")
-    for n, line in enumerate(p.read_text(encoding="utf-8-sig").splitlines(), 1):
+    for n, line in enumerate(read_text(p).splitlines(), 1):
         if not line.strip() or line.startswith("#"):
             continue
         parts = line.strip().split(None, 1)

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from facecl.errors import InputError
+from facecl.textio import read_text
 from facecl.verify.embeddings import Embeddings
 
 LFW_VIEW2 = (10, 300)  # sets x matched pairs per set
@@ -71,24 +72,6 @@ class PairList:
     @property
     def n_folds(self) -> int:
         return len(np.unique(self.fold))
-
-
-def read_text(path: Path) -> str:
-    """A text input (pairs, lists) as str, a UTF-8 BOM dropped; a file that is not UTF-8 is
-    one line naming the line and byte, not a UnicodeDecodeError."""
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise InputError(f"cannot read {path}: {e.strerror}", "check the path") from None
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        start = e.start + (3 if data.startswith(b"\xef\xbb\xbf") else 0)
-        line = data[:start].count(b"\n") + 1
-        raise InputError(
-            f"{path}:{line}: not UTF-8 text (byte 0x{data[start]:02x} at offset {start})",
-            "save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)",
-        ) from None
 
 
 def _bad(path: Path, line_no: int, msg: str) -> InputError:

@@ -146,6 +146,15 @@ def test_a_names_file_must_name_every_class(tmp_path):
         run_pack([REC], tmp_path / "p", PackConfig(names=str(names)))
 
 
+def test_a_names_file_that_is_not_utf8_is_one_line(tmp_path):
+    """B62: a Latin-1 names file is exit 1 naming the file, line and byte, not a traceback."""
+    names = tmp_path / "names.txt"
+    names.write_bytes(b"0\tJos\xe9\n")
+    r = runner.invoke(app, ["pack", str(REC), "-o", str(tmp_path / "p"), "--names", str(names)])
+    assert r.exit_code == 1 and "names.txt:1: not UTF-8 text (byte 0xe9" in r.stderr
+    assert "Traceback" not in r.output
+
+
 def test_plain_keys_layout_and_records_in_parts(tmp_path, faces):
     """No record 0 header: every key is a face labelled by its header. One record's header
     holds the magic word (its id), so the writer splits it and the reader must rejoin it."""
