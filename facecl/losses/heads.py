@@ -59,8 +59,14 @@ class SoftmaxHead(nn.Module):
     def set_step(self, step: int) -> None:
         """No schedule (same interface as ``MarginHead``)."""
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        return self.fc(x)  # (B, C)
+    def forward(
+        self, x: torch.Tensor, y: torch.Tensor | None = None, rows: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Logits (B, C); ``rows`` (K,): only those classes' logits (B, K) (``--sample-rate``)."""
+        if rows is None:
+            return self.fc(x)  # (B, C)
+        bias = None if self.fc.bias is None else self.fc.bias[rows]
+        return F.linear(x, self.fc.weight[rows], bias)  # (B, K)
 
 
 def chebyshev_cos(c: torch.Tensor, m: int) -> torch.Tensor:
@@ -159,17 +165,25 @@ class MarginHead(nn.Module):
         return sign * cos_m - 2 * k - m3
 
     # ---- forward -----------------------------------------------------------------------------
-    def cosine(self, x: torch.Tensor) -> torch.Tensor:
-        """cos(theta_j) between each feature and each class weight: (B, D) -> (B, C)."""
-        return cosine_logits(F.normalize(upcast(x), dim=1), upcast(self.weight))
+    def cosine(self, x: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """cos(theta_j) between each feature and each class weight: (B, D) -> (B, C), or
+        (B, K) for the classes ``rows`` (K,)."""
+        weight = self.weight if rows is None else self.weight[rows]
+        return cosine_logits(F.normalize(upcast(x), dim=1), upcast(weight))
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, y: torch.Tensor | None = None, rows: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Logits (B, C); ``rows`` (K,): only those classes (B, K), ``y`` then indexes
+        ``rows`` (``--sample-rate``, Partial FC's sampled classes)."""
         # angles in half precision are too coarse for the margins: float32 even under autocast
         with torch.autocast(device_type=x.device.type, enabled=False):
-            return self._logits(x, y)
+            return self._logits(x, y, rows)
 
-    def _logits(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        cos = self.cosine(x)  # (B, C)
+    def _logits(
+        self, x: torch.Tensor, y: torch.Tensor | None, rows: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        cos = self.cosine(x, rows)  # (B, C) or (B, K)
         if self.config.s is None:
             scale = upcast(x).norm(dim=1, keepdim=True)  # (B, 1) A-softmax: ||x||
         else:

@@ -136,6 +136,23 @@ def shard_objective(
 
 
 @torch.no_grad()
+def sample_classes(
+    local: torch.Tensor, size: int, rate: float, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Partial FC's sampling of one shard's classes (``--sample-rate``): every class of the
+    batch (``local`` >= 0) and random others, ``max(int(rate * size), positives)`` in all.
+    Returns (the kept rows (K,) in increasing order, the labels as indices into them (-1
+    where another rank holds the class)). ``generator`` (CPU) makes the draw repeatable."""
+    own = local >= 0
+    score = torch.rand(size, generator=generator).to(local.device)  # (C_r,)
+    score[local[own]] = 2.0  # positives first
+    k = max(int(rate * size), int((score > 1).sum()), 1)
+    rows = score.topk(min(k, size)).indices.sort().values  # (K,)
+    sub = torch.searchsorted(rows, local.clamp_min(0))
+    return rows, torch.where(own, sub, torch.full_like(sub, -1))
+
+
+@torch.no_grad()
 def shard_update(
     center: CenterLossBase,
     x: torch.Tensor,

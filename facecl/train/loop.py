@@ -226,7 +226,7 @@ def _setup(
         from facecl.losses.distributed import class_range
         from facecl.train.shard_classes import check_shard_classes
 
-        check_shard_classes(True, world, num_classes)
+        check_shard_classes(cfg, world, num_classes)
         shard = class_range(num_classes, rank, world)
     state = build_state(
         cfg, num_classes, kwargs, device, input_spec=spec, class_counts=counts, shard=shard
@@ -364,7 +364,7 @@ def _plain_step(run: _Run, images: torch.Tensor, labels: torch.Tensor) -> StepRe
 def _sharded_step(run: _Run, images: torch.Tensor, labels: torch.Tensor) -> StepResult:
     """``--shard-classes``: ``facecl.train.shard_classes.sharded_train_step``."""
     from facecl.losses.sharded import shard_stats
-    from facecl.train.shard_classes import sharded_train_step
+    from facecl.train.shard_classes import sample_seed, sharded_train_step
 
     state, head = run.state, run.state.net.head
     terms, feats, local = sharded_train_step(
@@ -378,6 +378,8 @@ def _sharded_step(run: _Run, images: torch.Tensor, labels: torch.Tensor) -> Step
         world=run.world,
         scaler=state.scaler,
         amp_dtype=run.amp_dtype,
+        sample_rate=run.cfg.sample_rate,
+        sample_seed=sample_seed(run.cfg.seed, state.step),
     )
     return terms, lambda: shard_stats(state.center, feats, local, head)
 

@@ -29,15 +29,23 @@ from facecl.losses.distributed import ClassRange
 from facecl.losses.sharded import (
     gather_features,
     gather_labels,
+    sample_classes,
     shard_objective,
     shard_update,
     sharded_cross_entropy,
 )
+from facecl.train.config import TrainConfig
 
 
-def check_shard_classes(shard_classes: bool, world: int, num_classes: int | None = None) -> None:
-    """``--shard-classes`` needs a process group of >= 2 ranks, and a class per rank."""
-    if not shard_classes:
+def check_shard_classes(cfg: TrainConfig, world: int, num_classes: int | None = None) -> None:
+    """``--shard-classes`` needs a process group of >= 2 ranks, and a class per rank;
+    ``--sample-rate`` < 1 needs ``--shard-classes``."""
+    if cfg.sample_rate < 1 and not cfg.shard_classes:
+        raise UsageError(
+            f"--sample-rate {cfg.sample_rate:g} samples the classes of a --shard-classes run",
+            "add --shard-classes (with --ddp N >= 2 or torchrun), or drop --sample-rate",
+        )
+    if not cfg.shard_classes:
         return
     if world < 2:
         raise UsageError(
@@ -49,6 +57,15 @@ def check_shard_classes(shard_classes: bool, world: int, num_classes: int | None
             f"--shard-classes over {world} ranks needs >= {world} classes, got {num_classes}",
             f"use --ddp {max(num_classes, 2)} or fewer, or drop --shard-classes",
         )
+
+
+def sample_seed(seed: int, step: int) -> int:
+    """The ``--sample-rate`` draw of this rank at ``step``: from (seed, step, rank), so a
+    resumed run on the same ranks draws the same classes."""
+    import numpy as np
+
+    words = np.random.SeedSequence([int(seed), int(step), dist.get_rank()]).generate_state(2)
+    return int(words[0]) << 32 | int(words[1])
 
 
 def _gather_found_inf(scaler: torch.amp.GradScaler, optimizer: torch.optim.Optimizer) -> None:
@@ -71,10 +88,15 @@ def sharded_train_step(
     world: int,
     scaler: torch.amp.GradScaler | None = None,
     amp_dtype: torch.dtype | None = None,
+    sample_rate: float = 1.0,
+    sample_seed: int = 0,
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
     """``loop.train_step`` with the classes sharded: ``backbone`` is the DDP-wrapped
-    backbone, ``head`` / ``center`` this rank's shard. Returns (the global batch's detached
-    loss terms, the global features (B, D) detached, their labels local to this shard)."""
+    backbone, ``head`` / ``center`` this rank's shard. ``sample_rate`` < 1: the softmax
+    runs over the batch's classes and a ``sample_seed``-seeded draw of the others
+    (``sample_classes``); the center terms are the exact ones. Returns (the global batch's
+    detached loss terms, the global features (B, D) detached, their labels local to this
+    shard)."""
     ctx = (
         torch.autocast(images.device.type, dtype=amp_dtype)
         if amp_dtype is not None
@@ -85,8 +107,13 @@ def sharded_train_step(
         feats = backbone(images)  # (b, D), this rank's slice of the batch
         x = gather_features(feats, grad_scale=float(world))  # (B, D); DDP averages
         _, local = shard.local_labels(gather_labels(labels))  # (B,) -1 = another rank's
-        logits = head(x, local)  # (B, C_r)
-    softmax = sharded_cross_entropy(logits, local, shard)
+        if sample_rate < 1:
+            gen = torch.Generator().manual_seed(sample_seed)
+            rows, target = sample_classes(local, shard.size, sample_rate, gen)
+            logits = head(x, target, rows)  # (B, K) the sampled classes
+        else:
+            target, logits = local, head(x, local)  # (B, C_r)
+    softmax = sharded_cross_entropy(logits, target, shard)
     extra, parts = shard_objective(center, x, local, head, lam)
     loss = softmax + extra
     optimizer.zero_grad(set_to_none=True)

@@ -167,7 +167,7 @@ def fit(
     if ddp > 1 and env is not None:
         raise UsageError("--ddp N inside torchrun", "use one of them: torchrun sets the ranks")
     world = env.world if env is not None else ddp
-    check_shard_classes(cfg.shard_classes, world, int(getattr(dataset, "num_classes", world)))
+    check_shard_classes(cfg, world, int(getattr(dataset, "num_classes", world)))
     if ddp > 1:
         import torch.multiprocessing as mp
 
@@ -284,10 +284,10 @@ def run_train(
         if ddp > 1:
             raise UsageError("--ddp N inside torchrun", "use one of them: torchrun sets the ranks")
         ddp_util.check_ddp(env.world, cfg.batch_size, torch.device("cpu"))  # GPUs: torchrun's
-        check_shard_classes(cfg.shard_classes, env.world)
+        check_shard_classes(cfg, env.world)
         return _run_train_torchrun(shards, out, cfg, env, force, resume, show_progress)
     ddp_util.check_ddp(ddp, cfg.batch_size, resolve_device(cfg.device))  # before RUN.partial
-    check_shard_classes(cfg.shard_classes, ddp)
+    check_shard_classes(cfg, ddp)
     so, work = _begin(shards, out, cfg, force, resume)
     if work is None:
         return TrainResult(so.path, so.existing, up_to_date=True)

@@ -184,3 +184,85 @@ def compare(case: Case, ref: list[dict[str, Any]], ranks: list[list[dict[str, An
                 if not _close(v, got["loss_state"][k]):
                     bad.append(f"{where}: loss state {k}")
     return bad
+
+
+# --------------------------------------------------------------------------- --sample-rate
+
+SAMPLED_CLASSES, RATE = 40, 0.3
+
+
+def sampled_config() -> TrainConfig:
+    return TrainConfig(
+        arch="tiny", head="arcface", loss="cl", lam=0.1, lr=0.005, batch_size=BATCH, steps=1,
+        workers=0, threads=1, shard_classes=True, sample_rate=RATE,
+    )  # fmt: skip
+
+
+def _sampled(rank: int, world: int) -> dict[str, Any]:
+    """One --sample-rate step on a shard: the classes drawn (global ids), the loss, the
+    head rows before and after."""
+    from torch import nn
+
+    from facecl.losses.distributed import class_range
+    from facecl.losses.sharded import sample_classes
+    from facecl.train.shard_classes import sample_seed, sharded_train_step
+    from facecl.train.state import build_state
+
+    cfg = sampled_config()
+    shard = class_range(SAMPLED_CLASSES, rank, world)
+    size = {"input_size": list(SIZE)}
+    state = build_state(cfg, SAMPLED_CLASSES, size, torch.device("cpu"), shard=shard)
+    backbone = nn.parallel.DistributedDataParallel(state.net.backbone)
+    images, labels = batches()
+    rows = slice(rank * BATCH // world, (rank + 1) * BATCH // world)
+    _, local = shard.local_labels(labels[0])
+    seed = sample_seed(cfg.seed, 0)
+    drawn, _ = sample_classes(local, shard.size, RATE, torch.Generator().manual_seed(seed))
+    before = state.net.head.weight.detach().clone()
+    terms, _, _ = sharded_train_step(
+        backbone, state.net.head, state.center, state.optimizer, images[0][rows],
+        labels[0][rows], lam=cfg.lam, world=world, sample_rate=RATE, sample_seed=seed,
+    )  # fmt: skip
+    return {
+        "drawn": drawn + shard.lo,
+        "terms": {k: float(v) for k, v in terms.items()},
+        "before": before,
+        "after": state.net.head.weight.detach().clone(),
+    }
+
+
+def _sampled_worker(rank: int, world: int, init: str, out: str) -> None:
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init}", rank=rank, world_size=world)
+    try:
+        torch.save(_sampled(rank, world), Path(out) / f"sampled{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def spawn_sampled(world: int, out: Path) -> list[dict[str, Any]]:
+    import torch.multiprocessing as mp
+
+    with tempfile.TemporaryDirectory(prefix="facecl-shard-") as tmp:
+        init = os.path.join(tmp, "init")
+        mp.spawn(_sampled_worker, args=(world, init, str(out)), nprocs=world, join=True)
+    return [torch.load(out / f"sampled{r}.pt", weights_only=True) for r in range(world)]
+
+
+def sampled_reference(drawn: torch.Tensor) -> float:
+    """One process: the arcface cross entropy of the first batch over the classes
+    ``drawn`` only (the oracle of a sampled step's softmax term)."""
+    import torch.nn.functional as F
+
+    from facecl.train.state import build_state
+
+    cfg = sampled_config()
+    size = {"input_size": list(SIZE)}
+    state = build_state(cfg, SAMPLED_CLASSES, size, torch.device("cpu"))
+    images, labels = batches()
+    y = torch.searchsorted(drawn, labels[0])
+    assert torch.equal(drawn[y], labels[0])  # every positive was drawn
+    feats = state.net.backbone(images[0])
+    return F.cross_entropy(state.net.head(feats, y, drawn), y).item()

@@ -17,7 +17,17 @@ from facecl.train.run import LAST_REL, METRICS
 from facecl.train.shard_classes import check_shard_classes
 from facecl.train.stage import fit
 
-from .shard_harness import GRID, Case, compare, reference, spawn
+from .shard_harness import (
+    GRID,
+    Case,
+    batches,
+    compare,
+    reference,
+    sampled_config,
+    sampled_reference,
+    spawn,
+    spawn_sampled,
+)
 
 # The fast set: every center loss and every head at least once, on 2 and 4 ranks (one spawn each).
 FAST = [
@@ -100,7 +110,7 @@ def test_shard_classes_needs_ranks(pack, tmp_path):
     with pytest.raises(UsageError, match="--shard-classes"):
         fit(_cfg(shard_classes=True), ShardDataset(pack), tmp_path / "r", show_progress=False)
     with pytest.raises(UsageError, match="needs >= 8 classes"):
-        check_shard_classes(True, 8, 4)
+        check_shard_classes(_cfg(shard_classes=True), 8, 4)
 
 
 def test_cli_shard_classes_without_ranks_is_a_usage_error(pack, tmp_path):
@@ -113,3 +123,33 @@ def test_cli_shard_classes_without_ranks_is_a_usage_error(pack, tmp_path):
     r = CliRunner().invoke(app, [*args, "--steps", "2", "--batch-size", "8", "--no-progress"])
     assert r.exit_code == 2 and "--ddp N" in r.output and "Traceback" not in r.output
     assert not out.exists() and not (tmp_path / "r.partial").exists()
+
+
+def test_sample_rate_draws_positives_and_normalises_over_the_drawn_classes(tmp_path):
+    """--sample-rate 0.3 on 2 ranks: each rank draws its batch classes plus random others
+    (max(int(0.3 * 20), positives) of its 20), the softmax term is one process's cross
+    entropy over the union of the drawn classes, and the rows not drawn move by weight
+    decay alone (no softmax gradient reaches them)."""
+    ranks = spawn_sampled(2, tmp_path)
+    labels = batches()[1][0]
+    drawn = torch.cat([r["drawn"] for r in ranks])
+    for rank, r in enumerate(ranks):
+        lo, hi = rank * 20, (rank + 1) * 20
+        mine = labels[(labels >= lo) & (labels < hi)].unique()
+        assert len(r["drawn"]) == max(6, len(mine)) < 20
+        assert set(mine.tolist()) <= set(r["drawn"].tolist())
+        assert r["terms"]["softmax"] == pytest.approx(ranks[0]["terms"]["softmax"], abs=0)
+        cfg = sampled_config()
+        kept = torch.ones(20, dtype=torch.bool)
+        kept[r["drawn"] - lo] = False  # the rows not drawn
+        decayed = r["before"][kept] * (1 - cfg.lr * cfg.weight_decay)
+        assert torch.allclose(r["after"][kept], decayed, atol=1e-7)
+        assert not torch.allclose(r["after"][~kept], r["before"][~kept] * (1 - 0.005 * 5e-4))
+    assert ranks[0]["terms"]["softmax"] == pytest.approx(sampled_reference(drawn), abs=1e-5)
+
+
+def test_sample_rate_checks(pack, tmp_path):
+    with pytest.raises(UsageError, match="sample_rate must be in"):
+        _cfg(sample_rate=0.0)
+    with pytest.raises(UsageError, match="--sample-rate 0.5 samples the classes"):
+        fit(_cfg(sample_rate=0.5), ShardDataset(pack), tmp_path / "r", show_progress=False)
