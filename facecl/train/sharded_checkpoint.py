@@ -490,3 +490,51 @@ def load_rows(index: Index, lo: int, hi: int) -> dict[str, torch.Tensor]:
 def split_rows(tensors: Mapping[str, torch.Tensor], lo: int, hi: int) -> dict[str, torch.Tensor]:
     """Rows [lo, hi) of full (unsharded) class tensors: a sharded run from a ``last.pt``."""
     return {k: t[lo:hi] for k, t in tensors.items()}
+
+
+# --------------------------------------------------------------------------- payloads
+
+KeyPath = tuple[str | int, ...]
+
+
+def row_key(path: KeyPath) -> str:
+    """A nested payload position as a sharded key: ``("optimizer", "state", 3,
+    "momentum_buffer")`` -> ``"optimizer/state/3/momentum_buffer"`` (state_dict names hold
+    dots, never slashes; an int part is written as digits and read back as an int)."""
+    for part in path:
+        if isinstance(part, str) and ("/" in part or part.isdigit()):
+            raise ValueError(f"payload key {part!r} cannot be part of a sharded key")
+    return "/".join(str(p) for p in path)
+
+
+def _parts(key: str) -> list[str | int]:
+    return [int(p) if p.isdigit() else p for p in key.split("/")]
+
+
+def split_payload(
+    payload: Mapping[str, Any], paths: Sequence[KeyPath]
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """A checkpoint payload (nested dicts) without the class-row tensors at ``paths``, and
+    those tensors by :func:`row_key` (the dicts along each path are copied, not changed)."""
+    shared: dict[str, Any] = dict(payload)
+    rows: dict[str, torch.Tensor] = {}
+    for path in paths:
+        node: dict[Any, Any] = shared
+        for part in path[:-1]:
+            node[part] = dict(node[part])
+            node = node[part]
+        rows[row_key(path)] = node.pop(path[-1])
+    return shared, rows
+
+
+def merge_payload(shared: Mapping[str, Any], rows: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """:func:`split_payload` undone: the rows put back at their places in the payload."""
+    out: dict[str, Any] = dict(shared)
+    for key, t in rows.items():
+        parts = _parts(key)
+        node: dict[Any, Any] = out
+        for part in parts[:-1]:
+            node[part] = dict(node.get(part, {}))
+            node = node[part]
+        node[parts[-1]] = t
+    return out

@@ -231,3 +231,35 @@ def test_resharding_reads_about_one_shard_into_memory(tmp_path):
     )
     grown = float(out.stdout.strip().splitlines()[-1])
     assert grown < 64 + 48, f"resharding grew the peak RSS by {grown:.0f} MiB (the rows are 64 MiB)"
+
+
+# --------------------------------------------------------------------------- payloads
+
+
+def test_a_payload_splits_into_shared_and_rows_and_back():
+    w, m, c = torch.randn(4, 2), torch.randn(4, 2), torch.randn(4, 2)
+    payload = {
+        "model": {"conv.weight": torch.ones(1)},
+        "head_state": {"weight": w, "lambda_step": torch.tensor(3)},
+        "loss_state": {"centers": c},
+        "optimizer": {"state": {0: {"momentum_buffer": torch.ones(1)}, 3: {"momentum_buffer": m}}},
+        "step": 5,
+    }
+    paths = [
+        ("head_state", "weight"),
+        ("loss_state", "centers"),
+        ("optimizer", "state", 3, "momentum_buffer"),
+    ]
+    shared, rows = sc.split_payload(payload, paths)
+    assert set(rows) == {
+        "head_state/weight",
+        "loss_state/centers",
+        "optimizer/state/3/momentum_buffer",
+    }
+    assert "weight" not in shared["head_state"] and shared["optimizer"]["state"][3] == {}
+    assert "weight" in payload["head_state"]  # the payload itself is left as it was
+    back = sc.merge_payload(shared, rows)
+    assert back["optimizer"]["state"][3]["momentum_buffer"] is m and back["step"] == 5
+    assert back["head_state"]["weight"] is w and back["head_state"]["lambda_step"] == 3
+    with pytest.raises(ValueError, match="cannot be part of a sharded key"):
+        sc.row_key(("head_state", "a/b"))
