@@ -30,6 +30,7 @@ from torch import nn
 from facecl.errors import FaceclError
 from facecl.train.checkpoint import save_checkpoint
 from facecl.train.config import TrainConfig
+from facecl.train.last import load_last
 from facecl.train.metrics import Window, append_record, read_metrics, truncate_metrics
 from facecl.train.run import CHECKPOINTS, LAST, METRICS, MODEL
 from facecl.train.sampler import StepBatchSampler, balanced_weights, flip_mask, iterate_batches
@@ -39,7 +40,7 @@ from facecl.train.state import (
     checkpoint_payload,
     dataset_class_counts,
     dataset_input_spec,
-    resume_from,
+    restore,
 )
 
 if TYPE_CHECKING:
@@ -211,9 +212,9 @@ def _setup(
     counts = dataset_class_counts(dataset, num_classes)  # CIL's N_j (Wu's num_data)
     state = build_state(cfg, num_classes, kwargs, device, input_spec=spec, class_counts=counts)
     start, window = 0, Window()
-    last = work / CHECKPOINTS / LAST
-    if last.is_file():  # read on the CPU whatever the device (see resume_from)
-        ckpt = resume_from(state, last, cfg)
+    ckpt = load_last(work)  # last.pt or the sharded last/, read on the CPU (see resume_from)
+    if ckpt is not None:
+        state.step = restore(state, ckpt, cfg)
         start, window = state.step, Window.from_checkpoint(ckpt)
     state.step = start
     net: nn.Module = state.net
