@@ -10,6 +10,7 @@ with the later step wins, the sharded one on a tie.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,15 @@ def last_pt(work: Path) -> Path:
 
 def last_dir(work: Path) -> Path:
     return Path(work) / CHECKPOINTS / LAST_SHARDED
+
+
+def drop_other(work: Path, kept: str) -> None:
+    """After a save of the ``kept`` kind (``"file"`` or ``"sharded"``): remove the other kind,
+    left by the run before a resume that changed ``--shard-classes``."""
+    if kept == "file":
+        shutil.rmtree(last_dir(work), ignore_errors=True)
+    else:
+        last_pt(work).unlink(missing_ok=True)
 
 
 def _pt_step(work: Path) -> int | None:

@@ -30,7 +30,7 @@ from torch import nn
 from facecl.errors import FaceclError
 from facecl.train.checkpoint import save_checkpoint
 from facecl.train.config import TrainConfig
-from facecl.train.last import load_last
+from facecl.train.last import drop_other, load_last
 from facecl.train.metrics import Window, append_record, read_metrics, truncate_metrics
 from facecl.train.run import CHECKPOINTS, LAST, METRICS, MODEL
 from facecl.train.sampler import StepBatchSampler, balanced_weights, flip_mask, iterate_batches
@@ -177,6 +177,7 @@ class _Run:
             window=self.window.payload(),
         )
         save_checkpoint(self.work / CHECKPOINTS / LAST, payload)
+        drop_other(self.work, "file")  # a sharded checkpoint this run resumed from
 
 
 def _arch_kwargs(cfg: TrainConfig, dataset: Any, extra: dict[str, Any] | None) -> dict[str, Any]:

@@ -79,6 +79,7 @@ def test_one_process_resumes_from_a_sharded_checkpoint(pack, tmp_path, reference
     assert last_step(index_only) == _checkpoint_step(index_only) == 4 == last_step(run)
     summary = train(cfg, ShardDataset(pack), run)
     assert summary["resumed_from"] == 4
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.pt"]
     got = load_checkpoint(run / "model.pt")
     for part in ("model", "head_state", "loss_state"):
         for key, value in reference[part].items():
