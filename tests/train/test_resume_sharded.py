@@ -96,3 +96,35 @@ def test_the_later_of_last_pt_and_a_sharded_checkpoint_wins(pack, tmp_path):
     assert last_step(run) == 6 and load_last(run)["step"] == 6
     torch.save({**old, "step": 3}, run / "checkpoints" / "last.pt")
     assert last_step(run) == 4 and load_last(run)["class_rows"] == [0, 4]
+
+
+def test_a_corrupt_rank_file_stops_the_resume_with_one_line(pack, tmp_path, monkeypatch):
+    """The CLI, resuming a run whose checkpoint is per rank: a flipped byte in one rank's
+    file is a one-line error naming the file (exit 1), never a traceback or a fresh start."""
+    from typer.testing import CliRunner
+
+    import facecl.train.stage as stage
+    from facecl.cli import app
+
+    real = stage.train
+
+    def stop_at_4(cfg, dataset, work, **kw):
+        kw["on_progress"] = stop_at(kw["stop"], 4)
+        return real(cfg, dataset, work, **kw)
+
+    run = tmp_path / "run"
+    args = ["train", str(pack), "-o", str(run), "--arch", "tiny", "--steps", "8"]
+    args += ["--batch-size", "8", "--workers", "0", "--checkpoint-every", "4", "--no-progress"]
+    monkeypatch.setattr(stage, "train", stop_at_4)
+    assert CliRunner().invoke(app, args).exit_code == 130  # interrupted at step 4
+    monkeypatch.setattr(stage, "train", real)
+    partial = tmp_path / "run.partial"
+    shard_last_pt(partial, [(0, 2), (2, 4)])
+    bad = partial / "checkpoints" / "last" / "s000000004" / "rank-1-of-2.pt"
+    data = bytearray(bad.read_bytes())
+    data[len(data) // 3] ^= 0x40
+    bad.write_bytes(bytes(data))
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 1, r.output
+    assert "rank-1-of-2.pt does not match the sha256 in its index" in r.output
+    assert "Traceback" not in r.output and not run.exists()
