@@ -2,7 +2,9 @@
 
 ``forward(x (B, D), y (B,)) -> logits (B, C)``; the loss is ``cross_entropy(logits, y)``.
 The margin is applied to the target logits only in training mode with labels given; in
-eval mode (or ``y=None``) the heads return the plain (scaled) cosine logits.
+eval mode (or ``y=None``) the heads return the plain (scaled) cosine logits. A label of -1
+gets no margin: under ``--shard-classes`` a head holds one rank's classes and the labels are
+local to them (``facecl.losses.sharded``).
 
 ``MarginHead`` covers SphereFace, CosFace/AM-softmax and ArcFace, like insightface's
 ``CombinedMarginLoss``: with theta_y the angle between x and w_y, the target logit is
@@ -35,6 +37,10 @@ class SoftmaxHead(nn.Module):
 
     normalizes_weight: ClassVar[bool] = False
     """Whether the logits use w_j / ||w_j|| (ACL's centers then do too)."""
+
+    class_rows: ClassVar[tuple[str, ...]] = ("fc.weight", "fc.bias")
+    """The ``state_dict`` keys whose first dimension is the class (``--shard-classes``: a
+    rank's head holds rows ``[lo, hi)`` of them)."""
 
     def __init__(self, feature_dim: int, num_classes: int, bias: bool = True):
         super().__init__()
@@ -72,6 +78,8 @@ class MarginHead(nn.Module):
 
     normalizes_weight: ClassVar[bool] = True
     """The logits use w_j / ||w_j||, so ACL's centers are gamma_j w_j / ||w_j|| (IJCV Table 2)."""
+
+    class_rows: ClassVar[tuple[str, ...]] = ("weight",)
 
     def __init__(self, feature_dim: int, num_classes: int, config: HeadConfig | None = None):
         super().__init__()
@@ -134,13 +142,15 @@ class MarginHead(nn.Module):
             scale = self.config.s
         if y is None or not self.training:
             return scale * cos
-        idx = y.view(-1, 1)
+        # y = -1: the sample's class is in another rank's shard (--shard-classes), no margin
+        here = y.view(-1, 1) >= 0  # (B, 1)
+        idx = y.view(-1, 1).clamp_min(0)
         target = cos.gather(1, idx)  # (B, 1)
         psi = self.psi(target)
         lam = self.annealing_lambda()
         if lam > 0:
             psi = (lam * target + psi) / (1 + lam)
-        return scale * cos.scatter(1, idx, psi)  # (B, C)
+        return scale * cos.scatter(1, idx, torch.where(here, psi, target))  # (B, C)
 
     def extra_repr(self) -> str:
         return f"feature_dim={self.feature_dim}, num_classes={self.num_classes}, {self.config}"

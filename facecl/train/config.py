@@ -142,6 +142,12 @@ class TrainConfig:
     """CPU threads for torch (``torch.set_num_threads``); 0 = torch's default (all cores;
     under ``--ddp N`` the cores split between the processes)."""
 
+    shard_classes: bool = field(default=False, metadata=RUNTIME)
+    """Model-parallel head and centers under DDP (``--ddp N`` >= 2 or torchrun), Partial
+    FC's approach: rank r holds the head rows and centers of classes [lo_r, hi_r), the
+    batch's features are all-gathered and the softmax normaliser all-reduced, so each rank
+    holds 1/N of them; the same losses and weights as one process (float rounding)."""
+
     amp: bool = True
     """Mixed precision on CUDA (autocast; the losses always run in float32). No effect on CPU."""
 

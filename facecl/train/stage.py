@@ -50,6 +50,7 @@ from facecl.train.run import (
     MODEL,
     SUMMARY,
 )
+from facecl.train.shard_classes import check_shard_classes
 from facecl.train.state import validate_names
 
 ProgressFn = Callable[[int, dict[str, Any] | None], None]
@@ -174,6 +175,8 @@ def fit(
     env = ddp_util.torchrun_env()
     if ddp > 1 and env is not None:
         raise UsageError("--ddp N inside torchrun", "use one of them: torchrun sets the ranks")
+    world = env.world if env is not None else ddp
+    check_shard_classes(cfg.shard_classes, world, int(getattr(dataset, "num_classes", world)))
     if ddp > 1:
         import torch.multiprocessing as mp
 
@@ -293,8 +296,10 @@ def run_train(
         if ddp > 1:
             raise UsageError("--ddp N inside torchrun", "use one of them: torchrun sets the ranks")
         ddp_util.check_ddp(env.world, cfg.batch_size, torch.device("cpu"))  # GPUs: torchrun's
+        check_shard_classes(cfg.shard_classes, env.world)
         return _run_train_torchrun(shards, out, cfg, env, force, resume, show_progress)
     ddp_util.check_ddp(ddp, cfg.batch_size, resolve_device(cfg.device))  # before RUN.partial
+    check_shard_classes(cfg.shard_classes, ddp)
     so, work = _begin(shards, out, cfg, force, resume)
     if work is None:
         return TrainResult(so.path, so.existing, up_to_date=True)

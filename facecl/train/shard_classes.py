@@ -1,0 +1,198 @@
+"""``--shard-classes``: the train step and checkpoints of a class-sharded head and centers.
+
+Each rank's head and center loss hold the rows of one ``ClassRange`` (``state.shard``, the
+``class_range`` attribute of both modules; their ``state_dict()`` is the rank's shard and
+their ``class_rows`` name the keys split by class). DDP wraps the backbone only: the head
+rows and the centers never enter its all-reduce, their gradients and momentum stay on the
+rank (the SGD param groups are one process's, so decay, momentum and the lr schedule are
+the same). The math is ``facecl.losses.sharded``'s.
+
+Checkpoints: until per-rank files land (``facecl.train.sharded_checkpoint``), a sharded run
+gathers the rows to rank 0, which writes the same ``last.pt`` / ``model.pt`` as one process
+(``gathered_states``), and a resume slices each rank's rows out of it (``shard_checkpoint``),
+so a run resumes on any world size. Rank 0 then holds the full head and centers while it
+writes; the training steps hold 1/world of them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from facecl.errors import UsageError
+from facecl.losses.center import CenterLossBase
+from facecl.losses.distributed import ClassRange
+from facecl.losses.sharded import (
+    gather_features,
+    gather_labels,
+    shard_objective,
+    shard_update,
+    sharded_cross_entropy,
+)
+
+
+def check_shard_classes(shard_classes: bool, world: int, num_classes: int | None = None) -> None:
+    """``--shard-classes`` needs a process group of >= 2 ranks, and a class per rank."""
+    if not shard_classes:
+        return
+    if world < 2:
+        raise UsageError(
+            "--shard-classes splits the head over DDP ranks, but this run has one process",
+            "add --ddp N (N >= 2) or start it with torchrun, or drop --shard-classes",
+        )
+    if num_classes is not None and num_classes < world:
+        raise UsageError(
+            f"--shard-classes over {world} ranks needs >= {world} classes, got {num_classes}",
+            f"use --ddp {max(num_classes, 2)} or fewer, or drop --shard-classes",
+        )
+
+
+def _gather_found_inf(scaler: torch.amp.GradScaler, optimizer: torch.optim.Optimizer) -> None:
+    """Every rank skips the step if any rank's head rows overflowed (the backbone's grads
+    are all-reduced already, the head's are not)."""
+    per_device = scaler._per_optimizer_states[id(optimizer)]["found_inf_per_device"]
+    for flag in per_device.values():
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+
+
+def sharded_train_step(
+    backbone: nn.Module,
+    head: nn.Module,
+    center: CenterLossBase,
+    optimizer: torch.optim.Optimizer,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    lam: float,
+    world: int,
+    scaler: torch.amp.GradScaler | None = None,
+    amp_dtype: torch.dtype | None = None,
+) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    """``loop.train_step`` with the classes sharded: ``backbone`` is the DDP-wrapped
+    backbone, ``head`` / ``center`` this rank's shard. Returns (the global batch's detached
+    loss terms, the global features (B, D) detached, their labels local to this shard)."""
+    ctx = (
+        torch.autocast(images.device.type, dtype=amp_dtype)
+        if amp_dtype is not None
+        else contextlib.nullcontext()
+    )
+    shard: ClassRange = center.class_range
+    with ctx:
+        feats = backbone(images)  # (b, D), this rank's slice of the batch
+        x = gather_features(feats, grad_scale=float(world))  # (B, D); DDP averages
+        _, local = shard.local_labels(gather_labels(labels))  # (B,) -1 = another rank's
+        logits = head(x, local)  # (B, C_r)
+    softmax = sharded_cross_entropy(logits, local, shard)
+    extra, parts = shard_objective(center, x, local, head, lam)
+    loss = softmax + extra
+    optimizer.zero_grad(set_to_none=True)
+    keep = None
+    if scaler is None:
+        loss.backward()
+    else:
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        _gather_found_inf(scaler, optimizer)
+        from facecl.train.loop import found_inf
+
+        keep = ~found_inf(scaler, optimizer)
+    shard_update(center, x.detach(), local, head, keep=keep)  # Alg. 1 line 6
+    if scaler is None:
+        optimizer.step()
+    else:
+        scaler.step(optimizer)
+        scaler.update()
+    extra_logged = sum(v for k, v in parts.items() if k != "center")
+    total = softmax.detach() + lam * parts["center"] + extra_logged
+    terms = {"loss": total, "softmax": softmax.detach(), **parts}
+    return terms, x.detach(), local
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def _rows(module: nn.Module) -> tuple[str, ...]:
+    return tuple(getattr(module, "class_rows", ()))
+
+
+def _gather_rows(t: torch.Tensor, shard: ClassRange) -> torch.Tensor | None:
+    """A shard's rows of a class tensor gathered on rank 0 (None on the others)."""
+    world, rank = dist.get_world_size(), dist.get_rank()
+    most = -(-shard.num_classes // world)
+    padded = t.new_zeros((most, *t.shape[1:]))
+    padded[: t.shape[0]] = t
+    parts = [torch.empty_like(padded) for _ in range(world)] if rank == 0 else None
+    dist.gather(padded.contiguous(), parts, dst=0)
+    if parts is None:
+        return None
+    from facecl.losses.distributed import class_range
+
+    sizes = [class_range(shard.num_classes, r, world).size for r in range(world)]
+    return torch.cat([p[:k] for p, k in zip(parts, sizes, strict=True)])
+
+
+def _gathered(state: dict[str, Any], rows: tuple[str, ...], shard: ClassRange) -> dict[str, Any]:
+    out = {}
+    for key, value in state.items():
+        out[key] = _gather_rows(value, shard) if key in rows else value
+    return out
+
+
+def _head_param_rows(optimizer: torch.optim.Optimizer, head: nn.Module) -> dict[int, str]:
+    """Optimizer state index -> the head key of the parameters split by class."""
+    index = {id(p): i for i, p in enumerate(p for g in optimizer.param_groups for p in g["params"])}
+    rows = _rows(head)
+    return {index[id(p)]: name for name, p in head.named_parameters() if name in rows}
+
+
+def gathered_states(
+    head: nn.Module, center: CenterLossBase, optimizer: torch.optim.Optimizer | None
+) -> dict[str, Any]:
+    """``head_state``, ``loss_state`` (and ``optimizer``) of one process holding every class,
+    gathered on rank 0 (every rank calls this; the others get Nones back)."""
+    shard = center.class_range
+    lead = dist.get_rank() == 0
+    out: dict[str, Any] = {
+        "head_state": _gathered(head.state_dict(), _rows(head), shard),
+        "loss_state": _gathered(center.state_dict(), _rows(center), shard),
+    }
+    if optimizer is not None:
+        sd = optimizer.state_dict()
+        state = dict(sd["state"])
+        for idx in _head_param_rows(optimizer, head):
+            if idx in state:
+                entry = dict(state[idx])
+                entry["momentum_buffer"] = _gather_rows(entry["momentum_buffer"], shard)
+                state[idx] = entry
+        out["optimizer"] = {**sd, "state": state}
+    return out if lead else dict.fromkeys(out)
+
+
+def _sliced(state: dict[str, Any], rows: tuple[str, ...], shard: ClassRange) -> dict[str, Any]:
+    return {k: (v[shard.lo : shard.hi] if k in rows else v) for k, v in state.items()}
+
+
+def shard_checkpoint(
+    ckpt: dict[str, Any], head: nn.Module, center: CenterLossBase, optimizer: Any
+) -> dict[str, Any]:
+    """A full checkpoint (all classes) with the head, center and momentum rows of this
+    rank's shard only, for ``load_state_dict`` into the shard."""
+    shard = center.class_range
+    out = dict(ckpt)
+    out["head_state"] = _sliced(ckpt["head_state"], _rows(head), shard)
+    out["loss_state"] = _sliced(ckpt["loss_state"], _rows(center), shard)
+    opt = ckpt.get("optimizer")
+    if opt:
+        state = dict(opt["state"])
+        for idx in _head_param_rows(optimizer, head):
+            key = idx if idx in state else str(idx)
+            if key in state and "momentum_buffer" in state[key]:
+                entry = dict(state[key])
+                entry["momentum_buffer"] = entry["momentum_buffer"][shard.lo : shard.hi]
+                state[key] = entry
+        out["optimizer"] = {**opt, "state": state}
+    return out
