@@ -12,11 +12,16 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import torch
 
 from facecl.train import sharded_checkpoint as sc
 from facecl.train.checkpoint import load_checkpoint
 from facecl.train.run import CHECKPOINTS, LAST, LAST_SHARDED
+
+if TYPE_CHECKING:
+    from facecl.train.state import TrainState
 
 
 def last_pt(work: Path) -> Path:
@@ -75,3 +80,45 @@ def load_last(work: Path, lo: int | None = None, hi: int | None = None) -> dict[
     payload = sc.merge_payload(sc.load_shared(index), sc.load_rows(index, lo, hi))
     payload["class_rows"] = [lo, hi]  # which rows it holds: not the whole head when sharded
     return payload
+
+
+def class_row_paths(state: TrainState) -> list[sc.KeyPath]:
+    """Where a checkpoint payload of ``state`` holds class rows: the head's and the center
+    loss's ``class_rows`` (``head_state`` / ``loss_state`` keys) and the SGD momentum of the
+    head's class parameters (``optimizer`` state, by parameter index)."""
+    head, center, optimizer = state.net.head, state.center, state.optimizer
+    head_rows = tuple(getattr(head, "class_rows", ()))
+    paths: list[sc.KeyPath] = [("head_state", k) for k in head_rows if k in head.state_dict()]
+    paths += [("loss_state", k) for k in getattr(center, "class_rows", ())]
+    flat = [p for group in optimizer.param_groups for p in group["params"]]
+    index = {id(p): i for i, p in enumerate(flat)}
+    for name, p in head.named_parameters():
+        buf = optimizer.state.get(p, {}).get("momentum_buffer")
+        if name in head_rows and isinstance(buf, torch.Tensor):
+            paths.append(("optimizer", "state", index[id(p)], "momentum_buffer"))
+    return paths
+
+
+def save_sharded(
+    work: Path, state: TrainState, payload: dict[str, Any], rank: int, world: int
+) -> None:
+    """Every rank of a ``--shard-classes`` run at once: ``payload`` (this rank's
+    ``checkpoint_payload``) as ``checkpoints/last/``, each rank's class rows in its own file
+    and the rest (backbone, optimiser, RNG, config) from rank 0. Then ``last.pt`` is gone."""
+    from facecl.losses.distributed import class_range
+
+    num_classes = int(state.num_classes)
+    ranges = [(r.lo, r.hi) for r in (class_range(num_classes, i, world) for i in range(world))]
+    shared, rows = sc.split_payload(payload, class_row_paths(state))
+    meta = {"config": payload["config"], "num_classes": num_classes, "arch": payload["arch"]}
+    sc.save_rank(
+        last_dir(work),
+        step=int(payload["step"]),
+        rank=rank,
+        ranges=ranges,
+        rows=rows,
+        shared=shared if rank == 0 else None,
+        meta=meta,
+    )
+    if rank == 0:
+        drop_other(work, "sharded")
