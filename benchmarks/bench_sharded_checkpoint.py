@@ -29,6 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from facecl.train.last import class_ranges  # noqa: E402
+
 KEYS = ("head_state.weight", "momentum.head.weight", "loss_state.centers")
 
 WORKER = r"""
@@ -62,14 +64,6 @@ print(json.dumps({"what": what, "wall_s": wall, "peak_rss_mib": peak,
 """
 
 
-def even(num_classes: int, world: int) -> list[tuple[int, int]]:
-    q, rem = divmod(num_classes, world)
-    bounds = [0]
-    for r in range(world):
-        bounds.append(bounds[-1] + q + (r < rem))
-    return list(zip(bounds[:-1], bounds[1:], strict=True))
-
-
 def write(d: Path, classes: int, dim: int, world: int) -> None:
     import torch
 
@@ -77,7 +71,7 @@ def write(d: Path, classes: int, dim: int, world: int) -> None:
     from facecl.train.checkpoint import save_checkpoint
 
     d.mkdir(parents=True, exist_ok=True)
-    ranges = even(classes, world)
+    ranges = class_ranges(classes, world)
     t = time.perf_counter()
     part = sc.prepare(d / "last", 1)
     entries = []
@@ -114,8 +108,8 @@ def drop_cache(d: Path) -> None:
 
 
 def measure(d: Path, classes: int, world: int, new_world: int) -> list[dict]:
-    own = even(classes, world)[0]
-    other = even(classes, new_world)[0]
+    own = class_ranges(classes, world)[0]
+    other = class_ranges(classes, new_world)[0]
     cases = [
         ("torch.load", 0, 0, "last.pt whole"),
         ("load_checkpoint", 0, 0, "last.pt mmap'd, step"),

@@ -82,6 +82,13 @@ def load_last(work: Path, lo: int | None = None, hi: int | None = None) -> dict[
     return payload
 
 
+def class_ranges(num_classes: int, world: int) -> list[tuple[int, int]]:
+    """Every rank's [lo, hi) of a ``--shard-classes`` run (``class_range``, the one split)."""
+    from facecl.losses.distributed import class_range
+
+    return [(r.lo, r.hi) for r in (class_range(num_classes, i, world) for i in range(world))]
+
+
 def class_row_paths(state: TrainState) -> list[sc.KeyPath]:
     """Where a checkpoint payload of ``state`` holds class rows: the head's and the center
     loss's ``class_rows`` (``head_state`` / ``loss_state`` keys) and the SGD momentum of the
@@ -105,10 +112,8 @@ def save_sharded(
     """Every rank of a ``--shard-classes`` run at once: ``payload`` (this rank's
     ``checkpoint_payload``) as ``checkpoints/last/``, each rank's class rows in its own file
     and the rest (backbone, optimiser, RNG, config) from rank 0. Then ``last.pt`` is gone."""
-    from facecl.losses.distributed import class_range
-
     num_classes = int(state.num_classes)
-    ranges = [(r.lo, r.hi) for r in (class_range(num_classes, i, world) for i in range(world))]
+    ranges = class_ranges(num_classes, world)
     shared, rows = sc.split_payload(payload, class_row_paths(state))
     meta = {"config": payload["config"], "num_classes": num_classes, "arch": payload["arch"]}
     sc.save_rank(
