@@ -14,6 +14,10 @@ from the page cache first (``posix_fadvise(DONTNEED)``), so every read is cold:
 * ``read_index`` of the sharded checkpoint (its ``index.json``) and its ``step``;
 * one rank's own rows at the same world size (sha256 check + mmap);
 * rank 0's rows at world ``--reshard-to`` (resharding: the overlapping files, copied).
+
+``--save-ranks``: instead, ``--world`` gloo ranks each holding its rows save them together
+(``save_rank``, what a ``--shard-classes`` run does at a checkpoint); each rank reports the
+peak RSS the save adds (``VmHWM`` reset through ``/proc/self/clear_refs`` before it).
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from facecl.train.last import class_ranges  # noqa: E402
 
 KEYS = ("head_state.weight", "momentum.head.weight", "loss_state.centers")
 
@@ -62,14 +68,6 @@ print(json.dumps({"what": what, "wall_s": wall, "peak_rss_mib": peak,
 """
 
 
-def even(num_classes: int, world: int) -> list[tuple[int, int]]:
-    q, rem = divmod(num_classes, world)
-    bounds = [0]
-    for r in range(world):
-        bounds.append(bounds[-1] + q + (r < rem))
-    return list(zip(bounds[:-1], bounds[1:], strict=True))
-
-
 def write(d: Path, classes: int, dim: int, world: int) -> None:
     import torch
 
@@ -77,7 +75,7 @@ def write(d: Path, classes: int, dim: int, world: int) -> None:
     from facecl.train.checkpoint import save_checkpoint
 
     d.mkdir(parents=True, exist_ok=True)
-    ranges = even(classes, world)
+    ranges = class_ranges(classes, world)
     t = time.perf_counter()
     part = sc.prepare(d / "last", 1)
     entries = []
@@ -105,6 +103,45 @@ def write(d: Path, classes: int, dim: int, world: int) -> None:
     print(f"last.pt written in {time.perf_counter() - t:.1f} s", flush=True)
 
 
+def _status_mib(key: str) -> float:
+    with open("/proc/self/status") as f:
+        return int(f.read().split(key + ":")[1].split()[0]) / 1024
+
+
+def _save_rank_worker(rank: int, world: int, init: str, d: str, classes: int, dim: int) -> None:
+    import torch
+    import torch.distributed as dist
+
+    from facecl.train import sharded_checkpoint as sc
+
+    dist.init_process_group("gloo", init_method=f"file://{init}", rank=rank, world_size=world)
+    ranges = class_ranges(classes, world)
+    lo, hi = ranges[rank]
+    rows = {k: torch.full((hi - lo, dim), float(rank)) for k in KEYS}
+    shared = {"model": {"w": torch.ones(10)}} if rank == 0 else None
+    dist.barrier()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # VmHWM := VmRSS: the peak from here on is the save's
+    before = _status_mib("VmRSS")
+    t = time.perf_counter()
+    sc.save_rank(d, step=1, rank=rank, ranges=ranges, rows=rows, shared=shared, meta={})
+    wall = time.perf_counter() - t
+    rows_mib = sum(v.numel() * 4 for v in rows.values()) / 2**20
+    added = _status_mib("VmHWM") - before
+    print(json.dumps({"rank": rank, "rows_mib": rows_mib, "save_s": wall, "peak_added_mib": added}))
+    dist.destroy_process_group()
+
+
+def save_ranks(d: Path, classes: int, dim: int, world: int) -> None:
+    import tempfile
+
+    import torch.multiprocessing as mp
+
+    with tempfile.TemporaryDirectory() as tmp:
+        args = (world, f"{tmp}/init", str(d / "last"), classes, dim)
+        mp.spawn(_save_rank_worker, args=args, nprocs=world, join=True)
+
+
 def drop_cache(d: Path) -> None:
     for p in [d / "last.pt", *(d / "last").rglob("*")]:
         if p.is_file():
@@ -114,8 +151,8 @@ def drop_cache(d: Path) -> None:
 
 
 def measure(d: Path, classes: int, world: int, new_world: int) -> list[dict]:
-    own = even(classes, world)[0]
-    other = even(classes, new_world)[0]
+    own = class_ranges(classes, world)[0]
+    other = class_ranges(classes, new_world)[0]
     cases = [
         ("torch.load", 0, 0, "last.pt whole"),
         ("load_checkpoint", 0, 0, "last.pt mmap'd, step"),
@@ -142,7 +179,16 @@ def main() -> None:
     ap.add_argument("--world", type=int, default=4)
     ap.add_argument("--reshard-to", type=int, default=3, help="the new world size")
     ap.add_argument("--keep", action="store_true", help="keep the files (else removed)")
+    ap.add_argument("--save-ranks", action="store_true", help="measure the ranks' save")
     args = ap.parse_args()
+    if args.save_ranks:
+        save_ranks(args.dir, args.classes, args.dim, args.world)
+        print(json.dumps({"load_avg": os.getloadavg()}))
+        if not args.keep:
+            import shutil
+
+            shutil.rmtree(args.dir)
+        return
     write(args.dir, args.classes, args.dim, args.world)
     sizes = {p.name: p.stat().st_size for p in [args.dir / "last.pt"]}
     sizes.update({p.name: p.stat().st_size for p in (args.dir / "last").rglob("*.pt")})

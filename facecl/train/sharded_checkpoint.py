@@ -6,7 +6,8 @@ in rank order, and cover [0, num_classes). Each rank writes its own rows; rank 0
 is not sharded (backbone, its optimiser state, RNG, config, metrics window)::
 
     RUN/checkpoints/last/index.json                 the commit point, written last
-    RUN/checkpoints/last/s{step:09d}/shared.pt      rank 0: a dict of tensors and plain data
+    RUN/checkpoints/last/s{step:09d}/shared.pt      rank 0: {"format", "version", "payload":
+                                                     a dict of tensors and plain data}
     RUN/checkpoints/last/s{step:09d}/rank-{r}-of-{W}.pt
                                                     {"format", "version", "rank", "world",
                                                      "lo", "hi", "rows": {key: (hi-lo, ...)}}
@@ -202,7 +203,7 @@ def _key_info(t: torch.Tensor) -> dict[str, Any]:
 
 def write_shared(part: Path, payload: Mapping[str, Any]) -> dict[str, Any]:
     """Rank 0: everything not sharded (a dict of tensors and plain data) into ``part``."""
-    return _write_file(part / SHARED, {"format": FORMAT, "version": VERSION, **payload})
+    return _write_file(part / SHARED, {"format": FORMAT, "version": VERSION, "payload": payload})
 
 
 def commit(
@@ -441,9 +442,9 @@ def _load_checked(index: Index, entry: dict[str, Any]) -> dict[str, Any]:
 def load_shared(index: Index) -> dict[str, Any]:
     """Rank 0's unsharded part (backbone, optimiser state, RNG, ...), checked."""
     data = _load_checked(index, index.shared)
-    if data.get("format") != FORMAT:
+    if data.get("format") != FORMAT or not isinstance(data.get("payload"), dict):
         raise CheckpointError(f"{index.data / SHARED} is not a facecl sharded checkpoint", _FIX)
-    return data
+    return data["payload"]
 
 
 def _load_rank(index: Index, r: int) -> dict[str, torch.Tensor]:

@@ -13,17 +13,9 @@ import torch
 
 from facecl.errors import CheckpointError
 from facecl.train import sharded_checkpoint as sc
+from facecl.train.last import class_ranges as even
 
 C, D = 10, 3
-
-
-def even(num_classes: int, world: int) -> list[tuple[int, int]]:
-    """Contiguous ranges as even as possible (the first ranks take the remainder)."""
-    q, rem = divmod(num_classes, world)
-    bounds = [0]
-    for r in range(world):
-        bounds.append(bounds[-1] + q + (r < rem))
-    return list(zip(bounds[:-1], bounds[1:], strict=True))
 
 
 def full_state(num_classes: int = C, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -201,6 +193,7 @@ def test_more_ranks_than_classes(tmp_path):
 RESHARD_RSS = """
 import sys
 from facecl.train import sharded_checkpoint as sc
+from facecl.train.last import class_ranges as even
 
 def rss_mib():
     with open("/proc/self/status") as f:
