@@ -12,8 +12,8 @@ with ``--worker``): ``single`` runs ``loop.train_step`` in one process on the gl
 (the train loop's step), each on its slice of the batch. Every rank reports its own peak RSS
 (``getrusage(RUSAGE_SELF).ru_maxrss``), its RSS after building the state, and its mean step
 time. The parent polls the RSS of the worker's process tree and kills it past
-``--cap-gib`` (the sum over the ranks), reported as killed. Checkpoints are not written (a
-sharded run gathers them to rank 0 until per-rank files land).
+``--cap-gib`` (the sum over the ranks), reported as killed. Checkpoints are not written
+(``bench_sharded_checkpoint.py`` measures those).
 """
 
 from __future__ import annotations

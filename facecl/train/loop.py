@@ -30,6 +30,7 @@ from torch import nn
 from facecl.errors import FaceclError
 from facecl.train.checkpoint import save_checkpoint
 from facecl.train.config import TrainConfig
+from facecl.train.last import drop_other, load_last, save_sharded
 from facecl.train.metrics import Window, append_record, read_metrics, truncate_metrics
 from facecl.train.run import CHECKPOINTS, LAST, METRICS, MODEL
 from facecl.train.sampler import StepBatchSampler, balanced_weights, flip_mask, iterate_batches
@@ -39,7 +40,7 @@ from facecl.train.state import (
     checkpoint_payload,
     dataset_class_counts,
     dataset_input_spec,
-    resume_from,
+    restore,
 )
 
 if TYPE_CHECKING:
@@ -157,6 +158,7 @@ class _Run:
     world: int
     lead: bool
     window: Window
+    rank: int = 0
     total_wait: float = 0.0
     total_t0: float = field(default_factory=time.perf_counter)
     record: dict[str, Any] | None = None
@@ -168,13 +170,11 @@ class _Run:
     @property
     def saves(self) -> bool:
         """Whether this rank takes part in writing checkpoints: rank 0, and every rank of a
-        class-sharded run (they gather their rows to rank 0)."""
+        class-sharded run (each writes its own rows)."""
         return self.lead or self.state.shard is not None
 
-    def save(self, path: Path, with_optimizer: bool) -> None:
-        """A checkpoint at the current step (``last.pt`` with the optimiser, or the final
-        ``model.pt``), written by rank 0."""
-        payload = checkpoint_payload(
+    def payload(self, with_optimizer: bool) -> dict[str, Any]:
+        return checkpoint_payload(
             self.state,
             self.cfg,
             step=self.state.step,
@@ -182,12 +182,22 @@ class _Run:
             info=self.info,
             window=self.window.payload() if with_optimizer else None,
         )
-        if self.lead:
-            save_checkpoint(path, payload)
 
     def save_last(self) -> None:
-        """The full checkpoint (``checkpoints/last.pt``) at the current step."""
-        self.save(self.work / CHECKPOINTS / LAST, with_optimizer=True)
+        """The full checkpoint at the current step: ``checkpoints/last.pt`` by rank 0, or
+        under ``--shard-classes`` ``checkpoints/last/`` with every rank's own rows."""
+        payload = self.payload(with_optimizer=True)
+        if self.state.shard is not None:
+            save_sharded(self.work, self.state, payload, self.rank, self.world)
+        elif self.lead:
+            save_checkpoint(self.work / CHECKPOINTS / LAST, payload)
+            drop_other(self.work, "file")  # a sharded checkpoint this run resumed from
+
+    def save_model(self) -> None:
+        """The final ``model.pt`` by rank 0 (a class-sharded run's: the backbone only)."""
+        payload = self.payload(with_optimizer=False)
+        if self.lead:
+            save_checkpoint(self.work / MODEL, payload)
 
 
 def _arch_kwargs(cfg: TrainConfig, dataset: Any, extra: dict[str, Any] | None) -> dict[str, Any]:
@@ -232,9 +242,10 @@ def _setup(
         cfg, num_classes, kwargs, device, input_spec=spec, class_counts=counts, shard=shard
     )
     start, window = 0, Window()
-    last = work / CHECKPOINTS / LAST
-    if last.is_file():  # read on the CPU whatever the device (see resume_from)
-        ckpt = resume_from(state, last, cfg)
+    rows = (shard.lo, shard.hi) if shard is not None else (None, None)
+    ckpt = load_last(work, *rows)  # last.pt or the sharded last/, read on the CPU
+    if ckpt is not None:
+        state.step = restore(state, ckpt, cfg)
         start, window = state.step, Window.from_checkpoint(ckpt)
     state.step = start
     net: nn.Module = state.net
@@ -271,6 +282,7 @@ def _setup(
         world=world,
         lead=rank == 0,
         window=window,
+        rank=rank,
     )
 
 
@@ -433,8 +445,8 @@ def train(
             run.save_last()
         raise KeyboardInterrupt
     elapsed = max(time.perf_counter() - run.total_t0, 1e-9)
-    if run.saves:
-        run.save(run.work / MODEL, with_optimizer=False)
+    if run.lead:
+        run.save_model()
     return {
         "steps": cfg.steps,
         "resumed_from": run.start,

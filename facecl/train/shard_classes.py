@@ -7,11 +7,10 @@ rows and the centers never enter its all-reduce, their gradients and momentum st
 rank (the SGD param groups are one process's, so decay, momentum and the lr schedule are
 the same). The math is ``facecl.losses.sharded``'s.
 
-Checkpoints: until per-rank files land (``facecl.train.sharded_checkpoint``), a sharded run
-gathers the rows to rank 0, which writes the same ``last.pt`` / ``model.pt`` as one process
-(``gathered_states``), and a resume slices each rank's rows out of it (``shard_checkpoint``),
-so a run resumes on any world size. Rank 0 then holds the full head and centers while it
-writes; the training steps hold 1/world of them.
+Checkpoints: every rank writes its own rows (``facecl.train.last.save_sharded``, the
+layout is ``facecl.train.sharded_checkpoint``'s) and reads only the files of its rows, on
+any world size; ``model.pt`` holds the backbone only. A sharded run resuming from a
+one-process ``last.pt`` slices each rank's rows out of it (``shard_checkpoint``).
 """
 
 from __future__ import annotations
@@ -146,57 +145,11 @@ def _rows(module: nn.Module) -> tuple[str, ...]:
     return tuple(getattr(module, "class_rows", ()))
 
 
-def _gather_rows(t: torch.Tensor, shard: ClassRange) -> torch.Tensor | None:
-    """A shard's rows of a class tensor gathered on rank 0 (None on the others)."""
-    world, rank = dist.get_world_size(), dist.get_rank()
-    most = -(-shard.num_classes // world)
-    padded = t.new_zeros((most, *t.shape[1:]))
-    padded[: t.shape[0]] = t
-    parts = [torch.empty_like(padded) for _ in range(world)] if rank == 0 else None
-    dist.gather(padded.contiguous(), parts, dst=0)
-    if parts is None:
-        return None
-    from facecl.losses.distributed import class_range
-
-    sizes = [class_range(shard.num_classes, r, world).size for r in range(world)]
-    return torch.cat([p[:k] for p, k in zip(parts, sizes, strict=True)])
-
-
-def _gathered(state: dict[str, Any], rows: tuple[str, ...], shard: ClassRange) -> dict[str, Any]:
-    out = {}
-    for key, value in state.items():
-        out[key] = _gather_rows(value, shard) if key in rows else value
-    return out
-
-
 def _head_param_rows(optimizer: torch.optim.Optimizer, head: nn.Module) -> dict[int, str]:
     """Optimizer state index -> the head key of the parameters split by class."""
     index = {id(p): i for i, p in enumerate(p for g in optimizer.param_groups for p in g["params"])}
     rows = _rows(head)
     return {index[id(p)]: name for name, p in head.named_parameters() if name in rows}
-
-
-def gathered_states(
-    head: nn.Module, center: CenterLossBase, optimizer: torch.optim.Optimizer | None
-) -> dict[str, Any]:
-    """``head_state``, ``loss_state`` (and ``optimizer``) of one process holding every class,
-    gathered on rank 0 (every rank calls this; the others get Nones back)."""
-    shard = center.class_range
-    lead = dist.get_rank() == 0
-    out: dict[str, Any] = {
-        "head_state": _gathered(head.state_dict(), _rows(head), shard),
-        "loss_state": _gathered(center.state_dict(), _rows(center), shard),
-    }
-    if optimizer is not None:
-        sd = optimizer.state_dict()
-        state = dict(sd["state"])
-        for idx in _head_param_rows(optimizer, head):
-            if idx in state:
-                entry = dict(state[idx])
-                entry["momentum_buffer"] = _gather_rows(entry["momentum_buffer"], shard)
-                state[idx] = entry
-        out["optimizer"] = {**sd, "state": state}
-    return out if lead else dict.fromkeys(out)
 
 
 def _sliced(state: dict[str, Any], rows: tuple[str, ...], shard: ClassRange) -> dict[str, Any]:

@@ -40,7 +40,16 @@ from facecl.train import distributed as ddp_util
 from facecl.train.config import TrainConfig, config_from_dict
 from facecl.train.loop import StopFlag, resolve_device, train
 from facecl.train.metrics import read_metrics
-from facecl.train.run import CHECKPOINTS, CLASSES, CURVE, LAST, LAST_REL, METRICS, MODEL, SUMMARY
+from facecl.train.run import (
+    CHECKPOINTS,
+    CLASSES,
+    CURVE,
+    LAST_REL,
+    LAST_SHARDED_REL,
+    METRICS,
+    MODEL,
+    SUMMARY,
+)
 from facecl.train.shard_classes import check_shard_classes
 from facecl.train.state import validate_names
 
@@ -219,7 +228,10 @@ def finalize(work: Path, cfg: TrainConfig, summary: dict[str, Any], title: str =
         training_curve(records, work / CURVE, title=title)
     atomic_write_json(work / SUMMARY, summary)
     files = {}
-    for rel in (MODEL, LAST_REL, METRICS, CURVE, SUMMARY, CLASSES):
+    from facecl.train.sharded_checkpoint import INDEX
+
+    index = f"{LAST_SHARDED_REL}/{INDEX}"  # it holds the sha256 of every per-rank file
+    for rel in (MODEL, LAST_REL, index, METRICS, CURVE, SUMMARY, CLASSES):
         if (work / rel).is_file():
             files[rel] = sha256_file(work / rel)
     return {
@@ -305,10 +317,9 @@ def run_train(
 
 
 def _checkpoint_step(work: Path) -> int:
-    from facecl.train.checkpoint import load_checkpoint
+    from facecl.train.last import last_step
 
-    last = work / CHECKPOINTS / LAST
-    return int(load_checkpoint(last).get("step", 0)) if last.is_file() else 0
+    return last_step(work)  # a sharded checkpoint's from its index.json alone
 
 
 def _commit(

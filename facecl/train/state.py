@@ -179,8 +179,9 @@ def checkpoint_payload(
 ) -> dict[str, Any]:
     """The checkpoint of ``state`` at ``step``: weights, head, centers, config, input spec;
     with the optimiser, scaler and RNG state (and the partial metrics ``window`` payload) for
-    a full, resumable one. A class-sharded state gathers its rows on rank 0: every rank
-    calls this, and only rank 0's payload holds the head, centers and optimiser."""
+    a full, resumable one. A class-sharded state's payload holds this rank's rows of the head,
+    centers and momentum (``facecl.train.last.save_sharded`` writes them per rank); without
+    the optimiser (``model.pt``) it holds no head and no centers at all: the backbone only."""
     backbone: Any = state.net.backbone  # a facecl.models backbone (feature_dim, input_size)
     spec = state.input_spec or checkpoint_input_spec(
         {"input_size": list(backbone.input_size), "arch_kwargs": state.arch_kwargs}
@@ -209,16 +210,11 @@ def checkpoint_payload(
 
 def _class_states(state: TrainState, with_optimizer: bool) -> dict[str, Any]:
     """``head_state``, ``loss_state`` and ``optimizer`` (``{}`` without) of the payload."""
-    optimizer = state.optimizer if with_optimizer else None
-    if state.shard is not None:
-        from facecl.train.shard_classes import gathered_states
-
-        out = gathered_states(state.net.head, state.center, optimizer)
-    else:
-        out = {"head_state": state.net.head.state_dict(), "loss_state": state.center.state_dict()}
-        if optimizer is not None:
-            out["optimizer"] = optimizer.state_dict()
-    return {"optimizer": {}, **out}
+    if state.shard is not None and not with_optimizer:  # a sharded run's model.pt
+        return {"head_state": {}, "loss_state": {}, "optimizer": {}}
+    out = {"head_state": state.net.head.state_dict(), "loss_state": state.center.state_dict()}
+    out["optimizer"] = state.optimizer.state_dict() if with_optimizer else {}
+    return out
 
 
 def _same_config(recorded: Any, cfg: TrainConfig) -> bool:
@@ -243,7 +239,11 @@ def restore(state: TrainState, ckpt: dict[str, Any], cfg: TrainConfig) -> int:
             "the checkpoint in the run directory was written with another config",
             "use --force to start the run afresh",
         )
-    if state.shard is not None:  # this rank's rows of the full head, centers and momentum
+    rows = ckpt.get("class_rows")  # set by facecl.train.last.load_last: the rows it holds
+    if rows is not None and state.shard is not None:
+        if list(rows) != [state.shard.lo, state.shard.hi]:
+            raise CheckpointError(f"checkpoint rows {rows} are not this rank's", "a bug")
+    elif state.shard is not None:  # this rank's rows of last.pt's full head, centers, momentum
         from facecl.train.shard_classes import shard_checkpoint
 
         ckpt = shard_checkpoint(ckpt, state.net.head, state.center, state.optimizer)

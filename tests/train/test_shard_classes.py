@@ -11,10 +11,12 @@ from facecl.errors import UsageError
 from facecl.pack.dataset import ShardDataset
 from facecl.train.checkpoint import load_checkpoint
 from facecl.train.config import TrainConfig
+from facecl.train.last import load_last
 from facecl.train.loop import StopFlag, train
 from facecl.train.metrics import read_metrics
-from facecl.train.run import LAST_REL, METRICS
+from facecl.train.run import LAST_REL, LAST_SHARDED_REL, METRICS
 from facecl.train.shard_classes import check_shard_classes
+from facecl.train.sharded_checkpoint import read_index
 from facecl.train.stage import fit
 
 from .shard_harness import (
@@ -67,8 +69,11 @@ def _cfg(**kw):
     )  # fmt: skip
 
 
+PARTS = ("model", "head_state", "loss_state")
+
+
 def _assert_same_model(a: dict, b: dict) -> None:
-    for part in ("model", "head_state", "loss_state"):
+    for part in PARTS:
         assert a[part].keys() == b[part].keys(), part
         for key, value in a[part].items():
             assert value.shape == b[part][key].shape, (part, key)
@@ -77,8 +82,9 @@ def _assert_same_model(a: dict, b: dict) -> None:
 
 def test_sharded_run_resumes_and_saves_as_one_process(pack, tmp_path):
     """Through the train loop: a one-process run stopped at step 2 resumes on 2 class
-    shards (each rank slices its rows, momentum included, out of the full last.pt) and
-    writes one process's model.pt, last.pt and metrics (rows gathered on rank 0)."""
+    shards (each rank slices its rows, momentum included, out of the full last.pt), writes
+    its rows per rank (checkpoints/last/, merged: one process's last.pt), a backbone-only
+    model.pt, and one process's metrics."""
     cfg, sharded = _cfg(), _cfg(shard_classes=True)
     fit(cfg, ShardDataset(pack), tmp_path / "one", show_progress=False)
     stop = StopFlag()
@@ -91,14 +97,22 @@ def test_sharded_run_resumes_and_saves_as_one_process(pack, tmp_path):
     assert load_checkpoint(tmp_path / "two" / LAST_REL)["step"] == 2
     two = fit(sharded, ShardDataset(pack), tmp_path / "two", ddp=2, show_progress=False)
     assert (two["world"], two["resumed_from"]) == (2, 2)
+    assert not (tmp_path / "two" / LAST_REL).exists()  # replaced by the per-rank files
+    index = read_index(tmp_path / "two" / LAST_SHARDED_REL)
+    assert (index.step, index.world, index.ranges) == (4, 2, [(0, 2), (2, 4)])
     one_model, two_model = (load_checkpoint(tmp_path / d / "model.pt") for d in ("one", "two"))
-    _assert_same_model(one_model, two_model)
-    assert two_model["loss_state"]["centers"].shape == (4, 16)  # every class, not a shard
-    one_last, two_last = (load_checkpoint(tmp_path / d / LAST_REL) for d in ("one", "two"))
-    assert two_last["step"] == 4
+    assert two_model["head_state"] == {} and two_model["loss_state"] == {}  # backbone only
+    _assert_same_model(one_model, {**two_model, **{k: one_model[k] for k in PARTS[1:]}})
+    one_last, two_last = load_checkpoint(tmp_path / "one" / LAST_REL), load_last(tmp_path / "two")
+    assert two_last is not None and two_last["step"] == 4
+    _assert_same_model(one_last, two_last)
+    assert two_last["loss_state"]["centers"].shape == (4, 16)  # every class, merged
     for idx, entry in one_last["optimizer"]["state"].items():
         got = two_last["optimizer"]["state"][idx]["momentum_buffer"]
         assert torch.allclose(entry["momentum_buffer"], got, atol=1e-5), idx
+    # world 1 from the per-rank files: every row reassembled, one process's full model.pt
+    assert train(cfg, ShardDataset(pack), tmp_path / "two")["resumed_from"] == 4
+    _assert_same_model(one_model, load_checkpoint(tmp_path / "two" / "model.pt"))
     ra, rb = (read_metrics(tmp_path / d / METRICS) for d in ("one", "two"))
     assert [r["step"] for r in rb] == [2, 4]
     for x, y in zip(ra, rb, strict=True):
