@@ -316,7 +316,7 @@ def compare(args) -> None:
             args,
             lfw_sample(args.n),
             args.batch,
-            {"facecl (onnxruntime, default)": MTCNN(), "facecl (torch)": MTCNN(backend="torch")},
+            {"facecl (default)": MTCNN(), "facecl (onnxruntime)": MTCNN(backend="onnxruntime")},
             args.flip_n,
             1.0,
         )
@@ -325,8 +325,8 @@ def compare(args) -> None:
         side = args.big_side
         big = big_photos(lfw_sample(args.big), side, Path(tempfile.gettempdir()) / "facecl_12mp")
         ours = {
-            "facecl (max_side 2000, default)": MTCNN(),
-            "facecl (max_side 1000)": MTCNN(max_side=1000),
+            "facecl (max_side 1000, default)": MTCNN(),
+            "facecl (max_side 2000)": MTCNN(max_side=2000),
         }
         figs["photos_12mp"] = compare_on(args, big, args.big_batch, ours, 0, side / 150)
     record("align", {"command": "benchmarks/bench_align.py " + " ".join(sys.argv[1:]), **figs})

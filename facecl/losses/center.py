@@ -54,10 +54,13 @@ def upcast(t: torch.Tensor) -> torch.Tensor:
     return t if t.dtype in (torch.float32, torch.float64) else t.float()
 
 
-def _head_weight(head: nn.Module | None, who: str, num_classes: int) -> torch.Tensor:
+def _head_weight(
+    head: nn.Module | None, who: str, num_classes: int, rows: torch.Tensor | None = None
+) -> torch.Tensor:
     """The head's (C, D) weight as its logits use it, detached (the center term sends no
     gradient into w): w_j / ||w_j|| when the head normalises (``normalizes_weight``, the
-    margin heads; IJCV Table 2 pairs ACL with the normalised w~), else the raw w_j."""
+    margin heads; IJCV Table 2 pairs ACL with the normalised w~), else the raw w_j.
+    ``rows`` (N,): only those rows, (N, D) (no normalised (C, D) copy)."""
     weight = getattr(head, "weight", None)
     if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
         raise ConfigError(
@@ -69,7 +72,7 @@ def _head_weight(head: nn.Module | None, who: str, num_classes: int) -> torch.Te
             f"head weight has {weight.shape[0]} classes, center loss {who!r} {num_classes}",
             "build the head and the center loss with the same num_classes",
         )
-    w = upcast(weight.detach())
+    w = upcast(weight.detach() if rows is None else weight.detach()[rows])
     return F.normalize(w, dim=1) if getattr(head, "normalizes_weight", False) else w
 
 
@@ -361,8 +364,8 @@ class AdvancedCenterLoss(CenterLossBase):
         self.register_buffer("gammas", torch.full((self.num_classes,), self.config.gamma_init))
 
     def centers_for(self, y, head):
-        w = _head_weight(head, self.name, self.num_classes)  # (C, D)
-        return self.gammas[y].to(w).unsqueeze(1) * w[y]  # (B, D)
+        w = _head_weight(head, self.name, self.num_classes, y)  # (B, D)
+        return self.gammas[y].to(w).unsqueeze(1) * w
 
     def all_centers(self, head):
         w = _head_weight(head, self.name, self.num_classes)
@@ -370,7 +373,7 @@ class AdvancedCenterLoss(CenterLossBase):
 
     def _apply_update(self, x, y, head) -> None:
         # IJCV Eq. 7: Delta gamma_j = sum_{i: y_i = j} (gamma_j - x_i.w_j / w_j.w_j) / (eps + n_j)
-        w = _head_weight(head, self.name, self.num_classes)[y].to(x)  # (N, D)
+        w = _head_weight(head, self.name, self.num_classes, y).to(x)  # (N, D)
         proj = (x * w).sum(1) / (w * w).sum(1).clamp_min(torch.finfo(x.dtype).tiny)  # (N,)
         cfg = self.config
         _alpha_step(self.gammas, self.gammas[y].to(x) - proj, y, cfg.count_offset, self.rate)
@@ -386,8 +389,8 @@ class SharedGammaCenterLoss(CenterLossBase):
         self.register_buffer("gamma", torch.tensor(float(self.config.gamma_init)))
 
     def centers_for(self, y, head):
-        w = _head_weight(head, self.name, self.num_classes)
-        return self.gamma.to(w) * w[y]
+        w = _head_weight(head, self.name, self.num_classes, y)
+        return self.gamma.to(w) * w
 
     def all_centers(self, head):
         w = _head_weight(head, self.name, self.num_classes)
@@ -395,7 +398,7 @@ class SharedGammaCenterLoss(CenterLossBase):
 
     def _apply_update(self, x, y, head) -> None:
         # IJCV Eq. 8: Delta gamma = gamma - sum_i x_i.w_{y_i} / (eps + sum_i w_{y_i}.w_{y_i})
-        w = _head_weight(head, self.name, self.num_classes)[y].to(x)  # (N, D)
+        w = _head_weight(head, self.name, self.num_classes, y).to(x)  # (N, D)
         # both sums run over the whole batch: over every rank's classes under --shard-classes
         sums = sum_over_shards(torch.stack([(x * w).sum(), (w * w).sum()]), self.class_range)
         target = sums[0] / (self.config.gamma_eps + sums[1])
