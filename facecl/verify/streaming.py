@@ -127,31 +127,68 @@ def _codes(g_labels: np.ndarray, p_labels: np.ndarray) -> tuple[torch.Tensor, to
     return inv[: len(g_labels)], inv[len(g_labels) :]
 
 
+def _genuine_pairs(g_labels: np.ndarray, p_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every same-label (probe, gallery) pair as (probe index, gallery index) arrays, sorted by
+    gallery index: a block finds its few genuine pairs by slicing, without a (P, G) mask."""
+    gcode, pcode = (c.numpy() for c in _codes(g_labels, p_labels))
+    g_order = np.argsort(gcode, kind="stable")
+    first = np.searchsorted(gcode[g_order], pcode, side="left")
+    count = np.searchsorted(gcode[g_order], pcode, side="right") - first
+    p_idx = np.repeat(np.arange(len(pcode)), count)
+    within = np.arange(len(p_idx)) - np.repeat(np.cumsum(count) - count, count)
+    g_idx = g_order[np.repeat(first, count) + within]
+    by_g = np.argsort(g_idx, kind="stable")
+    return p_idx[by_g], g_idx[by_g]
+
+
+class _TopK:
+    """The running k best other-identity scores (P, k) of every probe, merged block by block;
+    rows whose block maximum does not beat their k-th best skip the ``topk``."""
+
+    def __init__(self, n_p: int, k: int) -> None:
+        self.k = k
+        self.top = _torch().full((n_p, k), -float("inf"))
+
+    def merge(self, ps: slice, imp: torch.Tensor, row_max: torch.Tensor) -> None:
+        torch = _torch()
+        need = torch.nonzero(row_max > self.top[ps, -1]).squeeze(1)  # ties change no value
+        if len(need) == 0:
+            return
+        rows = need + ps.start
+        sub = imp if len(need) == len(imp) else imp.index_select(0, need)
+        cand = torch.cat([self.top[rows], sub.topk(min(self.k, sub.shape[1]), dim=1).values], 1)
+        self.top[rows] = cand.topk(self.k, dim=1).values
+
+
 def probe_stats(sets: GalleryProbes, metric: str, max_rank: int = 20) -> ProbeStats:
     """Best genuine score, rank and best impostor score of the probes ``vectors[p_rows]``
     (labels (P,)) against the gallery ``vectors[g_rows]`` (labels (G,)), in gallery blocks."""
     torch = _torch()
-    gcode, pcode = _codes(sets.g_labels, sets.p_labels)
+    gen_p, gen_g = _genuine_pairs(sets.g_labels, sets.p_labels)
     n_p, k = len(sets.p_rows), max(1, min(max_rank, len(sets.g_rows)))
-    inf = float("inf")
-    best_gen = torch.full((n_p,), -inf)
-    top = torch.full((n_p, k), -inf)  # the k best other-identity scores of each probe
-    lo, hi = inf, -inf
+    best_gen = torch.full((n_p,), -float("inf"))
+    top = _TopK(n_p, k)
+    lo = float("inf")
     for ps, gs, s in _score_blocks(sets, metric):  # s: (Pb, Gb)
-        lo, hi = min(lo, float(s.min())), max(hi, float(s.max()))
-        match = pcode[ps, None] == gcode[None, gs]  # (Pb, Gb)
-        best_gen[ps] = torch.maximum(best_gen[ps], s.masked_fill(~match, -inf).amax(1))
-        imp = s.masked_fill_(match, -inf)
-        cand = torch.cat([top[ps], imp.topk(min(k, imp.shape[1]), dim=1).values], dim=1)
-        top[ps] = cand.topk(k, dim=1).values
-    rank = (top > best_gen[:, None]).sum(1) + 1  # capped at k + 1
+        row_min, row_max = torch.aminmax(s, dim=1)
+        lo = min(lo, float(row_min.min()))
+        a, b = np.searchsorted(gen_g, [gs.start, gs.stop])
+        inside = (gen_p[a:b] >= ps.start) & (gen_p[a:b] < ps.stop)
+        pi = torch.from_numpy(gen_p[a:b][inside])
+        gi = torch.from_numpy(gen_g[a:b][inside] - gs.start)
+        if len(pi):  # the block's genuine pairs: their best, then out of the impostors
+            best_gen.scatter_reduce_(0, pi, s[pi - ps.start, gi], "amax")
+            s[pi - ps.start, gi] = -float("inf")
+        top.merge(ps, s, row_max)
+    rank = (top.top > best_gen[:, None]).sum(1) + 1  # capped at k + 1
+    impostor = top.top[:, 0]
     return ProbeStats(
         genuine=best_gen.numpy(),
         rank=rank.numpy().astype(np.int64),
-        impostor=top[:, 0].numpy(),
+        impostor=impostor.numpy(),
         max_rank=k,
         lo=lo,
-        hi=hi,
+        hi=float(torch.maximum(best_gen.max(), impostor.max())) if n_p else -float("inf"),
     )
 
 
