@@ -35,6 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -330,6 +331,8 @@ class MTCNN:
         # A GPU wants the whole batch.
         self.net_batch = int(net_batch or (64 if on_cpu else self.crop_batch))
         self.pnet_pixels = int(pnet_pixels or (160_000 if on_cpu else self.pixel_budget))
+        self._pool: Any = None  # threads of _roi_align, made on first use
+        self._pool_size = 0
         nets = load_nets(self.device, weights)
         self.pnet: Net
         self.rnet: Net
@@ -485,7 +488,6 @@ class MTCNN:
         level of the batch's 2x area pyramid where the box is 1-2x the crop size, which
         approximates area resampling at a bounded cost for any face size.
         """
-        from torchvision.ops import roi_align
 
         out = torch.zeros(len(boxes), 3, size, size, device=boxes.device)
         side = torch.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) + 1
@@ -507,16 +509,32 @@ class MTCNN:
                     [pos[img[sel]].to(b.dtype), b[:, 0] - 1, b[:, 1] - 1, b[:, 2], b[:, 3]], 1
                 )
                 for s in range(0, len(rois), self.crop_batch):
-                    out[sel[s : s + self.crop_batch]] = roi_align(
-                        t,
-                        rois[s : s + self.crop_batch],
-                        (size, size),
-                        spatial_scale=0.5**k,
-                        sampling_ratio=2,
-                        aligned=True,
-                    )
+                    chunk = rois[s : s + self.crop_batch]
+                    out[sel[s : s + self.crop_batch]] = self._roi_align(t, chunk, size, 0.5**k)
         out = (out - DETECTOR_MEAN) * DETECTOR_SCALE
         return out.contiguous(memory_format=torch.channels_last)
+
+    def _roi_align(
+        self, t: torch.Tensor, rois: torch.Tensor, size: int, scale: float
+    ) -> torch.Tensor:
+        """``roi_align`` (2x2 samples per output pixel); on the CPU, whose kernel is serial,
+        split over torch's threads (it releases the GIL; each crop is computed alone, so the
+        result is the same)."""
+        from torchvision.ops import roi_align
+
+        def one(r: torch.Tensor) -> torch.Tensor:
+            return roi_align(
+                t, r, (size, size), spatial_scale=scale, sampling_ratio=2, aligned=True
+            )
+
+        n = torch.get_num_threads() if t.device.type == "cpu" else 1
+        if n < 2 or len(rois) < 64:
+            return one(rois)
+        if self._pool is None or self._pool_size != n:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool, self._pool_size = ThreadPoolExecutor(n, "facecl-roi"), n
+        return torch.cat(list(self._pool.map(one, rois.tensor_split(n))))
 
     def _run(self, net: Net, x: torch.Tensor, per: int | None = None) -> tuple[torch.Tensor, ...]:
         """``net`` on ``x`` in pieces of ``per`` (default ``net_batch``) along the batch."""

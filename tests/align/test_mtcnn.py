@@ -225,3 +225,22 @@ def test_min_face_fraction_default_finds_the_same_faces(mini_images, mini_detect
     far_a = np.array(far)
     # the same landmarks (float32 rounding) in nearly all images, a small shift in the rest
     assert (far_a < 1e-2).mean() > 0.9 and far_a.mean() < 0.1 and far_a.max() < 2.5
+
+
+def test_crops_split_over_threads_equal_one_call(detector):
+    """The CPU's serial roi_align kernel runs on torch's threads, in pieces: the same crops."""
+    from torchvision.ops import roi_align
+
+    g = torch.Generator().manual_seed(0)
+    t = torch.rand(3, 3, 60, 80, generator=g) * 255
+    xy = torch.rand(301, 2, generator=g) * 50 - 5  # some boxes past the edges
+    rois = torch.cat([torch.randint(0, 3, (301, 1), generator=g).float(), xy, xy + 24], 1)
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        got = detector._roi_align(t, rois, 24, 0.5)
+        assert detector._pool_size == 2  # really split
+    finally:
+        torch.set_num_threads(old)
+    want = roi_align(t, rois, (24, 24), spatial_scale=0.5, sampling_ratio=2, aligned=True)
+    assert torch.equal(got, want)
