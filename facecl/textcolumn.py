@@ -81,9 +81,11 @@ class TextColumn(Sequence[str]):
         return self._row(j % n if j < 0 else j)
 
     def __iter__(self) -> Iterator[str]:
-        off, buf = self._off.tolist(), self._buf
-        for a, b in zip(off[:-1], off[1:], strict=True):
-            yield buf[a:b].decode("utf-8", "surrogatepass")
+        buf = self._buf
+        for i in range(0, len(self), _BLOCK):  # offsets as Python ints one block at a time
+            off = self._off[i : i + _BLOCK + 1].tolist()
+            for a, b in zip(off[:-1], off[1:], strict=True):
+                yield buf[a:b].decode("utf-8", "surrogatepass")
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, TextColumn):
