@@ -9,10 +9,13 @@ times the embed pipeline of each backend (uint8 crops -> preprocessing -> FC1 of
 flip -> concat) on the same real aligned faces, batch by batch, alternating, so all see the
 same machine load:
 
-  * ``torch eager NCHW``: torch's default layout, the baseline (``--memory-format contiguous``)
-  * ``torch channels_last``: facecl's default (``EmbedConfig.memory_format``)
+  * ``torch eager NCHW``: torch's default layout in float32, the baseline
+    (``--memory-format contiguous --precision float32``)
+  * ``torch channels_last float32``: facecl's layout (``EmbedConfig.memory_format``), exact
   * ``onnxruntime``: the exported file on its CPU provider (default graph optimisations)
-  * ``torch channels_last bf16`` (``--bf16``): bfloat16 autocast, for the distance to AMX
+  * ``torch default``: ``EmbedConfig()`` as it resolves here: channels_last, and bfloat16
+    autocast on a CPU with native bf16 (AMX / AVX512-BF16), else float32 (then it is the
+    channels_last row again)
 
 Prints a markdown table: images/s, GFLOP/s and its share of the measured fp32 peak (the best
 2048^3 matmul on the same threads, measured before and after, the higher kept), and the
@@ -108,7 +111,7 @@ def make_backends(tmp: Path, args: argparse.Namespace) -> tuple[dict[str, Any], 
 
     from facecl.embed.backends import OnnxBackend, TorchBackend, resolve_model
 
-    # Like with like: float32 everywhere but the bf16 row (torch would otherwise autocast on
+    # Like with like: float32 everywhere but the default row (torch would otherwise autocast on
     # CUDA); on CUDA onnxruntime needs its CUDA provider (onnxruntime-gpu), else it is timed
     # on the CPU and the table says so.
     ort_device = args.device
@@ -122,11 +125,11 @@ def make_backends(tmp: Path, args: argparse.Namespace) -> tuple[dict[str, Any], 
     f, d = args.fusion, args.device
     backends: dict[str, Any] = {
         BASELINE: TorchBackend(pt, f, False, d, precision="float32", memory_format="contiguous"),
-        "torch channels_last (default)": TorchBackend(pt, f, False, d, precision="float32"),
+        "torch channels_last float32": TorchBackend(pt, f, False, d, precision="float32"),
         "onnxruntime": OnnxBackend(onnx, f, False, ort_device),
     }
-    if args.bf16:
-        backends["torch channels_last bf16"] = TorchBackend(pt, f, False, d, precision="bfloat16")
+    default = TorchBackend(pt, f, False, d)  # EmbedConfig's precision auto
+    backends[f"torch default ({default.dtype})"] = default
     return backends, ort_device
 
 
@@ -139,7 +142,7 @@ def main() -> None:
     ap.add_argument("--fusion", default="concat")
     ap.add_argument("--device", default="cpu", help="cpu or cuda (torch; ORT uses its CUDA EP)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--bf16", action="store_true", help="also time bfloat16 autocast")
+    ap.add_argument("--bf16", action="store_true", help=argparse.SUPPRESS)  # old commands
     args = ap.parse_args()
 
     from facecl.embed.export import cosine_rows

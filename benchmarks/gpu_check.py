@@ -222,7 +222,9 @@ def embed_bench(plan: Plan, work: Path) -> dict[str, Any]:
         f"torch {plan.device}": TorchBackend(
             resolve_model(work / "model.pt"), "concat", False, plan.device
         ),
-        "torch cpu": TorchBackend(resolve_model(work / "model.pt"), "concat", False, "cpu"),
+        "torch cpu": TorchBackend(
+            resolve_model(work / "model.pt"), "concat", False, "cpu", precision="float32"
+        ),
         f"onnxruntime {ort_dev}": OnnxBackend(
             resolve_model(work / "model.onnx"), "concat", False, ort_dev
         ),

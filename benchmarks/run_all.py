@@ -34,7 +34,7 @@ PLAN: dict[str, tuple[list[str], list[Path]]] = {
     "pack": (["--images", "4000"], []),
     "recordio": (["--records", "20000", "--repeat", "1"], []),
     "losses": (["--repeats", "5", "--threads", "1"], []),
-    "embed": (["--images", "128", "--rounds", "3", "--bf16"], []),
+    "embed": (["--images", "128", "--rounds", "3"], []),
     "align": (
         ["--n", "400", "--rounds", "2", "--facenet-python", str(PEER), "--big", "8"],
         [SHARED / "lfw" / "lfw_original_150px", PEER],

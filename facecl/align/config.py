@@ -27,6 +27,10 @@ class AlignConfig:
     """Crop size HxW: ``112x96`` (center-loss/SphereFace template) or ``112x112`` (ArcFace)."""
     min_face: float = 20.0
     """Smallest face side, in pixels of the detection image, MTCNN looks for."""
+    min_face_fraction: float = 0.2
+    """...and no smaller than this fraction of the image's shorter side: the pyramid's
+    leading scales (faces below it) are skipped; the others are unchanged. 0.2 finds every
+    LFW face 1.6x faster; use 0 for group or crowd photos with small faces."""
     thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
     """Face-probability thresholds of P-Net, R-Net and O-Net."""
     factor: float = 0.709
@@ -38,9 +42,9 @@ class AlignConfig:
     center_fraction: float = 0.52
     """Centre-crop fallback: the crop covers this fraction of the image's shorter side
     (the median for MTCNN-aligned LFW 150 px originals)."""
-    max_side: int = 2000
-    """Images with a longer side are reduced to it for detection (bounded memory); the
-    crop is still cut from the full image."""
+    max_side: int = 1000
+    """Images with a longer side are reduced to it for detection (bounded memory and time:
+    a 12 MP photo is detected on a 1 MP copy); the crop is still cut from the full image."""
     max_pixels: int = 100_000_000
     """Images with more pixels are skipped as ``too_large`` (JPEGs are first decoded at a
     reduced scale when that brings them under it)."""
@@ -61,6 +65,11 @@ class AlignConfig:
             raise ConfigError(
                 f"--min-face must be at least 12 px, got {self.min_face}",
                 "P-Net's window is 12 px",
+            )
+        if not 0 <= self.min_face_fraction < 1:
+            raise ConfigError(
+                f"--min-face-fraction must be in [0, 1), got {self.min_face_fraction}",
+                "0 looks for faces down to --min-face, e.g. 0.2",
             )
         if len(self.thresholds) != 3 or not all(0 <= t < 1 for t in self.thresholds):
             raise ConfigError(
@@ -95,9 +104,9 @@ class AlignRuntime:
     workers: int = 2
     """Threads decoding images ahead of the detector."""
     detector_backend: DetectorBackend = "auto"
-    """What runs MTCNN's nets: auto (onnxruntime on the CPU, torch on CUDA), onnxruntime
-    (CPU only; on CUDA torch is used) or torch. The same detections; landmarks equal to
-    ~1e-4 px (docs/benchmarks.md)."""
+    """What runs MTCNN's nets: auto (torch: on the CPU in cache-sized pieces, faster than
+    onnxruntime), torch or onnxruntime (CPU only; on CUDA torch is used). The same
+    detections; landmarks equal to ~1e-4 px (docs/benchmarks.md)."""
     verify_inputs: bool = False
     """Hash the bytes of every input file (sha256, streamed: reads the whole tree) to decide
     whether OUT is up to date, instead of names, sizes and mtimes (an edit that keeps both is

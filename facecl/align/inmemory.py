@@ -99,6 +99,7 @@ class Aligner:
 
             self._detector = MTCNN(
                 min_face=self.cfg.min_face,
+                min_face_fraction=self.cfg.min_face_fraction,
                 thresholds=self.cfg.thresholds,
                 factor=self.cfg.factor,
                 device=self.runtime.torch_device(),

@@ -26,15 +26,19 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from facecl.artifacts import honour_umask, input_ref, read_manifest
 from facecl.errors import ArtifactError, InputError
+from facecl.textcolumn import TextColumn, TextIndex
 
 STAGE = "embed"
 EMBEDDINGS = "embeddings.h5"
 OK = "ok"
+UNUSABLE = "non-finite or zero vector"
+"""The status of a row stored as ok whose vector cannot be scored."""
 VECTORS = "embeddings"
 TEXT_COLUMNS = ("keys", "paths", "identities", "status")
 """The utf-8 string datasets, one entry per row, in the order they are written."""
@@ -56,26 +60,31 @@ def _usable_rows(vectors: np.ndarray, block: int = 65536) -> np.ndarray:
 
 @dataclass
 class Embeddings:
-    """vectors: (N, D) float32; keys, paths, identities, status: N strings each."""
+    """vectors: (N, D) float32; keys, paths, identities, status: N strings each, held as
+    :class:`~facecl.textcolumn.TextColumn` (one utf-8 buffer each, not N ``str`` objects;
+    any sequence of strings given is converted). Keys and normalised paths are found through
+    hashed indexes (16 B a row), so a 1M-row gallery holds ~0.1 KiB a row besides its vectors."""
 
     vectors: np.ndarray
-    keys: list[str]
-    paths: list[str]
-    identities: list[str]
-    status: list[str]
+    keys: TextColumn
+    paths: TextColumn
+    identities: TextColumn
+    status: TextColumn
     source: Path
     ref: dict[str, str]
     issame: np.ndarray | None = None  # (N/2,) bool: the stored pairs (rows 2i, 2i+1)
-    _by_key: dict[str, int] = field(default_factory=dict, repr=False)
-    _by_path: dict[str, int] = field(default_factory=dict, repr=False)
+    _by_key: TextIndex = field(init=False, repr=False)
+    _by_path: TextIndex = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         n = len(self.vectors)
         for name in TEXT_COLUMNS:
-            if len(getattr(self, name)) != n:
+            col = getattr(self, name)
+            if not isinstance(col, TextColumn):
+                setattr(self, name, col := TextColumn.of(col))
+            if len(col) != n:
                 raise ArtifactError(
-                    f"{self.source}: '{name}' has {len(getattr(self, name))} rows, "
-                    f"'{VECTORS}' has {n}",
+                    f"{self.source}: '{name}' has {len(col)} rows, '{VECTORS}' has {n}",
                     "rebuild the embeddings with 'facecl embed --force'",
                 )
         if self.issame is not None and 2 * len(self.issame) != n:
@@ -83,26 +92,22 @@ class Embeddings:
                 f"{self.source}: '{PAIRS}' has {len(self.issame)} pairs for {n} rows",
                 "rebuild the embeddings with 'facecl embed --force'",
             )
-        finite = _usable_rows(self.vectors)
-        self.status = [
-            s if s != OK or f else "non-finite or zero vector"
-            for s, f in zip(self.status, finite, strict=True)
-        ]
-        self._by_key = {}
-        for i, k in enumerate(self.keys):
-            if k in self._by_key:
-                raise ArtifactError(
-                    f"{self.source}: key {k!r} appears twice", "each image needs a unique key"
-                )
-            self._by_key[k] = i
-        self._by_path = {}
-        for i, p in enumerate(self.paths):
-            self._by_path.setdefault(os.path.normpath(p), i)
+        unusable = self.ok & ~_usable_rows(self.vectors)
+        if unusable.any():
+            self.status = TextColumn.of(
+                UNUSABLE if bad else s for s, bad in zip(self.status, unusable, strict=True)
+            )
+        self._by_key = TextIndex(self.keys)
+        if (twice := self._by_key.duplicate()) is not None:
+            raise ArtifactError(
+                f"{self.source}: key {twice!r} appears twice", "each image needs a unique key"
+            )
+        self._by_path = TextIndex(self.paths, os.path.normpath)
 
     @property
     def ok(self) -> np.ndarray:
         """(N,) bool: rows with a usable embedding."""
-        return np.array([s == OK for s in self.status], dtype=bool)
+        return self.status.equals(OK)
 
     @property
     def dim(self) -> int:
@@ -113,19 +118,25 @@ class Embeddings:
 
         Returns -1 when it is not in the embeddings.
         """
-        if name in self._by_key:
-            return self._by_key[name]
-        norm = os.path.normpath(name)
-        if norm in self._by_path:
-            return self._by_path[norm]
+        if (row := self._by_key.first(name)) >= 0:
+            return row
+        if (row := self.path_row(os.path.normpath(name))) >= 0:
+            return row
         p = Path(name)
         key = f"{p.parent.name}/{p.stem}" if p.parent.name else p.stem
-        if key in self._by_key:
-            return self._by_key[key]
-        resolved = os.path.normpath(str(p.resolve())) if p.is_absolute() or p.exists() else None
-        if resolved and resolved in self._by_path:
-            return self._by_path[resolved]
+        if (row := self._by_key.first(key)) >= 0:
+            return row
+        if p.is_absolute() or p.exists():
+            return self.path_row(os.path.normpath(str(p.resolve())))
         return -1
+
+    def key_row(self, key: str) -> int:
+        """Row of the image with this exact key, or -1."""
+        return self._by_key.first(key)
+
+    def path_row(self, norm_path: str) -> int:
+        """First row whose path, normalised (``os.path.normpath``), is ``norm_path``, or -1."""
+        return self._by_path.first(norm_path)
 
     def reason(self, row: int) -> str:
         """Why a row is unusable ('not in embeddings' for -1), or 'ok'."""
@@ -244,22 +255,46 @@ def read_embeddings(path: str | os.PathLike) -> Embeddings:
     return from_arrays(read_datasets(h5), p, input_ref(p))
 
 
-def read_datasets(path: Path) -> dict[str, np.ndarray]:
-    """Every dataset of an HDF5 file, by name."""
+def read_datasets(path: Path) -> dict[str, np.ndarray | TextColumn]:
+    """Every dataset of an HDF5 file, by name; string datasets as :class:`TextColumn`s, read
+    a block of rows at a time (never one Python object per row for the whole column)."""
     import h5py
 
     try:
         with h5py.File(path, "r") as f:
-            return {k: f[k][()] for k in f.keys() if isinstance(f[k], h5py.Dataset)}
+            return {k: _dataset(f[k]) for k in f.keys() if isinstance(f[k], h5py.Dataset)}
     except OSError as e:
         raise InputError(f"cannot read {path}: {e}", "is it an HDF5 file?") from None
 
 
-def _strings(values: np.ndarray) -> list[str]:
-    return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in np.asarray(values)]
+def _dataset(ds: Any) -> np.ndarray | TextColumn:
+    import h5py
+
+    if ds.ndim != 1 or h5py.check_string_dtype(ds.dtype) is None:
+        return ds[()]
+    step = 65536
+    return TextColumn.of(v for i in range(0, len(ds), step) for v in ds[i : i + step])
 
 
-def from_arrays(data: Mapping[str, np.ndarray], source: Path, ref: dict[str, str]) -> Embeddings:
+def _column(source: Path, name: str, values: np.ndarray | TextColumn) -> TextColumn:
+    if isinstance(values, TextColumn):
+        return values
+    try:
+        return TextColumn.of(np.asarray(values).ravel())
+    except UnicodeDecodeError as e:
+        raise InputError(
+            f"{source}: '{name}' is not utf-8 text ({e.reason})",
+            "write the file's string datasets as utf-8",
+        ) from None
+
+
+def _identity_of(key: str) -> str:
+    return key.split("/", 1)[0] if "/" in key else key.rsplit("_", 1)[0]
+
+
+def from_arrays(
+    data: Mapping[str, np.ndarray | TextColumn], source: Path, ref: dict[str, str]
+) -> Embeddings:
     """:class:`Embeddings` from the datasets by name. Without ``paths`` the keys stand in,
     without ``identities`` the key's folder (or the name before ``_NNNN``), without
     ``status`` every row is ``ok``."""
@@ -272,15 +307,15 @@ def from_arrays(data: Mapping[str, np.ndarray], source: Path, ref: dict[str, str
     vectors = np.asarray(data[VECTORS], dtype=DATASETS[VECTORS])
     if vectors.ndim != 2:
         raise InputError(f"{source}: '{VECTORS}' has shape {vectors.shape}", "expected (N, D)")
-    keys = _strings(data["keys"])
-    paths = _strings(data["paths"]) if "paths" in data else list(keys)
-    if "identities" in data:
-        identities = _strings(data["identities"])
-    else:
-        identities = [k.split("/", 1)[0] if "/" in k else k.rsplit("_", 1)[0] for k in keys]
-    status = _strings(data["status"]) if "status" in data else [OK] * len(keys)
+    col = {k: _column(source, k, data[k]) for k in TEXT_COLUMNS if k in data}
+    keys = col["keys"]
+    n = len(keys)
+    status = col.get("status") or TextColumn(OK.encode() * n, np.arange(n + 1) * len(OK))
+    identities = col.get("identities") or TextColumn.of(map(_identity_of, keys))
     issame = np.asarray(data[PAIRS], dtype=bool).ravel() if PAIRS in data else None
-    return Embeddings(vectors, keys, paths, identities, status, source, ref, issame)
+    return Embeddings(
+        vectors, keys, col.get("paths", keys), identities, status, source, ref, issame
+    )
 
 
 __all__ = [

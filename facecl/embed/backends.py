@@ -106,16 +106,32 @@ class Backend:
 
 
 def resolve_precision(precision: str, fp16: bool, device: str) -> str:
-    """The torch backbone's compute dtype on ``device``: ``precision`` unless it is auto;
-    auto is float32 on CPU (or without ``fp16``), and on CUDA bfloat16 where the GPU
-    supports it (the range of float32: deep nets do not overflow), else float16."""
+    """The torch backbone's compute dtype on ``device``: ``precision`` unless it is auto.
+
+    auto (with ``fp16``, the default) is reduced precision where the hardware has it: on
+    CUDA bfloat16 where the GPU supports it (the range of float32: deep nets do not
+    overflow), else float16; on the CPU bfloat16 where it is native (AMX or AVX512-BF16,
+    ``facecl.device.cpu_native_bf16``: 4-5x float32 on sphere20, vectors at cosine >= 0.9999
+    to float32, docs/benchmarks.md), else float32. Without ``fp16``: float32.
+    """
     if precision != "auto":
         return precision
-    if device != "cuda" or not fp16:
+    if not fp16:
         return "float32"
+    if device != "cuda":
+        from facecl.device import cpu_native_bf16
+
+        return "bfloat16" if cpu_native_bf16() else "float32"
     import torch
 
     return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+
+
+def _cpu_bf16(device: str) -> dict[str, bool]:
+    """What ``precision`` auto went by on the CPU, for the manifest."""
+    from facecl.device import cpu_native_bf16
+
+    return {"cpu_native_bf16": cpu_native_bf16()} if device == "cpu" else {}
 
 
 class TorchBackend(Backend):
@@ -162,7 +178,7 @@ class TorchBackend(Backend):
             dtype=dtype,
             autocast=dtype != "float32",
             train_config_sha256=sha256_json(ckpt.get("config", {})),
-            info={"memory_format": memory_format},
+            info={"memory_format": memory_format, "precision_asked": precision, **_cpu_bf16(dev)},
         )
         # float32 weights; reduced precision through autocast only
         self._layout = (

@@ -37,12 +37,13 @@ class EmbedConfig:
     fingerprinted itself: the resolved numeric mode (device and dtype) is."""
 
     fp16: bool = True
-    """Reduced precision on CUDA when ``precision`` is auto: autocast in bfloat16 where the GPU
-    supports it, else float16 (outputs are stored as float32). No effect on CPU."""
+    """Reduced precision where the hardware has it when ``precision`` is auto: autocast in
+    bfloat16 on a GPU that supports it (else float16) and on a CPU with native bfloat16 (AMX
+    or AVX512-BF16; float32 on other CPUs); outputs are stored as float32. --no-fp16: float32."""
 
     precision: Precision = "auto"
-    """The torch backbone's numeric mode: auto (see ``fp16``; float32 on CPU), float32, or
-    bfloat16 / float16 autocast on any device. The resolved mode (device and dtype) is
+    """The torch backbone's numeric mode: auto (see ``fp16``), float32 (exact, on any
+    device), or bfloat16 / float16 autocast. The resolved mode (device and dtype) is
     recorded in the manifest and is part of the fingerprint: a run never mixes modes."""
 
     memory_format: MemoryFormat = "channels_last"

@@ -32,7 +32,7 @@ from torch import nn
 
 from facecl.errors import CheckpointError, ConfigError
 from facecl.losses.config import CenterLossConfig
-from facecl.losses.distributed import gather_batch
+from facecl.losses.distributed import ClassRange, gather_batch, sum_over_shards
 
 
 def dynamic_center(x: torch.Tensor, c: torch.Tensor, rho: float) -> torch.Tensor:
@@ -54,10 +54,13 @@ def upcast(t: torch.Tensor) -> torch.Tensor:
     return t if t.dtype in (torch.float32, torch.float64) else t.float()
 
 
-def _head_weight(head: nn.Module | None, who: str, num_classes: int) -> torch.Tensor:
+def _head_weight(
+    head: nn.Module | None, who: str, num_classes: int, rows: torch.Tensor | None = None
+) -> torch.Tensor:
     """The head's (C, D) weight as its logits use it, detached (the center term sends no
     gradient into w): w_j / ||w_j|| when the head normalises (``normalizes_weight``, the
-    margin heads; IJCV Table 2 pairs ACL with the normalised w~), else the raw w_j."""
+    margin heads; IJCV Table 2 pairs ACL with the normalised w~), else the raw w_j.
+    ``rows`` (N,): only those rows, (N, D) (no normalised (C, D) copy)."""
     weight = getattr(head, "weight", None)
     if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
         raise ConfigError(
@@ -69,7 +72,7 @@ def _head_weight(head: nn.Module | None, who: str, num_classes: int) -> torch.Te
             f"head weight has {weight.shape[0]} classes, center loss {who!r} {num_classes}",
             "build the head and the center loss with the same num_classes",
         )
-    w = upcast(weight.detach())
+    w = upcast(weight.detach() if rows is None else weight.detach()[rows])
     return F.normalize(w, dim=1) if getattr(head, "normalizes_weight", False) else w
 
 
@@ -84,6 +87,9 @@ class CenterLossBase(nn.Module):
     """
 
     name: ClassVar[str] = "base"
+    class_rows: ClassVar[tuple[str, ...]] = ()
+    """The ``state_dict`` keys whose first dimension is the class (a class shard holds rows
+    ``[lo, hi)`` of them); the other keys are the same on every rank."""
 
     def __init__(
         self,
@@ -101,6 +107,10 @@ class CenterLossBase(nn.Module):
         self.feature_dim = int(feature_dim)
         self.config = config if config is not None else CenterLossConfig()
         self.rate = float(self.config.alpha)  # alpha * alpha_decay^step (``set_step``)
+        self.class_range = ClassRange.full(self.num_classes)
+        """The classes this module holds: all of them, or under ``--shard-classes`` one
+        rank's range ``[lo, hi)`` (then ``num_classes`` is the range's size and the buffers
+        hold its rows; ``facecl.train.shard_classes`` sets it)."""
         self._init_state()
 
     # ---- hooks -------------------------------------------------------------------------------
@@ -179,8 +189,21 @@ class CenterLossBase(nn.Module):
         rank holds the same batch size (no size all-gather).
         """
         x, y = gather_batch(upcast(x.detach()), y.detach(), same_size=same_size)
-        if not x.shape[0]:
-            return
+        if x.shape[0]:
+            self.apply_update(x, y, head, keep=keep)
+
+    @torch.no_grad()
+    def apply_update(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        head: nn.Module | None = None,
+        *,
+        keep: torch.Tensor | None = None,
+    ) -> None:
+        """The update with the batch as given (no gather): ``update_centers``'s second half.
+        A class shard calls it on every rank with the samples of its classes (labels local
+        to its range), also with none: ACL-gamma sums over the shards."""
         if keep is None:
             self._apply_update(x, y, head)
             return
@@ -197,21 +220,18 @@ class CenterLossBase(nn.Module):
         x32 = upcast(x.detach())
         if x32.shape[0] == 0:
             return {}
-        c = self.centers_for(y, head).to(x32)
-        d = (x32 - c).norm(dim=1)  # (B,)
-        q = torch.quantile(d, torch.tensor([0.5, 0.9, 0.99], dtype=d.dtype, device=d.device))
-        norms = self.all_centers(head).norm(dim=1)  # (C,)
-        out = {
-            "center_dist_mean": float(d.mean()),
-            "center_dist_p50": float(q[0]),
-            "center_dist_p90": float(q[1]),
-            "center_dist_p99": float(q[2]),
-            "center_norm_mean": float(norms.mean()),
-            "center_norm_std": float(norms.std()) if norms.numel() > 1 else 0.0,
-        }
-        if self.config.rho > 0:
-            out["within_rho_frac"] = float((d <= self.config.rho).float().mean())
-        return out
+        return distance_stats(self.distances(x32, y, head), self.center_norms(head), self.config)
+
+    @torch.no_grad()
+    def distances(self, x: torch.Tensor, y: torch.Tensor, head: nn.Module | None) -> torch.Tensor:
+        """d_i = ||x_i - c_{y_i}||: (B, D), (B,) -> (B,)."""
+        x32 = upcast(x.detach())
+        return (x32 - self.centers_for(y, head).to(x32)).norm(dim=1)
+
+    @torch.no_grad()
+    def center_norms(self, head: nn.Module | None) -> torch.Tensor:
+        """||c_j|| of every center this module holds: (C,)."""
+        return self.all_centers(head).norm(dim=1)
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, feature_dim={self.feature_dim}, {self.config}"
@@ -245,6 +265,23 @@ def class_counts(y: torch.Tensor, num_classes: int, dtype: torch.dtype) -> torch
     return torch.zeros(num_classes, dtype=dtype, device=y.device).index_add_(0, y, ones)
 
 
+def distance_stats(d: torch.Tensor, norms: torch.Tensor, config: CenterLossConfig) -> dict:
+    """The logged statistics of the feature-to-center distances d (N,) and the center norms
+    (C,): mean and percentiles of d, mean and std of the norms, the share within rho."""
+    q = torch.quantile(d, torch.tensor([0.5, 0.9, 0.99], dtype=d.dtype, device=d.device))
+    out = {
+        "center_dist_mean": float(d.mean()),
+        "center_dist_p50": float(q[0]),
+        "center_dist_p90": float(q[1]),
+        "center_dist_p99": float(q[2]),
+        "center_norm_mean": float(norms.mean()),
+        "center_norm_std": float(norms.std()) if norms.numel() > 1 else 0.0,
+    }
+    if config.rho > 0:
+        out["within_rho_frac"] = float((d <= config.rho).float().mean())
+    return out
+
+
 class NoCenterLoss(CenterLossBase):
     """``none``: softmax / margin head only. The term is 0 and there is no state."""
 
@@ -275,6 +312,7 @@ class CenterLoss(CenterLossBase):
     """``cl``: ECCV Eq. 2-4 / IJCV Eq. 2-4; centers are a (C, D) buffer."""
 
     name = "cl"
+    class_rows: ClassVar[tuple[str, ...]] = ("centers",)
     centers: torch.Tensor
 
     def _init_state(self) -> None:
@@ -319,14 +357,15 @@ class AdvancedCenterLoss(CenterLossBase):
     """``acl``: IJCV Eq. 6-7, c_j = gamma_j w_j with a (C,) buffer of gammas."""
 
     name = "acl"
+    class_rows: ClassVar[tuple[str, ...]] = ("gammas",)
     gammas: torch.Tensor
 
     def _init_state(self) -> None:
         self.register_buffer("gammas", torch.full((self.num_classes,), self.config.gamma_init))
 
     def centers_for(self, y, head):
-        w = _head_weight(head, self.name, self.num_classes)  # (C, D)
-        return self.gammas[y].to(w).unsqueeze(1) * w[y]  # (B, D)
+        w = _head_weight(head, self.name, self.num_classes, y)  # (B, D)
+        return self.gammas[y].to(w).unsqueeze(1) * w
 
     def all_centers(self, head):
         w = _head_weight(head, self.name, self.num_classes)
@@ -334,7 +373,7 @@ class AdvancedCenterLoss(CenterLossBase):
 
     def _apply_update(self, x, y, head) -> None:
         # IJCV Eq. 7: Delta gamma_j = sum_{i: y_i = j} (gamma_j - x_i.w_j / w_j.w_j) / (eps + n_j)
-        w = _head_weight(head, self.name, self.num_classes)[y].to(x)  # (N, D)
+        w = _head_weight(head, self.name, self.num_classes, y).to(x)  # (N, D)
         proj = (x * w).sum(1) / (w * w).sum(1).clamp_min(torch.finfo(x.dtype).tiny)  # (N,)
         cfg = self.config
         _alpha_step(self.gammas, self.gammas[y].to(x) - proj, y, cfg.count_offset, self.rate)
@@ -350,8 +389,8 @@ class SharedGammaCenterLoss(CenterLossBase):
         self.register_buffer("gamma", torch.tensor(float(self.config.gamma_init)))
 
     def centers_for(self, y, head):
-        w = _head_weight(head, self.name, self.num_classes)
-        return self.gamma.to(w) * w[y]
+        w = _head_weight(head, self.name, self.num_classes, y)
+        return self.gamma.to(w) * w
 
     def all_centers(self, head):
         w = _head_weight(head, self.name, self.num_classes)
@@ -359,8 +398,10 @@ class SharedGammaCenterLoss(CenterLossBase):
 
     def _apply_update(self, x, y, head) -> None:
         # IJCV Eq. 8: Delta gamma = gamma - sum_i x_i.w_{y_i} / (eps + sum_i w_{y_i}.w_{y_i})
-        w = _head_weight(head, self.name, self.num_classes)[y].to(x)  # (N, D)
-        target = (x * w).sum() / (self.config.gamma_eps + (w * w).sum())
+        w = _head_weight(head, self.name, self.num_classes, y).to(x)  # (N, D)
+        # both sums run over the whole batch: over every rank's classes under --shard-classes
+        sums = sum_over_shards(torch.stack([(x * w).sum(), (w * w).sum()]), self.class_range)
+        target = sums[0] / (self.config.gamma_eps + sums[1])
         delta = self.gamma.to(x) - target
         self.gamma.sub_((self.rate * delta).to(self.gamma.dtype))
 
@@ -405,6 +446,7 @@ class CenterInvariantLoss(CenterLoss):
     """
 
     name = "cil"
+    class_rows: ClassVar[tuple[str, ...]] = ("centers", "class_counts")
     class_counts: torch.Tensor
 
     def __init__(
@@ -431,15 +473,19 @@ class CenterInvariantLoss(CenterLoss):
     def extra_terms(self, x, y, head):
         x32 = upcast(x)
         m = x32.shape[0]
-        if m == 0:
-            return {"invariant": x32.sum() * 0.0}
         with torch.no_grad():
             c = self.centers.to(x32)  # (C, D)
             norms2 = torch.linalg.vector_norm(c, dim=1).square()  # (C,) fused, no (C, D) temp
-            excess = norms2[y] - norms2.mean()  # (B,) ||c_y||^2 - tau
+            total = self.class_range.num_classes  # C (all shards)
+            # tau over every shard's centers (each rank calls this, also with m = 0)
+            tau = sum_over_shards(norms2.sum(), self.class_range) / total
+        if m == 0:
+            return {"invariant": x32.sum() * 0.0}
+        with torch.no_grad():
+            excess = norms2[y] - tau  # (B,) ||c_y||^2 - tau
             value = self.config.gamma / (4 * m) * excess.pow(2).sum()
             n_y = self.class_counts.to(x32)[y].clamp_min(1.0)  # (B,) N_{y_i}, training set
-            coef = self.config.gamma / m * (1 - 1 / self.num_classes) * excess / n_y  # (B,)
+            coef = self.config.gamma / m * (1 - 1 / total) * excess / n_y  # (B,)
             grad = coef.unsqueeze(1) * c[y]  # (B, D) Wu Eq. 20, Wu's layer's num_data
         # value exactly `value`, gradient w.r.t. x exactly `grad`
         surrogate = (x32 * grad).sum()

@@ -6,9 +6,15 @@ tensors (C * D floats per step: 200 MB at C = 100k, D = 512), each process all-g
 (B, D) features and (B,) labels of the others (world * B * D floats) and computes the sums
 itself. The result is the same sums, accumulated in the same order as a single process on
 the concatenated batch (rank 0's samples first), so the centers agree to the last bit on CPU.
+
+Under ``--shard-classes`` each rank holds one ``ClassRange`` of the classes
+(``class_range`` is the one split); the center losses read their shard from it and sum
+what spans every class (CIL's tau, ACL-gamma's sums) with ``sum_over_shards``.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
@@ -56,3 +62,59 @@ def gather_batch(
     x_all = torch.cat([xi[:k] for xi, k in zip(xs, counts, strict=True)])  # (sum B, D)
     y_all = torch.cat([yi[:k] for yi, k in zip(ys, counts, strict=True)])  # (sum B,)
     return x_all, y_all
+
+
+# --------------------------------------------------------------------------- class shards
+
+
+@dataclass(frozen=True)
+class ClassRange:
+    """The classes ``[lo, hi)`` of ``num_classes`` that one rank holds (``--shard-classes``):
+    its rows of the head weight (and bias) and of the center state. The full range
+    ``(0, C, C)`` is an unsharded module."""
+
+    lo: int
+    hi: int
+    num_classes: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.lo <= self.hi <= self.num_classes:
+            raise ValueError(f"bad class range [{self.lo}, {self.hi}) of {self.num_classes}")
+
+    @classmethod
+    def full(cls, num_classes: int) -> ClassRange:
+        return cls(0, int(num_classes), int(num_classes))
+
+    @property
+    def size(self) -> int:
+        return self.hi - self.lo
+
+    @property
+    def sharded(self) -> bool:
+        return self.size != self.num_classes
+
+    def local_labels(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(own (N,) bool, local (N,) long): whether this range holds each label, and the
+        label's row in the shard (``y - lo``; -1 where not held)."""
+        own = (y >= self.lo) & (y < self.hi)
+        return own, torch.where(own, y - self.lo, torch.full_like(y, -1))
+
+
+def class_range(num_classes: int, rank: int, world: int) -> ClassRange:
+    """The one split of ``num_classes`` over ``world`` ranks: contiguous ranges in rank
+    order, sizes differing by at most one (the first ``C % world`` ranks hold one more)."""
+    if world < 1 or not 0 <= rank < world:
+        raise ValueError(f"rank {rank} of world {world}")
+    base, extra = divmod(int(num_classes), int(world))
+    lo = rank * base + min(rank, extra)
+    return ClassRange(lo, lo + base + (rank < extra), int(num_classes))
+
+
+def sum_over_shards(t: torch.Tensor, shard: ClassRange) -> torch.Tensor:
+    """``t`` summed over the ranks of a sharded module (all-reduce); ``t`` itself when the
+    module holds every class."""
+    if not shard.sharded:
+        return t
+    out = t.clone()
+    dist.all_reduce(out)
+    return out

@@ -2,7 +2,9 @@
 
 ``forward(x (B, D), y (B,)) -> logits (B, C)``; the loss is ``cross_entropy(logits, y)``.
 The margin is applied to the target logits only in training mode with labels given; in
-eval mode (or ``y=None``) the heads return the plain (scaled) cosine logits.
+eval mode (or ``y=None``) the heads return the plain (scaled) cosine logits. A label of -1
+gets no margin: under ``--shard-classes`` a head holds one rank's classes and the labels are
+local to them (``facecl.losses.sharded``).
 
 ``MarginHead`` covers SphereFace, CosFace/AM-softmax and ArcFace, like insightface's
 ``CombinedMarginLoss``: with theta_y the angle between x and w_y, the target logit is
@@ -36,6 +38,10 @@ class SoftmaxHead(nn.Module):
     normalizes_weight: ClassVar[bool] = False
     """Whether the logits use w_j / ||w_j|| (ACL's centers then do too)."""
 
+    class_rows: ClassVar[tuple[str, ...]] = ("fc.weight", "fc.bias")
+    """The ``state_dict`` keys whose first dimension is the class (``--shard-classes``: a
+    rank's head holds rows ``[lo, hi)`` of them)."""
+
     def __init__(self, feature_dim: int, num_classes: int, bias: bool = True):
         super().__init__()
         self.feature_dim = int(feature_dim)
@@ -53,8 +59,14 @@ class SoftmaxHead(nn.Module):
     def set_step(self, step: int) -> None:
         """No schedule (same interface as ``MarginHead``)."""
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        return self.fc(x)  # (B, C)
+    def forward(
+        self, x: torch.Tensor, y: torch.Tensor | None = None, rows: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Logits (B, C); ``rows`` (K,): only those classes' logits (B, K) (``--sample-rate``)."""
+        if rows is None:
+            return self.fc(x)  # (B, C)
+        bias = None if self.fc.bias is None else self.fc.bias[rows]
+        return F.linear(x, self.fc.weight[rows], bias)  # (B, K)
 
 
 def chebyshev_cos(c: torch.Tensor, m: int) -> torch.Tensor:
@@ -67,11 +79,47 @@ def chebyshev_cos(c: torch.Tensor, m: int) -> torch.Tensor:
     return t
 
 
+class _CosineLogits(torch.autograd.Function):
+    """(x_n @ W^T) / ||w_j|| without the normalised (C, D) copy of W and its gradient."""
+
+    @staticmethod
+    def forward(ctx, xn: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        norm = torch.linalg.vector_norm(weight, dim=1)  # (C,)
+        inv = 1.0 / norm.clamp_min(_NORM_EPS)  # F.normalize's eps
+        cos = (xn @ weight.t()).mul_(inv)  # (B, C)
+        ctx.save_for_backward(xn, weight, inv, cos, norm > _NORM_EPS)
+        return cos
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        xn, weight, inv, cos, live = ctx.saved_tensors
+        g = grad * inv  # (B, C) dL/d(x_n . w_j) / ||w_j||
+        dx = g @ weight  # (B, D)
+        # dL/dw_j = sum_i g_ij x_i / ||w_j|| - (sum_i g_ij cos_ij) w_j / ||w_j||^2
+        dw = g.t() @ xn  # (C, D), the only (C, D) temporary
+        coef = (grad * cos).sum(0) * inv * inv * live  # (C,)
+        dw.addcmul_(weight, coef.unsqueeze(1), value=-1.0)
+        return dx, dw
+
+
+_NORM_EPS = 1e-12
+
+
+def cosine_logits(xn: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """cos(theta_ij) = x_n_i . w_j / ||w_j|| for unit features ``xn`` (B, D) and the raw
+    weight (C, D): ``xn @ F.normalize(weight).t()`` with the gradient written out, so neither
+    the normalised weight nor its gradient is held (two (C, D) copies fewer: 4 GiB at
+    C = 1M x 512-d)."""
+    return _CosineLogits.apply(xn, weight)
+
+
 class MarginHead(nn.Module):
     """Normalised-weight head with the combined margin s * (cos(m1 theta + m2) - m3)."""
 
     normalizes_weight: ClassVar[bool] = True
     """The logits use w_j / ||w_j||, so ACL's centers are gamma_j w_j / ||w_j|| (IJCV Table 2)."""
+
+    class_rows: ClassVar[tuple[str, ...]] = ("weight",)
 
     def __init__(self, feature_dim: int, num_classes: int, config: HeadConfig | None = None):
         super().__init__()
@@ -117,30 +165,40 @@ class MarginHead(nn.Module):
         return sign * cos_m - 2 * k - m3
 
     # ---- forward -----------------------------------------------------------------------------
-    def cosine(self, x: torch.Tensor) -> torch.Tensor:
-        """cos(theta_j) between each feature and each class weight: (B, D) -> (B, C)."""
-        return F.normalize(upcast(x), dim=1) @ F.normalize(upcast(self.weight), dim=1).t()
+    def cosine(self, x: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """cos(theta_j) between each feature and each class weight: (B, D) -> (B, C), or
+        (B, K) for the classes ``rows`` (K,)."""
+        weight = self.weight if rows is None else self.weight[rows]
+        return cosine_logits(F.normalize(upcast(x), dim=1), upcast(weight))
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, y: torch.Tensor | None = None, rows: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Logits (B, C); ``rows`` (K,): only those classes (B, K), ``y`` then indexes
+        ``rows`` (``--sample-rate``, Partial FC's sampled classes)."""
         # angles in half precision are too coarse for the margins: float32 even under autocast
         with torch.autocast(device_type=x.device.type, enabled=False):
-            return self._logits(x, y)
+            return self._logits(x, y, rows)
 
-    def _logits(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        cos = self.cosine(x)  # (B, C)
+    def _logits(
+        self, x: torch.Tensor, y: torch.Tensor | None, rows: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        cos = self.cosine(x, rows)  # (B, C) or (B, K)
         if self.config.s is None:
             scale = upcast(x).norm(dim=1, keepdim=True)  # (B, 1) A-softmax: ||x||
         else:
             scale = self.config.s
         if y is None or not self.training:
             return scale * cos
-        idx = y.view(-1, 1)
+        # y = -1: the sample's class is in another rank's shard (--shard-classes), no margin
+        here = y.view(-1, 1) >= 0  # (B, 1)
+        idx = y.view(-1, 1).clamp_min(0)
         target = cos.gather(1, idx)  # (B, 1)
         psi = self.psi(target)
         lam = self.annealing_lambda()
         if lam > 0:
             psi = (lam * target + psi) / (1 + lam)
-        return scale * cos.scatter(1, idx, psi)  # (B, C)
+        return scale * cos.scatter(1, idx, torch.where(here, psi, target))  # (B, C)
 
     def extra_repr(self) -> str:
         return f"feature_dim={self.feature_dim}, num_classes={self.num_classes}, {self.config}"

@@ -142,6 +142,17 @@ class TrainConfig:
     """CPU threads for torch (``torch.set_num_threads``); 0 = torch's default (all cores;
     under ``--ddp N`` the cores split between the processes)."""
 
+    shard_classes: bool = field(default=False, metadata=RUNTIME)
+    """Model-parallel head and centers under DDP (``--ddp N`` >= 2 or torchrun), Partial
+    FC's approach: rank r holds the head rows and centers of classes [lo_r, hi_r), the
+    batch's features are all-gathered and the softmax normaliser all-reduced, so each rank
+    holds 1/N of them; the same losses and weights as one process (float rounding)."""
+
+    sample_rate: float = 1.0
+    """Partial FC's sampling with ``--shard-classes``: each step's softmax runs over the
+    batch's classes and a random rate share of the others (r in (0, 1]; 1 = all classes,
+    exact). Drawn from (seed, step, rank). The center terms stay exact."""
+
     amp: bool = True
     """Mixed precision on CUDA (autocast; the losses always run in float32). No effect on CPU."""
 
@@ -172,6 +183,11 @@ class TrainConfig:
             (self.threads >= 0, f"threads must be >= 0, got {self.threads}", "e.g. 1"),
             (self.checkpoint_every >= 1, "checkpoint_every must be >= 1", "e.g. 1000"),
             (self.log_every >= 1, "log_every must be >= 1", "e.g. 20"),
+            (
+                0 < self.sample_rate <= 1,
+                f"sample_rate must be in (0, 1], got {self.sample_rate}",
+                "e.g. 0.1 (Partial FC), or 1 for every class",
+            ),
             (
                 self.feature_dim is None or self.feature_dim >= 1,
                 f"feature_dim must be >= 1, got {self.feature_dim}",

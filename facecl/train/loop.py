@@ -30,6 +30,7 @@ from torch import nn
 from facecl.errors import FaceclError
 from facecl.train.checkpoint import save_checkpoint
 from facecl.train.config import TrainConfig
+from facecl.train.last import drop_other, load_last, save_sharded
 from facecl.train.metrics import Window, append_record, read_metrics, truncate_metrics
 from facecl.train.run import CHECKPOINTS, LAST, METRICS, MODEL
 from facecl.train.sampler import StepBatchSampler, balanced_weights, flip_mask, iterate_batches
@@ -39,7 +40,7 @@ from facecl.train.state import (
     checkpoint_payload,
     dataset_class_counts,
     dataset_input_spec,
-    resume_from,
+    restore,
 )
 
 if TYPE_CHECKING:
@@ -157,6 +158,7 @@ class _Run:
     world: int
     lead: bool
     window: Window
+    rank: int = 0
     total_wait: float = 0.0
     total_t0: float = field(default_factory=time.perf_counter)
     record: dict[str, Any] | None = None
@@ -165,17 +167,37 @@ class _Run:
     def metrics_path(self) -> Path:
         return self.work / METRICS
 
-    def save_last(self) -> None:
-        """The full checkpoint (``checkpoints/last.pt``) at the current step."""
-        payload = checkpoint_payload(
+    @property
+    def saves(self) -> bool:
+        """Whether this rank takes part in writing checkpoints: rank 0, and every rank of a
+        class-sharded run (each writes its own rows)."""
+        return self.lead or self.state.shard is not None
+
+    def payload(self, with_optimizer: bool) -> dict[str, Any]:
+        return checkpoint_payload(
             self.state,
             self.cfg,
             step=self.state.step,
-            with_optimizer=True,
+            with_optimizer=with_optimizer,
             info=self.info,
-            window=self.window.payload(),
+            window=self.window.payload() if with_optimizer else None,
         )
-        save_checkpoint(self.work / CHECKPOINTS / LAST, payload)
+
+    def save_last(self) -> None:
+        """The full checkpoint at the current step: ``checkpoints/last.pt`` by rank 0, or
+        under ``--shard-classes`` ``checkpoints/last/`` with every rank's own rows."""
+        payload = self.payload(with_optimizer=True)
+        if self.state.shard is not None:
+            save_sharded(self.work, self.state, payload, self.rank, self.world)
+        elif self.lead:
+            save_checkpoint(self.work / CHECKPOINTS / LAST, payload)
+            drop_other(self.work, "file")  # a sharded checkpoint this run resumed from
+
+    def save_model(self) -> None:
+        """The final ``model.pt`` by rank 0 (a class-sharded run's: the backbone only)."""
+        payload = self.payload(with_optimizer=False)
+        if self.lead:
+            save_checkpoint(self.work / MODEL, payload)
 
 
 def _arch_kwargs(cfg: TrainConfig, dataset: Any, extra: dict[str, Any] | None) -> dict[str, Any]:
@@ -209,17 +231,29 @@ def _setup(
     num_classes = int(dataset.num_classes)
     spec = dataset_input_spec(dataset, kwargs)
     counts = dataset_class_counts(dataset, num_classes)  # CIL's N_j (Wu's num_data)
-    state = build_state(cfg, num_classes, kwargs, device, input_spec=spec, class_counts=counts)
+    shard = None
+    if cfg.shard_classes:
+        from facecl.losses.distributed import class_range
+        from facecl.train.shard_classes import check_shard_classes
+
+        check_shard_classes(cfg, world, num_classes)
+        shard = class_range(num_classes, rank, world)
+    state = build_state(
+        cfg, num_classes, kwargs, device, input_spec=spec, class_counts=counts, shard=shard
+    )
     start, window = 0, Window()
-    last = work / CHECKPOINTS / LAST
-    if last.is_file():  # read on the CPU whatever the device (see resume_from)
-        ckpt = resume_from(state, last, cfg)
+    rows = (shard.lo, shard.hi) if shard is not None else (None, None)
+    ckpt = load_last(work, *rows)  # last.pt or the sharded last/, read on the CPU
+    if ckpt is not None:
+        state.step = restore(state, ckpt, cfg)
         start, window = state.step, Window.from_checkpoint(ckpt)
     state.step = start
     net: nn.Module = state.net
     if world > 1:
         ids = [device.index] if device.type == "cuda" else None
-        net = nn.parallel.DistributedDataParallel(state.net, device_ids=ids)
+        # a class-sharded head stays out of DDP's all-reduce: DDP wraps the backbone only
+        wrapped = state.net.backbone if shard is not None else state.net
+        net = nn.parallel.DistributedDataParallel(wrapped, device_ids=ids)
     amp_dtype = None
     if device.type == "cuda" and cfg.amp:
         amp_dtype = torch.bfloat16 if cfg.amp_dtype == "bfloat16" else torch.float16
@@ -248,11 +282,13 @@ def _setup(
         world=world,
         lead=rank == 0,
         window=window,
+        rank=rank,
     )
 
 
-def _log(run: _Run, step: int, feats: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
-    """The record of the window ending after ``step`` (written by rank 0); a new window."""
+def _log(run: _Run, step: int, stats: dict[str, float]) -> dict[str, Any]:
+    """The record of the window ending after ``step`` (written by rank 0), with the center
+    ``stats`` of this step's batch; a new window."""
     cfg, window = run.cfg, run.window
     means = window.means(run.world, run.device)
     done = step + 1
@@ -262,7 +298,6 @@ def _log(run: _Run, step: int, feats: torch.Tensor, labels: torch.Tensor) -> dic
             "lower --lr or --lambda",
         )
     elapsed = window.elapsed()
-    head = run.state.net.head
     record = {
         "step": done,
         "epoch": done * cfg.batch_size / run.n_train,
@@ -271,7 +306,7 @@ def _log(run: _Run, step: int, feats: torch.Tensor, labels: torch.Tensor) -> dic
         "weighted_center": cfg.lam * means.get("center", 0.0),
         "images_per_s": window.steps * cfg.batch_size / elapsed,
         "loader_wait_share": window.wait / elapsed,
-        **run.state.center.stats(feats, labels, head),
+        **stats,
     }
     if run.lead:
         append_record(run.metrics_path, record)
@@ -305,6 +340,25 @@ def _one_step(
     if set_step is not None:
         set_step(step)  # SphereFace's lambda annealing
     state.center.set_step(step)  # the center rate alpha * alpha_decay^step
+    step_fn = _sharded_step if state.shard is not None else _plain_step
+    terms, stats = step_fn(run, images, labels)
+    run.window.add(terms, wait)
+    run.total_wait += wait
+    done = state.step = step + 1
+    record = None
+    if done % cfg.log_every == 0 or done == cfg.steps:
+        record = run.record = _log(run, step, stats())
+    if run.saves and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
+        run.save_last()
+    return record
+
+
+StepResult = tuple[dict[str, torch.Tensor], Callable[[], dict[str, float]]]
+
+
+def _plain_step(run: _Run, images: torch.Tensor, labels: torch.Tensor) -> StepResult:
+    """``train_step``; the center stats of the batch, computed when a log step asks."""
+    state, head = run.state, run.state.net.head
     terms, feats = train_step(
         run.net,
         head,
@@ -312,19 +366,34 @@ def _one_step(
         state.optimizer,
         images,
         labels,
-        lam=cfg.lam,
+        lam=run.cfg.lam,
         scaler=state.scaler,
         amp_dtype=run.amp_dtype,
     )
-    run.window.add(terms, wait)
-    run.total_wait += wait
-    done = state.step = step + 1
-    record = None
-    if done % cfg.log_every == 0 or done == cfg.steps:
-        record = run.record = _log(run, step, feats, labels)
-    if run.lead and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
-        run.save_last()
-    return record
+    return terms, lambda: state.center.stats(feats, labels, head)
+
+
+def _sharded_step(run: _Run, images: torch.Tensor, labels: torch.Tensor) -> StepResult:
+    """``--shard-classes``: ``facecl.train.shard_classes.sharded_train_step``."""
+    from facecl.losses.sharded import shard_stats
+    from facecl.train.shard_classes import sample_seed, sharded_train_step
+
+    state, head = run.state, run.state.net.head
+    terms, feats, local = sharded_train_step(
+        run.net,
+        head,
+        state.center,
+        state.optimizer,
+        images,
+        labels,
+        lam=run.cfg.lam,
+        world=run.world,
+        scaler=state.scaler,
+        amp_dtype=run.amp_dtype,
+        sample_rate=run.cfg.sample_rate,
+        sample_seed=sample_seed(run.cfg.seed, state.step),
+    )
+    return terms, lambda: shard_stats(state.center, feats, local, head)
 
 
 def _steps(run: _Run, stop: StopFlag | None, on_progress: ProgressFn | None) -> bool:
@@ -372,15 +441,12 @@ def train(
     device = device or resolve_device(cfg.device)
     run = _setup(cfg, dataset, Path(work_dir), arch_kwargs, device, rank, world, dict(info or {}))
     if _steps(run, stop, on_progress):
-        if run.lead and run.state.step > run.start:
+        if run.saves and run.state.step > run.start:
             run.save_last()
         raise KeyboardInterrupt
     elapsed = max(time.perf_counter() - run.total_t0, 1e-9)
     if run.lead:
-        final = checkpoint_payload(
-            run.state, cfg, step=run.state.step, with_optimizer=False, info=run.info
-        )
-        save_checkpoint(run.work / MODEL, final)
+        run.save_model()
     return {
         "steps": cfg.steps,
         "resumed_from": run.start,

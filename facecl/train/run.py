@@ -5,6 +5,8 @@ A ``facecl train`` (or ``facecl toy mnist``) output directory::
     RUN/manifest.json
     RUN/model.pt              final checkpoint (weights, no optimiser state)
     RUN/checkpoints/last.pt   full checkpoint (optimiser, step, RNG): what a resume loads
+    RUN/checkpoints/last/     the same from a --shard-classes run: per-rank files + index.json
+                              (facecl.train.sharded_checkpoint; facecl.train.last picks one)
     RUN/metrics.jsonl         one record per log step
     RUN/training_curve.png
     RUN/classes.json          copy of the pack's class map
@@ -28,6 +30,8 @@ MODEL = "model.pt"
 CHECKPOINTS = "checkpoints"
 LAST = "last.pt"
 LAST_REL = f"{CHECKPOINTS}/{LAST}"
+LAST_SHARDED = "last"  # a directory: its inside is facecl.train.sharded_checkpoint's
+LAST_SHARDED_REL = f"{CHECKPOINTS}/{LAST_SHARDED}"
 METRICS = "metrics.jsonl"
 CURVE = "training_curve.png"
 SUMMARY = "summary.json"

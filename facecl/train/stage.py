@@ -40,7 +40,17 @@ from facecl.train import distributed as ddp_util
 from facecl.train.config import TrainConfig, config_from_dict
 from facecl.train.loop import StopFlag, resolve_device, train
 from facecl.train.metrics import read_metrics
-from facecl.train.run import CHECKPOINTS, CLASSES, CURVE, LAST, LAST_REL, METRICS, MODEL, SUMMARY
+from facecl.train.run import (
+    CHECKPOINTS,
+    CLASSES,
+    CURVE,
+    LAST_REL,
+    LAST_SHARDED_REL,
+    METRICS,
+    MODEL,
+    SUMMARY,
+)
+from facecl.train.shard_classes import check_shard_classes
 from facecl.train.state import validate_names
 
 ProgressFn = Callable[[int, dict[str, Any] | None], None]
@@ -165,6 +175,8 @@ def fit(
     env = ddp_util.torchrun_env()
     if ddp > 1 and env is not None:
         raise UsageError("--ddp N inside torchrun", "use one of them: torchrun sets the ranks")
+    world = env.world if env is not None else ddp
+    check_shard_classes(cfg, world, int(getattr(dataset, "num_classes", world)))
     if ddp > 1:
         import torch.multiprocessing as mp
 
@@ -216,7 +228,10 @@ def finalize(work: Path, cfg: TrainConfig, summary: dict[str, Any], title: str =
         training_curve(records, work / CURVE, title=title)
     atomic_write_json(work / SUMMARY, summary)
     files = {}
-    for rel in (MODEL, LAST_REL, METRICS, CURVE, SUMMARY, CLASSES):
+    from facecl.train.sharded_checkpoint import INDEX
+
+    index = f"{LAST_SHARDED_REL}/{INDEX}"  # it holds the sha256 of every per-rank file
+    for rel in (MODEL, LAST_REL, index, METRICS, CURVE, SUMMARY, CLASSES):
         if (work / rel).is_file():
             files[rel] = sha256_file(work / rel)
     return {
@@ -281,8 +296,10 @@ def run_train(
         if ddp > 1:
             raise UsageError("--ddp N inside torchrun", "use one of them: torchrun sets the ranks")
         ddp_util.check_ddp(env.world, cfg.batch_size, torch.device("cpu"))  # GPUs: torchrun's
+        check_shard_classes(cfg, env.world)
         return _run_train_torchrun(shards, out, cfg, env, force, resume, show_progress)
     ddp_util.check_ddp(ddp, cfg.batch_size, resolve_device(cfg.device))  # before RUN.partial
+    check_shard_classes(cfg, ddp)
     so, work = _begin(shards, out, cfg, force, resume)
     if work is None:
         return TrainResult(so.path, so.existing, up_to_date=True)
@@ -300,10 +317,9 @@ def run_train(
 
 
 def _checkpoint_step(work: Path) -> int:
-    from facecl.train.checkpoint import load_checkpoint
+    from facecl.train.last import last_step
 
-    last = work / CHECKPOINTS / LAST
-    return int(load_checkpoint(last).get("step", 0)) if last.is_file() else 0
+    return last_step(work)  # a sharded checkpoint's from its index.json alone
 
 
 def _commit(

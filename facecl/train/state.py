@@ -25,6 +25,7 @@ from facecl.train.config import TrainConfig, config_from_dict
 
 if TYPE_CHECKING:
     from facecl.losses.center import CenterLossBase
+    from facecl.losses.distributed import ClassRange
 
 
 class FaceNet(nn.Module):
@@ -55,6 +56,8 @@ class TrainState:
     num_classes: int
     step: int = 0
     input_spec: InputSpec | None = None  # None: derived from the backbone's input size
+    shard: ClassRange | None = None
+    """``--shard-classes``: the classes this rank's head and center loss hold (None: all)."""
 
 
 def validate_names(cfg: TrainConfig) -> None:
@@ -114,19 +117,28 @@ def build_state(
     device: torch.device,
     input_spec: InputSpec | None = None,
     class_counts: Any = None,
+    shard: ClassRange | None = None,
 ) -> TrainState:
     """Backbone, head, center loss and optimiser, initialised from ``cfg.seed``.
-    ``class_counts``: the training set's images per class (``cil`` needs them)."""
+    ``class_counts``: the training set's images per class (``cil`` needs them). ``shard``:
+    build only these classes' head rows and centers (``--shard-classes``), drawn as the
+    same rows of one process's (``facecl.losses.shard_init``)."""
     from facecl.losses import create_center_loss, create_head
     from facecl.models import create_backbone
 
     torch.manual_seed(cfg.seed)
     backbone = create_backbone(cfg.arch, **arch_kwargs)
     dim = int(backbone.feature_dim)
-    head = create_head(cfg.head, dim, num_classes, **head_options(cfg))
-    center = create_center_loss(
-        cfg.loss, num_classes, dim, config=cfg.center, class_counts=class_counts
-    )
+    if shard is None:
+        head = create_head(cfg.head, dim, num_classes, **head_options(cfg))
+        center = create_center_loss(
+            cfg.loss, num_classes, dim, config=cfg.center, class_counts=class_counts
+        )
+    else:
+        from facecl.losses.shard_init import shard_center_loss, shard_head
+
+        head = shard_head(cfg.head, dim, shard, **head_options(cfg))
+        center = shard_center_loss(cfg.loss, dim, shard, cfg.center, class_counts)
     net = FaceNet(backbone, head).to(device)
     center = center.to(device)
     decay: list[nn.Parameter] = []
@@ -145,7 +157,14 @@ def build_state(
     if device.type == "cuda" and cfg.amp and cfg.amp_dtype == "float16":
         scaler = torch.amp.GradScaler("cuda")
     return TrainState(
-        net, center, optimizer, scaler, dict(arch_kwargs), num_classes, input_spec=input_spec
+        net,
+        center,
+        optimizer,
+        scaler,
+        dict(arch_kwargs),
+        num_classes,
+        input_spec=input_spec,
+        shard=shard,
     )
 
 
@@ -160,7 +179,9 @@ def checkpoint_payload(
 ) -> dict[str, Any]:
     """The checkpoint of ``state`` at ``step``: weights, head, centers, config, input spec;
     with the optimiser, scaler and RNG state (and the partial metrics ``window`` payload) for
-    a full, resumable one."""
+    a full, resumable one. A class-sharded state's payload holds this rank's rows of the head,
+    centers and momentum (``facecl.train.last.save_sharded`` writes them per rank); without
+    the optimiser (``model.pt``) it holds no head and no centers at all: the backbone only."""
     backbone: Any = state.net.backbone  # a facecl.models backbone (feature_dim, input_size)
     spec = state.input_spec or checkpoint_input_spec(
         {"input_size": list(backbone.input_size), "arch_kwargs": state.arch_kwargs}
@@ -176,18 +197,24 @@ def checkpoint_payload(
         "num_classes": state.num_classes,
         "config": config_dict(cfg),
         "model": backbone.state_dict(),
-        "head_state": state.net.head.state_dict(),
-        "loss_state": state.center.state_dict(),
         "step": int(step),
         **info,
     }
-    payload["optimizer"] = {}
+    payload.update(_class_states(state, with_optimizer))
     if with_optimizer:
-        payload["optimizer"] = state.optimizer.state_dict()
         payload["scaler"] = state.scaler.state_dict() if state.scaler is not None else {}
         payload["rng"] = {"torch": torch.get_rng_state()}
         payload.update(window or {})  # the partial metrics window: a resumed run logs the same
     return payload
+
+
+def _class_states(state: TrainState, with_optimizer: bool) -> dict[str, Any]:
+    """``head_state``, ``loss_state`` and ``optimizer`` (``{}`` without) of the payload."""
+    if state.shard is not None and not with_optimizer:  # a sharded run's model.pt
+        return {"head_state": {}, "loss_state": {}, "optimizer": {}}
+    out = {"head_state": state.net.head.state_dict(), "loss_state": state.center.state_dict()}
+    out["optimizer"] = state.optimizer.state_dict() if with_optimizer else {}
+    return out
 
 
 def _same_config(recorded: Any, cfg: TrainConfig) -> bool:
@@ -212,6 +239,14 @@ def restore(state: TrainState, ckpt: dict[str, Any], cfg: TrainConfig) -> int:
             "the checkpoint in the run directory was written with another config",
             "use --force to start the run afresh",
         )
+    rows = ckpt.get("class_rows")  # set by facecl.train.last.load_last: the rows it holds
+    if rows is not None and state.shard is not None:
+        if list(rows) != [state.shard.lo, state.shard.hi]:
+            raise CheckpointError(f"checkpoint rows {rows} are not this rank's", "a bug")
+    elif state.shard is not None:  # this rank's rows of last.pt's full head, centers, momentum
+        from facecl.train.shard_classes import shard_checkpoint
+
+        ckpt = shard_checkpoint(ckpt, state.net.head, state.center, state.optimizer)
     state.net.backbone.load_state_dict(ckpt["model"])
     state.net.head.load_state_dict(ckpt["head_state"])
     state.center.load_state_dict(ckpt["loss_state"])

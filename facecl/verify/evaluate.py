@@ -722,8 +722,7 @@ def evaluate_identify(emb: Embeddings, gallery: str, probe: str, cfg: VerifyConf
     """Closed-set CMC on the probes whose identity is in the gallery; open-set DIR at FAR
     when there are probes of identities outside the gallery too."""
     g_rows, p_rows, g_missing, p_missing, skipped = _identify_sets(emb, gallery, probe)
-    ids = np.array(emb.identities)
-    gl, pl = ids[g_rows], ids[p_rows]
+    gl, pl = emb.identities.take(g_rows), emb.identities.take(p_rows)
     is_gen = np.isin(pl, gl)
     if not is_gen.any():
         raise InputError(

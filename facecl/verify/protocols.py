@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from facecl.errors import InputError
+from facecl.textcolumn import TextIndex
 from facecl.textio import read_text
 from facecl.verify.embeddings import Embeddings
 
@@ -218,6 +219,12 @@ class ResolvedPairs:
     missing_images: dict[str, str] = field(default_factory=dict)
 
 
+def _stem(key: str) -> str:
+    """A key without its ``~N`` suffix (two images of one name), else the key."""
+    stem, tilde, n = key.rpartition("~")
+    return stem if tilde and n.isdigit() else key
+
+
 class NameResolver:
     """Finds the embedding row of an image named in a protocol file.
 
@@ -231,24 +238,17 @@ class NameResolver:
     def __init__(self, emb: Embeddings, bases: list[Path]):
         self.emb = emb
         self.bases = list(dict.fromkeys(Path(b) for b in bases))
-        self.by_key = {k: i for i, k in enumerate(emb.keys)}
-        self.by_path: dict[str, int] = {}
-        for i, q in enumerate(emb.paths):
-            self.by_path.setdefault(os.path.normpath(q), i)
-        self.by_stem: dict[str, list[int]] = {}
-        for i, k in enumerate(emb.keys):
-            stem, tilde, n = k.rpartition("~")
-            self.by_stem.setdefault(stem if tilde and n.isdigit() else k, []).append(i)
+        self.by_stem = TextIndex(emb.keys, _stem)
 
     def __call__(self, name: str) -> int:
-        if name in self.by_key and len(self.by_stem.get(name, ())) <= 1:
-            return self.by_key[name]  # a key (one that two images share falls through)
+        if (row := self.emb.key_row(name)) >= 0 and len(self.by_stem.rows(name)) <= 1:
+            return row  # a key (one that two images share falls through)
         p = Path(name)
         places = [p] if p.is_absolute() else [p, *(b / p for b in self.bases)]
-        rows = {r for q in places if (r := self.by_path.get(os.path.normpath(q))) is not None}
+        rows = {r for q in places if (r := self.emb.path_row(os.path.normpath(q))) >= 0}
         if not rows:
             key = f"{p.parent.name}/{p.stem}" if p.parent.name else p.stem
-            rows = set(self.by_stem.get(key, []))
+            rows = set(self.by_stem.rows(key))
             if len(rows) > 1 and p.suffix:
                 same = {
                     r for r in rows if Path(self.emb.paths[r]).suffix.lower() == p.suffix.lower()

@@ -70,13 +70,21 @@ def _blocks(n: int, size: int) -> Iterator[slice]:
         yield slice(i, min(n, i + size))
 
 
-def _gallery_blocks(
-    vectors: np.ndarray, g_rows: np.ndarray, n_probes: int, metric: str
-) -> Iterator[tuple[slice, torch.Tensor]]:
-    """Prepared gallery rows, a block at a time (only one block is ever gathered)."""
-    size = max(1, BLOCK_SCORES // max(n_probes, 1))
-    for sl in _blocks(len(g_rows), size):
-        yield sl, prepare(vectors[g_rows[sl]], metric, owned=True)
+PROBE_BLOCK = 16384
+"""Probes scored at a time: a 10k-probe identify is one block; BLUFR's ~N probes are not
+copied whole (32 MiB of 512-d probes at a time)."""
+
+
+def _score_blocks(sets: GalleryProbes, metric: str) -> Iterator[tuple[slice, slice, torch.Tensor]]:
+    """(probe slice, gallery slice, scores (Pb, Gb)) over every probe block x gallery block;
+    only one block of each is ever gathered and prepared."""
+    vectors, g_rows, p_rows = sets.vectors, sets.g_rows, sets.p_rows
+    for ps in _blocks(len(p_rows), PROBE_BLOCK):
+        probes = prepare(vectors[p_rows[ps]], metric, owned=True)  # (Pb, D)
+        size = max(1, BLOCK_SCORES // len(probes))
+        for gs in _blocks(len(g_rows), size):
+            g = prepare(vectors[g_rows[gs]], metric, owned=True)
+            yield ps, gs, block_scores(probes, g, metric)
 
 
 # --------------------------------------------------------------------------- identify
@@ -119,34 +127,68 @@ def _codes(g_labels: np.ndarray, p_labels: np.ndarray) -> tuple[torch.Tensor, to
     return inv[: len(g_labels)], inv[len(g_labels) :]
 
 
+def _genuine_pairs(g_labels: np.ndarray, p_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every same-label (probe, gallery) pair as (probe index, gallery index) arrays, sorted by
+    gallery index: a block finds its few genuine pairs by slicing, without a (P, G) mask."""
+    gcode, pcode = (c.numpy() for c in _codes(g_labels, p_labels))
+    g_order = np.argsort(gcode, kind="stable")
+    first = np.searchsorted(gcode[g_order], pcode, side="left")
+    count = np.searchsorted(gcode[g_order], pcode, side="right") - first
+    p_idx = np.repeat(np.arange(len(pcode)), count)
+    within = np.arange(len(p_idx)) - np.repeat(np.cumsum(count) - count, count)
+    g_idx = g_order[np.repeat(first, count) + within]
+    by_g = np.argsort(g_idx, kind="stable")
+    return p_idx[by_g], g_idx[by_g]
+
+
+class _TopK:
+    """The running k best other-identity scores (P, k) of every probe, merged block by block;
+    rows whose block maximum does not beat their k-th best skip the ``topk``."""
+
+    def __init__(self, n_p: int, k: int) -> None:
+        self.k = k
+        self.top = _torch().full((n_p, k), -float("inf"))
+
+    def merge(self, ps: slice, imp: torch.Tensor, row_max: torch.Tensor) -> None:
+        torch = _torch()
+        need = torch.nonzero(row_max > self.top[ps, -1]).squeeze(1)  # ties change no value
+        if len(need) == 0:
+            return
+        rows = need + ps.start
+        sub = imp if len(need) == len(imp) else imp.index_select(0, need)
+        cand = torch.cat([self.top[rows], sub.topk(min(self.k, sub.shape[1]), dim=1).values], 1)
+        self.top[rows] = cand.topk(self.k, dim=1).values
+
+
 def probe_stats(sets: GalleryProbes, metric: str, max_rank: int = 20) -> ProbeStats:
     """Best genuine score, rank and best impostor score of the probes ``vectors[p_rows]``
     (labels (P,)) against the gallery ``vectors[g_rows]`` (labels (G,)), in gallery blocks."""
     torch = _torch()
-    vectors, g_rows, p_rows = sets.vectors, sets.g_rows, sets.p_rows
-    probes = prepare(vectors[p_rows], metric, owned=True)  # (P, D)
-    gcode, pcode = _codes(sets.g_labels, sets.p_labels)
-    n_p, k = len(p_rows), max(1, min(max_rank, len(g_rows)))
-    inf = float("inf")
-    best_gen = torch.full((n_p,), -inf)
-    top = torch.full((n_p, k), -inf)  # the k best other-identity scores of each probe
-    lo, hi = inf, -inf
-    for sl, g in _gallery_blocks(vectors, g_rows, n_p, metric):
-        s = block_scores(probes, g, metric)  # (P, Gb)
-        lo, hi = min(lo, float(s.min())), max(hi, float(s.max()))
-        match = pcode[:, None] == gcode[None, sl]  # (P, Gb)
-        best_gen = torch.maximum(best_gen, s.masked_fill(~match, -inf).amax(1))
-        imp = s.masked_fill_(match, -inf)
-        cand = torch.cat([top, imp.topk(min(k, imp.shape[1]), dim=1).values], dim=1)
-        top = cand.topk(k, dim=1).values
-    rank = (top > best_gen[:, None]).sum(1) + 1  # capped at k + 1
+    gen_p, gen_g = _genuine_pairs(sets.g_labels, sets.p_labels)
+    n_p, k = len(sets.p_rows), max(1, min(max_rank, len(sets.g_rows)))
+    best_gen = torch.full((n_p,), -float("inf"))
+    top = _TopK(n_p, k)
+    lo = float("inf")
+    for ps, gs, s in _score_blocks(sets, metric):  # s: (Pb, Gb)
+        row_min, row_max = torch.aminmax(s, dim=1)
+        lo = min(lo, float(row_min.min()))
+        a, b = np.searchsorted(gen_g, [gs.start, gs.stop])
+        inside = (gen_p[a:b] >= ps.start) & (gen_p[a:b] < ps.stop)
+        pi = torch.from_numpy(gen_p[a:b][inside])
+        gi = torch.from_numpy(gen_g[a:b][inside] - gs.start)
+        if len(pi):  # the block's genuine pairs: their best, then out of the impostors
+            best_gen.scatter_reduce_(0, pi, s[pi - ps.start, gi], "amax")
+            s[pi - ps.start, gi] = -float("inf")
+        top.merge(ps, s, row_max)
+    rank = (top.top > best_gen[:, None]).sum(1) + 1  # capped at k + 1
+    impostor = top.top[:, 0]
     return ProbeStats(
         genuine=best_gen.numpy(),
         rank=rank.numpy().astype(np.int64),
-        impostor=top[:, 0].numpy(),
+        impostor=impostor.numpy(),
         max_rank=k,
         lo=lo,
-        hi=hi,
+        hi=float(torch.maximum(best_gen.max(), impostor.max())) if n_p else -float("inf"),
     )
 
 
@@ -171,15 +213,13 @@ def probe_histogram(
     """Counts (B,) of the genuine and of the impostor gallery x probe scores on ``edges``
     (B + 1,) spanning every score (np.histogram's bins), a second pass over the blocks."""
     torch = _torch()
-    vectors, g_rows, p_rows = sets.vectors, sets.g_rows, sets.p_rows
-    probes = prepare(vectors[p_rows], metric, owned=True)
     gcode, pcode = _codes(sets.g_labels, sets.p_labels)
     bounds = _edge_boundaries(edges)
     n_bins = len(edges) - 1
     counts = torch.zeros(2 * n_bins, dtype=torch.int64)
-    for sl, g in _gallery_blocks(vectors, g_rows, len(p_rows), metric):
-        idx = _bin(block_scores(probes, g, metric), bounds)
-        idx += n_bins * (pcode[:, None] == gcode[None, sl])  # genuine bins after impostor
+    for ps, gs, s in _score_blocks(sets, metric):
+        idx = _bin(s, bounds)
+        idx += n_bins * (pcode[ps, None] == gcode[None, gs])  # genuine bins after impostor
         counts += torch.bincount(idx.flatten(), minlength=2 * n_bins)
     c = counts.numpy()
     return c[n_bins:], c[:n_bins]
@@ -195,16 +235,22 @@ def _order_keys(s: torch.Tensor) -> torch.Tensor:
 
 
 _HALF = _BUCKETS // 2
+_FLUSH = 1 << 22
+"""Pass-2 indices held before they are counted (16 MiB of int32)."""
 _PERM = np.r_[np.arange(_HALF - 1, -1, -1), np.arange(_HALF, _BUCKETS)]
 """Ordered bucket b <-> raw top-16-bit index ``_PERM[b]`` (its own inverse): negative floats'
 bit patterns run backwards. The hot loops count raw bits (3 tensor ops a score) and the
 tables are reordered once."""
 
 
-def _raw_bits(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(int32 bits, raw top-16-bit index 0..65535) of float32 scores, -0.0 as +0.0."""
-    bits = (s + 0.0).view(_torch().int32)
-    return bits, (bits >> 16) + _HALF
+def _raw_bits(s: torch.Tensor, owned: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(int32 bits, raw top-16-bit index 0..65535) of float32 scores, -0.0 as +0.0.
+    ``owned``: s may be changed in place (its -0.0 become +0.0; no copy of the block)."""
+    s = s.add_(0.0) if owned else s + 0.0  # -0.0 + 0.0 is +0.0
+    bits = s.view(_torch().int32)
+    hi = bits >> 16
+    hi += _HALF
+    return bits, hi
 
 
 def _key_to_float(key: int) -> float:
@@ -229,17 +275,19 @@ class ImpostorRanks:
         self.n = 0
         self._slots = np.full(_BUCKETS, -1, dtype=np.int64)
         self._ks = np.zeros(0, dtype=np.int64)
-        self._fine: torch.Tensor | None = None
+        self._fine: np.ndarray | None = None
+        self._pending: dict[int, list[torch.Tensor]] = {1: [], -1: []}
+        self._n_pending = 0
         self._value: dict[int, float] = {}
         self._above = np.zeros(_BUCKETS, dtype=np.int64)
         self._fine_from_top = np.zeros((0, _BUCKETS), dtype=np.int64)
 
-    def count(self, s: torch.Tensor, sign: int = 1) -> None:
-        """Pass 1: a block of scores (any shape)."""
+    def count(self, s: torch.Tensor, sign: int = 1, owned: bool = False) -> None:
+        """Pass 1: a block of scores (any shape; ``owned``: it may be changed in place)."""
         if s.numel() == 0:
             return
-        raw = _torch().bincount(_raw_bits(s)[1].flatten(), minlength=_BUCKETS).numpy()
-        self.coarse += sign * raw[_PERM]
+        hi = _raw_bits(s, owned)[1].flatten().numpy()
+        self.coarse += sign * np.bincount(hi, minlength=_BUCKETS)[_PERM]
         self.n += sign * s.numel()
 
     def _bucket_of(self, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -262,27 +310,46 @@ class ImpostorRanks:
         buckets = np.unique(np.r_[self._bucket_of(self._ks)[0], extra])
         self._slots[:] = -1
         self._slots[buckets] = np.arange(len(buckets))
-        lut = np.full(_BUCKETS, len(buckets), dtype=np.int32)  # unplanned: one spare row
+        lut = np.full(_BUCKETS, len(buckets), dtype=np.int32)  # unplanned: past the table
         lut[_PERM[buckets]] = np.arange(len(buckets))
         self._lut = _torch().from_numpy(lut)
-        self._fine = _torch().zeros((len(buckets) + 1) * _BUCKETS, dtype=_torch().int64)
+        self._fine = np.zeros(len(buckets) * _BUCKETS, dtype=np.int64)
 
-    def refine(self, s: torch.Tensor, sign: int = 1) -> None:
-        """Pass 2: the same blocks as pass 1 (any order)."""
+    def refine(self, s: torch.Tensor, sign: int = 1, owned: bool = False) -> None:
+        """Pass 2: the same blocks as pass 1 (any order). Only the scores in planned buckets
+        (a few percent) are kept, as (slot, low 16 bits) indices, and counted a few million
+        at a time (one pass over the count table per flush, not per block)."""
         if s.numel() == 0 or self._fine is None:
             return
         torch = _torch()
-        bits, hi = _raw_bits(s.flatten())
+        bits, hi = _raw_bits(s.flatten(), owned)
         slot = torch.index_select(self._lut, 0, hi)  # int32 index_select: 3x a plain index
-        idx = slot * _BUCKETS + (bits & 0xFFFF)  # raw low bits; no masked copy
-        self._fine += sign * torch.bincount(idx, minlength=len(self._fine))
+        keep = torch.nonzero(slot < len(self._fine) // _BUCKETS).squeeze(1)
+        if len(keep) == 0:
+            return
+        idx = torch.index_select(slot, 0, keep) * _BUCKETS
+        idx += torch.index_select(bits, 0, keep) & 0xFFFF  # raw low bits
+        self._pending[sign].append(idx)
+        self._n_pending += len(idx)
+        if self._n_pending >= _FLUSH:
+            self._flush()
+
+    def _flush(self) -> None:
+        assert self._fine is not None
+        for sign, parts in self._pending.items():
+            if parts:
+                idx = _torch().cat(parts).numpy()
+                self._fine += sign * np.bincount(idx, minlength=len(self._fine))
+            parts.clear()
+        self._n_pending = 0
 
     def resolve(self) -> None:
         """After pass 2: the value of each planned rank and how many scores are >= it."""
         if self._fine is None:
             return
+        self._flush()
         # per planned bucket: how many of its scores have a low half >= each value (B, 65536)
-        fine = self._fine.numpy().reshape(-1, _BUCKETS)[:-1]  # the spare row: unplanned
+        fine = self._fine.reshape(-1, _BUCKETS)
         negative = np.flatnonzero(self._slots[:_HALF] >= 0)  # raw low bits run backwards
         fine[self._slots[negative]] = fine[self._slots[negative], ::-1]
         self._fine_from_top = np.cumsum(fine[:, ::-1], axis=1)[:, ::-1]
@@ -341,21 +408,24 @@ class ImpostorRanks:
 
 
 def _lower_tiles(
-    x: torch.Tensor, codes: torch.Tensor, metric: str
+    x: np.ndarray, pick: np.ndarray, codes: torch.Tensor, metric: str
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
-    """The scores of every unordered pair {i, j}, i != j, one square tile of the lower
-    triangle at a time (flat), with the tile's same-label mask (None: no same-label pair).
+    """The scores of every unordered pair {i, j}, i != j, of the rows ``x[pick]``, one square
+    tile of the lower triangle at a time (flat), with the tile's same-label mask (None: no
+    same-label pair). Only a tile's two row blocks are ever gathered and prepared.
 
-    ``codes`` must be sorted: same-label pairs then sit in the tiles whose row and column
-    label ranges overlap, and every other tile is counted without a mask.
+    ``codes`` (the labels of ``pick``) must be sorted: same-label pairs then sit in the tiles
+    whose row and column label ranges overlap, and every other tile is counted without a mask.
     """
     torch = _torch()
     side = int(BLOCK_SCORES**0.5)
-    n = len(x)
+    n = len(pick)
     lower = torch.ones(min(side, n), min(side, n), dtype=torch.bool).tril(-1)
     for r in _blocks(n, side):
+        xr = prepare(x[pick[r]], metric, owned=True)
         for c in _blocks(r.stop, side):
-            s = block_scores(x[r], x[c], metric)
+            xc = xr if c.start == r.start else prepare(x[pick[c]], metric, owned=True)
+            s = block_scores(xr, xc, metric)
             overlap = codes[r.start] <= codes[c.stop - 1] and codes[c.start] <= codes[r.stop - 1]
             same = (codes[r, None] == codes[None, c]) if overlap else None
             if c.start == r.start:  # the diagonal tile: j < i only
@@ -387,35 +457,36 @@ def all_pairs_stats(
 
     ``ranks_of(n_impostor) -> ks``: the impostor ranks to resolve (e.g. FAR targets x n).
     ``bins`` > 0 also counts a histogram of both kinds on edges spanning every score.
-    ``rows``: score ``x[rows]`` (labels (len(rows),)), gathered once, straight in label order.
+    ``rows``: score ``x[rows]`` (labels (len(rows),)), taken in label order.
     Two passes over the tiles; each tile's scores are counted whole and its few genuine
-    ones taken out again, so an impostor score is never copied.
+    ones taken out again, so an impostor score is never copied. The vectors are not copied
+    either: each tile's row blocks are gathered and prepared as it is scored.
     """
     torch = _torch()
     _, inv = np.unique(np.asarray(labels), return_inverse=True)
     order = np.argsort(inv, kind="stable")
     pick = order if rows is None else np.asarray(rows)[order]
-    xt = prepare(np.asarray(x)[pick], metric, owned=True)  # the one (N, D) copy
+    x = np.asarray(x)
     codes = torch.from_numpy(inv[order].astype(np.int64))
     imp = ImpostorRanks()
     gen: list[np.ndarray] = []
     lo, hi = np.inf, -np.inf
-    for s, same in _lower_tiles(xt, codes, metric):
-        imp.count(s)
+    for s, same in _lower_tiles(x, pick, codes, metric):
         if bins and s.numel():
             lo, hi = min(lo, float(s.min())), max(hi, float(s.max()))
         if same is not None:
             g = s[same]
-            imp.count(g, sign=-1)
+            imp.count(g, sign=-1, owned=True)
             gen.append(g.numpy())
+        imp.count(s, owned=True)  # the tile is ours: -0.0 -> +0.0 in place
     genuine = np.concatenate(gen) if gen else np.zeros(0, np.float32)
     want_hist = bool(bins and len(genuine) and imp.n)
     edges = np.linspace(lo, hi if hi > lo else lo + 1e-6, bins + 1) if want_hist else None
     imp.plan(ranks_of(imp.n), _edge_boundaries(edges).numpy() if edges is not None else None)
-    for s, same in _lower_tiles(xt, codes, metric):
-        imp.refine(s)
+    for s, same in _lower_tiles(x, pick, codes, metric):
         if same is not None:
-            imp.refine(s[same], sign=-1)
+            imp.refine(s[same], sign=-1, owned=True)
+        imp.refine(s, owned=True)
     imp.resolve()
     hist = None
     if edges is not None:  # the edges' counts are exact: their buckets were refined too

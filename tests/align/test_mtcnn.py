@@ -167,16 +167,14 @@ def test_cuda_matches_cpu(detector, mini_images):
 
 
 def test_onnxruntime_nets_give_the_same_detections_as_torch(detector, mini_images, mini_detections):
-    """The default CPU backend (onnxruntime) against the torch nets on every lfw_mini image:
-    the same faces, boxes and landmarks to float32 rounding (issue 16)."""
-    from facecl.align.mtcnn import MTCNN
-
-    assert detector.backend == "onnxruntime"  # auto on CPU
-    torch_det = MTCNN(backend="torch")
-    assert torch_det.backend == "torch"
+    """The torch nets (the default, in cache-sized pieces on the CPU) against the onnxruntime
+    nets on every lfw_mini image: the same faces, boxes and landmarks to float32 rounding."""
+    assert detector.backend == "torch"  # auto
+    ort_det = MTCNN(backend="onnxruntime")
+    assert ort_det.backend == "onnxruntime"
     ref = []
     for s in range(0, len(mini_images), 64):
-        ref += torch_det.detect(mini_images[s : s + 64])
+        ref += ort_det.detect(mini_images[s : s + 64])
     for a, b in zip(mini_detections, ref, strict=True):
         assert len(a) == len(b)
         np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-3)
@@ -184,3 +182,65 @@ def test_onnxruntime_nets_give_the_same_detections_as_torch(detector, mini_image
         np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
     with pytest.raises(ValueError, match="unknown MTCNN backend"):
         MTCNN(backend="tensorrt")
+
+
+def test_net_pieces_do_not_change_detections(detector, mini_images, mini_detections):
+    """R-/O-Net on 64 crops and P-Net on ~160k pixels per call (the CPU default) give what
+    whole-batch calls give."""
+    whole = MTCNN(net_batch=1 << 20, pnet_pixels=1 << 30)
+    assert (detector.net_batch, detector.pnet_pixels) == (64, 160_000)
+    tiny = MTCNN(net_batch=3, pnet_pixels=5000)  # many pieces, ragged last ones
+    for other in (whole, tiny):
+        for a, b in zip(mini_detections[:64], other.detect(mini_images[:64]), strict=True):
+            assert len(a) == len(b)
+            np.testing.assert_allclose(a.landmarks, b.landmarks, atol=1e-3)
+            np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
+
+
+def test_min_face_fraction_skips_only_the_leading_scales():
+    full = pyramid_scales(150, 200, min_face=20, factor=0.709)
+    cut = pyramid_scales(150, 200, min_face=20, factor=0.709, fraction=0.2)
+    # faces of 20 and 28.2 px are below 0.2 x 150 = 30 px; the rest of the pyramid is kept
+    assert cut == full[2:]
+    assert 12 / cut[0] >= 30 > 12 / full[1]
+    assert pyramid_scales(150, 200, 20, 0.709, fraction=0.0) == full
+    # a huge fraction leaves at most the last scale(s) near the image size
+    assert pyramid_scales(150, 200, 20, 0.709, fraction=0.99) == []
+
+
+def test_min_face_fraction_default_finds_the_same_faces(mini_images, mini_detections):
+    """On lfw_mini the default 0.2 finds the central face of every image, with the landmarks
+    of the full pyramid (0) in nearly every image; 0 may add small background faces."""
+    full = MTCNN(min_face_fraction=0.0)
+    ref = []
+    for s in range(0, len(mini_images), 64):
+        ref += full.detect(mini_images[s : s + 64])
+    far = []
+    for im, a, b in zip(mini_images, mini_detections, ref, strict=True):
+        assert len(a) >= 1 and len(b) >= len(a)
+        i = int(rank_faces(a.boxes, *im.shape[:2])[0])
+        j = int(rank_faces(b.boxes, *im.shape[:2])[0])
+        d = np.linalg.norm(a.landmarks[i] - b.landmarks[j], axis=1).mean()
+        far.append(d)
+    far_a = np.array(far)
+    # the same landmarks (float32 rounding) in nearly all images, a small shift in the rest
+    assert (far_a < 1e-2).mean() > 0.9 and far_a.mean() < 0.1 and far_a.max() < 2.5
+
+
+def test_crops_split_over_threads_equal_one_call(detector):
+    """The CPU's serial roi_align kernel runs on torch's threads, in pieces: the same crops."""
+    from torchvision.ops import roi_align
+
+    g = torch.Generator().manual_seed(0)
+    t = torch.rand(3, 3, 60, 80, generator=g) * 255
+    xy = torch.rand(301, 2, generator=g) * 50 - 5  # some boxes past the edges
+    rois = torch.cat([torch.randint(0, 3, (301, 1), generator=g).float(), xy, xy + 24], 1)
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        got = detector._roi_align(t, rois, 24, 0.5)
+        assert detector._pool_size == 2  # really split
+    finally:
+        torch.set_num_threads(old)
+    want = roi_align(t, rois, (24, 24), spatial_scale=0.5, sampling_ratio=2, aligned=True)
+    assert torch.equal(got, want)

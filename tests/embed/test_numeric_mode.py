@@ -81,13 +81,59 @@ def test_resume_refuses_to_mix_numeric_modes(tmp_path, tiny_ckpt, crops, monkeyp
     assert sha256_file(other / EMBEDDINGS) == sha256_file(ref / EMBEDDINGS)
 
 
-def test_auto_is_float32_on_cpu_and_unknown_precision_is_refused(tiny_ckpt):
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_is_bfloat16_on_a_cpu_with_native_bf16_else_float32(tiny_ckpt, monkeypatch, native):
+    """auto on the CPU follows the hardware check (issue 16); the choice and what it went by
+    are in the backend's manifest fields; --no-fp16 and --precision float32 stay float32."""
+    import facecl.device
     from facecl.embed.backends import load_backend, resolve_model
 
-    backend = load_backend(resolve_model(tiny_ckpt), "concat", False, "cpu", True, "auto")
-    assert backend.numeric == "cpu:float32"
+    monkeypatch.setattr(facecl.device, "cpu_native_bf16", lambda: native)
+    model = resolve_model(tiny_ckpt)
+    auto = load_backend(model, "concat", False, "cpu", True, "auto")
+    assert auto.numeric == ("cpu:bfloat16+autocast" if native else "cpu:float32")
+    assert auto.describe()["cpu_native_bf16"] is native
+    assert auto.describe()["precision_asked"] == "auto"
+    for fp16, precision in ((False, "auto"), (True, "float32")):
+        assert load_backend(model, "concat", False, "cpu", fp16, precision).numeric == "cpu:float32"
     with pytest.raises(ConfigError, match="unknown precision 'fp8'"):
         EmbedConfig(precision="fp8")
+
+
+def test_cpu_bf16_check_reads_torchs_cpu_capabilities(monkeypatch):
+    from facecl.device import CPU_BF16_ENV, cpu_native_bf16
+
+    want = torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
+    try:
+        for env, expect in (("", bool(want)), ("1", True), ("0", False)):
+            monkeypatch.setenv(CPU_BF16_ENV, env)
+            cpu_native_bf16.cache_clear()
+            assert cpu_native_bf16() is expect
+    finally:
+        cpu_native_bf16.cache_clear()
+
+
+def test_float32_is_exact(tiny_ckpt, crops, tmp_path):
+    """--precision float32 gives the vectors of the float32 net itself, bit for bit."""
+    from facecl.embed.features import flip_features, preprocess
+    from facecl.train.checkpoint import build_backbone, checkpoint_input_spec, load_checkpoint
+
+    _embed(tiny_ckpt, crops, tmp_path / "e", "float32")
+    got = read_h5(tmp_path / "e")
+    ckpt = load_checkpoint(tiny_ckpt)
+    net, spec = build_backbone(ckpt).eval(), checkpoint_input_spec(ckpt)
+    net = net.to(memory_format=torch.channels_last)
+    from PIL import Image
+
+    paths = [p.decode() if isinstance(p, bytes) else str(p) for p in got["paths"]]
+    imgs = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in paths])
+    want = []
+    for s in range(0, len(imgs), 2):  # the stage's batch size: the same float32 sums
+        x = torch.from_numpy(preprocess(imgs[s : s + 2], spec))
+        with torch.inference_mode():
+            x = x.contiguous(memory_format=torch.channels_last)
+            want.append(flip_features(net, x, "concat").float().numpy())
+    np.testing.assert_array_equal(got["embeddings"], np.concatenate(want))
 
 
 @pytest.mark.gpu

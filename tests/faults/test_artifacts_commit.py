@@ -122,19 +122,20 @@ def test_a_stricter_umask_is_honoured_too(pipeline, tmp_path):
 
 
 def test_runtime_fields_are_out_of_the_fingerprint_but_on_the_cli(tmp_path):
-    """A51: train workers/threads/device change neither the fingerprint nor the resume
-    check, lr does; the options are still generated."""
+    """A51: train workers/threads/device (and --shard-classes: the same math on any world
+    size) change neither the fingerprint nor the resume check, lr does; the options are
+    still generated."""
     from facecl.cliconfig import leaves
 
-    assert runtime_fields(TrainConfig) == {"workers", "threads", "device"}
+    assert runtime_fields(TrainConfig) == {"workers", "threads", "device", "shard_classes"}
     flags = {lf.flag for lf in leaves(TrainConfig)}
-    assert {"--workers", "--threads", "--device"} <= flags
+    assert {"--workers", "--threads", "--device", "--shard-classes"} <= flags
 
     def fp(**kw):
         so = StageOutput(tmp_path / "o", "train", TrainConfig(**kw), [])
         return so.fingerprint
 
-    assert fp() == fp(workers=7, threads=3, device="cpu")
+    assert fp() == fp(workers=7, threads=3, device="cpu", shard_classes=True)
     assert fp() != fp(lr=0.05)
     manifest_cfg = StageOutput(tmp_path / "o", "train", TrainConfig(workers=7), []).config
     assert manifest_cfg["workers"] == 7  # still recorded

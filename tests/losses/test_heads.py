@@ -149,3 +149,22 @@ def test_margin_heads_compute_in_float32_under_autocast():
         assert got.dtype == torch.float32
         torch.testing.assert_close(got, head(x.bfloat16(), y))
         assert (got - want).abs().max() < 0.1 * want.abs().max()
+
+
+def test_cosine_logits_gradient_is_the_normalised_matmuls():
+    """The written-out backward of ``cosine_logits`` (no normalised weight copy) against
+    autograd through ``F.normalize``, and torch's numerical gradcheck, in float64."""
+    from facecl.losses.heads import cosine_logits
+
+    g = torch.Generator().manual_seed(1)
+    xn = F.normalize(torch.randn(5, 4, generator=g, dtype=torch.float64), dim=1)
+    w = torch.randn(7, 4, generator=g, dtype=torch.float64) * 3
+    assert torch.autograd.gradcheck(cosine_logits, (xn.requires_grad_(), w.requires_grad_()))
+    w = w.detach().clone()
+    w[2] = 0.0  # a dead row: F.normalize's eps clamp, no gradient through the norm
+    w.requires_grad_()
+    up = torch.randn(5, 7, generator=g, dtype=torch.float64)
+    ours = torch.autograd.grad((cosine_logits(xn, w) * up).sum(), (xn, w))
+    ref = torch.autograd.grad((xn @ F.normalize(w, dim=1).t() * up).sum(), (xn, w))
+    for a, b in zip(ours, ref, strict=True):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)

@@ -82,7 +82,8 @@ def test_every_train_config_field_is_a_generated_option():
     from facecl.cliconfig import field_docs, leaves
     from facecl.train.config import TrainConfig
 
-    r = runner.invoke(app, ["train", "--help"])
+    # wide enough that rich does not cut the long flag names (the 80-column default does)
+    r = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "140"})
     assert r.exit_code == 0
     flags = {lf.flag for lf in leaves(TrainConfig)}
     assert {"--lambda", "--alpha", "--rho", "--gamma", "--head-s", "--head-m2"} <= flags

@@ -298,20 +298,28 @@ def test_all_pairs_stats_matches_brute_force(metric, monkeypatch):
     assert res.hist[2].sum() == len(ref_i)
 
 
-def test_impostor_ranks_are_exact_with_ties_and_signed_zeros():
-    """k-th largest and the count >= it, against a sorted array: ties, -0.0, negatives."""
+@pytest.mark.parametrize("flush", [1, 97, 1 << 22])
+def test_impostor_ranks_are_exact_with_ties_and_signed_zeros(flush, monkeypatch):
+    """k-th largest and the count >= it, against a sorted array: ties, -0.0, negatives; the
+    pass-2 indices counted after every block, every few blocks, or once at the end."""
     import torch
 
+    monkeypatch.setattr(S, "_FLUSH", flush)
     rng = np.random.default_rng(4)
     vals = np.r_[rng.normal(size=500), np.full(40, 0.25), [0.0, -0.0] * 10, [-3.5] * 7]
     vals = rng.permutation(vals).astype(np.float32)
     ranks = S.ImpostorRanks()
     for chunk in np.array_split(vals, 7):
         ranks.count(torch.from_numpy(chunk))
+    extra = torch.from_numpy(vals[:50].copy())  # counted in and taken out again, both passes
+    ranks.count(extra.clone(), owned=True)
+    ranks.count(extra.clone(), sign=-1, owned=True)
     ks = np.arange(1, len(vals) + 1)
     ranks.plan(ks)
     for chunk in np.array_split(vals, 3):  # pass 2 need not see the same blocks
         ranks.refine(torch.from_numpy(chunk))
+    ranks.refine(extra.clone(), owned=True)
+    ranks.refine(extra.clone(), sign=-1, owned=True)
     dense = M.SortedScores(vals, np.dtype(np.float32))
     np.testing.assert_array_equal(ranks.kth_largest(ks), dense.kth_largest(ks))
     thr = dense.kth_largest(ks)

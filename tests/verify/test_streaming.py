@@ -26,6 +26,8 @@ from .helpers import identity_vectors, pair_keys
 @pytest.fixture(autouse=True)
 def small_blocks(monkeypatch):
     monkeypatch.setattr(S, "BLOCK_SCORES", 1024)  # identify: 1024 // P gallery rows; 32 x 32 tiles
+    monkeypatch.setattr(S, "PROBE_BLOCK", 13)  # probes in blocks of 13
+    monkeypatch.setattr(S, "_FLUSH", 50)  # pass-2 indices counted many times
     monkeypatch.setattr(M, "PAIR_BLOCK", 7)
 
 
