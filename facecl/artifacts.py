@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from facecl import __version__
-from facecl.errors import ArtifactError, SchemaVersionError
+from facecl.errors import ArtifactError, IntegrityError, SchemaVersionError
 
 PARTIAL_SUFFIX = ".partial"
 
@@ -57,7 +57,7 @@ PARTIAL_STATE = "_facecl_partial.json"
 # The newest manifest schema version of each stage this code writes and reads.
 # Version history lives in docs/architecture.md; bump here and there together.
 SCHEMA_VERSIONS: dict[str, int] = {
-    "align": 1,
+    "align": 2,
     "pack": 1,
     "train": 1,
     "embed": 1,
@@ -73,6 +73,19 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def verify_file(path: Path, expected: str, listed_in: str = "manifest") -> None:
+    """Raise ``IntegrityError`` unless ``path`` exists and hashes to ``expected`` (its entry
+    in ``listed_in``)."""
+    if not path.is_file():
+        raise IntegrityError(f"{path} is missing", "rebuild the artifact with --force")
+    actual = sha256_file(path)
+    if actual != expected:
+        raise IntegrityError(
+            f"{path} is altered or truncated (sha256 {actual[:12]} != {listed_in} {expected[:12]})",
+            "rebuild the artifact with --force",
+        )
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -215,6 +228,37 @@ def tree_listing_sha256(root: Path, files: Iterable[Path] | None = None) -> str:
     return _tree_hash(Path(root), _size_mtime, files)
 
 
+class ListingHash:
+    """:func:`tree_listing_sha256` fed one line at a time by a walk that meets the files in
+    sorted order (``facecl.align.walk``), so nothing is held; ``ordered`` turns False when a
+    line comes out of bytes order (then the hash is not the listing's: recompute it)."""
+
+    def __init__(self) -> None:
+        self._h = hashlib.sha256()
+        self._last: bytes | None = None
+        self.ordered = True
+
+    def add(self, rel: str, size: int | None = None, mtime_ns: int | None = None) -> None:
+        """A file ``rel`` (posix, below the root) of this size and mtime (None: unreadable)."""
+        desc = b"unreadable" if size is None else b"%d\t%d" % (size, mtime_ns or 0)
+        self._line(os.fsencode(rel) + b"\t" + desc)
+
+    def add_unlistable(self, rel: str) -> None:
+        """A folder ``rel`` that could not be listed."""
+        self._line(os.fsencode(rel) + b"\t!unlistable")
+
+    def _line(self, line: bytes) -> None:
+        if self._last is not None:
+            if line <= self._last:
+                self.ordered = False
+            self._h.update(b"\n")
+        self._h.update(line)
+        self._last = line
+
+    def hexdigest(self) -> str:
+        return self._h.hexdigest()
+
+
 def tree_content_sha256(root: Path) -> str:
     """Hash of a tree's content: like :func:`tree_listing_sha256` with each file's sha256
     (its bytes, streamed) in place of its size and mtime, so an edit that keeps both is seen
@@ -279,15 +323,16 @@ def input_contents(inputs: Iterable[Mapping[str, str]]) -> dict[str, str]:
     }
 
 
-def input_ref(path: str | os.PathLike) -> dict[str, str]:
-    """Describe one input for the manifest: an artifact (its manifest hash), a file, or a tree."""
+def input_ref(path: str | os.PathLike, tree_sha256: str = "") -> dict[str, str]:
+    """Describe one input for the manifest: an artifact (its manifest hash), a file, or a tree
+    (``tree_sha256``: its listing hash, when the caller's own walk already computed it)."""
     p = Path(path).resolve()
     if is_artifact(p):
         return {"path": str(p), "sha256": sha256_file(p / MANIFEST), "kind": "artifact"}
     if p.is_file():
         return {"path": str(p), "sha256": sha256_file(p), "kind": "file"}
     if p.is_dir():
-        return {"path": str(p), "sha256": tree_listing_sha256(p), "kind": "tree"}
+        return {"path": str(p), "sha256": tree_sha256 or tree_listing_sha256(p), "kind": "tree"}
     raise ArtifactError(f"input not found: {p}", "check the path")
 
 

@@ -69,7 +69,7 @@ def test_inspect_json_and_tree(tmp_path):
     assert doc["manifest"]["config"] == {"size": "112x96"}
     assert doc["lineage"]["counts"]["skipped"] == {"no_face": 1}
     r = runner.invoke(app, ["inspect", str(tmp_path / "a")])
-    assert r.exit_code == 0 and "facecl.align/1" in r.output
+    assert r.exit_code == 0 and "facecl.align/2" in r.output
 
 
 def test_inspect_missing_artifact_is_one_line_error(tmp_path):

@@ -1,11 +1,17 @@
 """The align artifact's layout: the one home of its file names, ``faces.csv`` columns, row
 type, writer and reader. Consumers (pack, embed, test fixtures) import these.
 
-Layout (``facecl.align/1``)::
+Layout (``facecl.align/2``)::
 
     OUT/manifest.json
     OUT/faces.csv                      one row per face (or per image without a crop)
+    OUT/crops.sha256                   one line ``<sha256>  <output>`` per crop
     OUT/aligned/<identity>/<stem>.png  RGB crops, lossless
+
+The manifest's ``extra.files`` holds the sha256 of ``faces.csv`` and of ``crops.sha256``;
+each crop's hash is a line of ``crops.sha256``, in ``faces.csv`` order (``sha256sum -c
+crops.sha256`` checks them from the artifact root). Schema 1 (still read) listed every
+crop's hash in ``extra.files``, which made the manifest grow ~100 B a crop.
 
 ``faces.csv`` columns, in this order (new columns are only ever added at the end):
 ``source, identity, output, status, reason, face_index, x1, y1, x2, y2, score,
@@ -20,9 +26,10 @@ from __future__ import annotations
 import csv
 import io
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
@@ -34,6 +41,9 @@ FACES_CSV = "faces.csv"
 
 ALIGNED = "aligned"
 """Folder of the crops: ``aligned/<identity>/<stem>.png``."""
+
+CROPS_SHA256 = "crops.sha256"
+"""The crops' hashes: ``<sha256>  <output>`` lines, in ``faces.csv`` order (schema 2)."""
 
 STATUSES = ("ok", "landmarks", "center", "skipped")
 """``ok``: detected face; ``landmarks``/``center``: a fallback crop; ``skipped``: no crop."""
@@ -127,18 +137,65 @@ class FaceRow:
 def faces_text(rows: Iterable[FaceRow]) -> str:
     """The ``faces.csv`` text of ``rows`` (header included)."""
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow(r.record())
+    _write_rows(buf, rows)
     return buf.getvalue()
 
 
-def write_faces(path: str | os.PathLike, rows: Iterable[FaceRow]) -> None:
-    """Write ``rows`` as a ``faces.csv``-format file at ``path`` (atomically)."""
-    from facecl.artifacts import atomic_write_text
+def _write_rows(f: IO[str], rows: Iterable[FaceRow]) -> None:
+    w = csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow(r.record())
 
-    atomic_write_text(path, faces_text(rows))
+
+def write_faces(path: str | os.PathLike, rows: Iterable[FaceRow]) -> None:
+    """Write ``rows`` as a ``faces.csv``-format file at ``path`` (atomically, streamed: the
+    rows may be a generator)."""
+    from facecl.artifacts import atomic_open
+
+    with atomic_open(path, "w") as f:
+        _write_rows(f, rows)
+
+
+def concat_faces(path: str | os.PathLike, parts: Iterable[str | os.PathLike]) -> None:
+    """Write the ``faces.csv``-format files ``parts`` as one file at ``path`` (atomically):
+    the same bytes as ``write_faces`` of all their rows, without parsing or holding them."""
+    from facecl.artifacts import atomic_open
+
+    header = faces_text([])
+    with atomic_open(path, "w") as out:
+        out.write(header)
+        for part in parts:
+            with open(part, encoding="utf-8", newline="") as f:
+                if f.readline() != header:
+                    raise InputError(f"{part} has not the faces.csv header", "re-run align")
+                while block := f.read(1 << 20):
+                    out.write(block)
+
+
+def _checked_faces(artifact: str | os.PathLike) -> Path:
+    """``faces.csv`` of a complete align artifact, checked against its manifest hash."""
+    from facecl.artifacts import read_manifest
+
+    path = Path(artifact) / FACES_CSV
+    _check_listed(read_manifest(artifact, stage="align").extra, Path(artifact), FACES_CSV)
+    return path
+
+
+def _check_listed(extra: object, root: Path, name: str) -> None:
+    """Raise ``IntegrityError`` when ``root/name`` does not hash to the manifest's entry
+    (nothing to check when the manifest records none, or the file is missing: its reader
+    says so)."""
+    from facecl.artifacts import sha256_file
+
+    files = extra.get("files", {}) if isinstance(extra, dict) else {}
+    expected = files.get(name) if isinstance(files, dict) else None
+    path = root / name
+    if expected and path.is_file() and sha256_file(path) != expected:
+        raise IntegrityError(
+            f"{path} was changed after align wrote it (its sha256 is not the manifest's)",
+            "restore it or re-run 'facecl align' with --force",
+        )
 
 
 def read_faces(artifact: str | os.PathLike) -> list[FaceRow]:
@@ -147,26 +204,125 @@ def read_faces(artifact: str | os.PathLike) -> list[FaceRow]:
     Raises ``ArtifactError`` when ``artifact`` is not a finished align artifact and
     ``InputError`` (naming the line and column) for a missing or malformed ``faces.csv``.
     """
-    from facecl.artifacts import read_manifest, sha256_file
+    return list(iter_faces_file(_checked_faces(artifact)))
 
-    m = read_manifest(artifact, stage="align")
-    path = Path(artifact) / FACES_CSV
-    expected = m.extra.get("files", {}).get(FACES_CSV) if isinstance(m.extra, dict) else None
-    if expected and path.is_file() and sha256_file(path) != expected:
-        raise IntegrityError(
-            f"{path} was changed after align wrote it (its sha256 is not the manifest's)",
-            "restore it or re-run 'facecl align' with --force",
+
+def iter_faces(artifact: str | os.PathLike) -> Iterator[FaceRow]:
+    """:func:`read_faces`, one row at a time (the manifest and hash are checked first)."""
+    return iter_faces_file(_checked_faces(artifact))
+
+
+def write_crop_hashes(work: Path, outputs: Iterable[str]) -> int:
+    """Hash each crop ``work/<output>`` and write ``crops.sha256`` (atomically, streamed);
+    returns the number of crops."""
+    from facecl.artifacts import atomic_open, sha256_file
+
+    n = 0
+    with atomic_open(work / CROPS_SHA256, "w") as f:
+        for out in outputs:
+            f.write(f"{sha256_file(work / out)}  {out}\n")
+            n += 1
+    return n
+
+
+def iter_crop_hashes(artifact: str | os.PathLike) -> Iterator[tuple[str, str]]:
+    """``(output, sha256)`` of every crop as align recorded it: the lines of
+    ``crops.sha256`` in ``faces.csv`` order (the file checked against the manifest) or, for
+    a schema-1 artifact, the manifest's ``extra.files`` (sorted by path). Empty for an
+    artifact that records none."""
+    root = Path(artifact)
+    listed = _manifest_crops(root)
+    if listed is not None:
+        return iter(listed.items())
+    return _read_crop_hashes(root / CROPS_SHA256)
+
+
+def _manifest_crops(root: Path) -> dict[str, str] | None:
+    """Schema 1's ``{output: sha256}`` from the manifest; None when the crops are in
+    ``crops.sha256`` (checked against the manifest here)."""
+    from facecl.artifacts import read_manifest
+
+    m = read_manifest(root, stage="align")
+    files = m.extra.get("files", {}) if isinstance(m.extra, dict) else {}
+    files = files if isinstance(files, dict) else {}
+    if CROPS_SHA256 not in files:
+        return {k: v for k, v in files.items() if k != FACES_CSV}
+    _check_listed(m.extra, root, CROPS_SHA256)
+    return None
+
+
+def _read_crop_hashes(path: Path) -> Iterator[tuple[str, str]]:
+    hint = "the align artifact is damaged; re-run 'facecl align' with --force"
+    try:
+        with open(path, encoding="utf-8", newline="\n") as f:
+            for n, line in enumerate(f, 1):
+                digest, sep, out = line.rstrip("\n").partition("  ")
+                if not sep or len(digest) != 64 or not _is_hex(digest):
+                    raise InputError(f"{path}:{n}: expected '<sha256>  <output>'", hint)
+                check_output(out, f"{path}:{n}", hint)
+                yield out, digest
+    except FileNotFoundError:
+        raise InputError(f"{path} is missing", hint) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"cannot read {path}: {e}", hint) from None
+
+
+def _is_hex(text: str) -> bool:
+    return all(c in "0123456789abcdef" for c in text)
+
+
+def faces_with_hashes(artifact: str | os.PathLike) -> Iterator[tuple[FaceRow, str]]:
+    """Each row of ``faces.csv`` with its crop's recorded sha256 ("" without a crop, or
+    when the artifact records none), streamed. Raises ``IntegrityError`` when
+    ``crops.sha256`` does not list the crops of ``faces.csv`` in order."""
+    root = Path(artifact)
+    listed = _manifest_crops(root)
+    if listed is not None:  # schema 1 (small: the manifest held them all)
+        return ((r, listed.get(r.output, "") if r.output else "") for r in iter_faces(root))
+    return _zip_hashes(root, iter_faces(root), _read_crop_hashes(root / CROPS_SHA256))
+
+
+def _zip_hashes(
+    root: Path, rows: Iterator[FaceRow], hashes: Iterator[tuple[str, str]]
+) -> Iterator[tuple[FaceRow, str]]:
+    def mismatch(what: str) -> IntegrityError:
+        return IntegrityError(
+            f"{root / CROPS_SHA256} {what} (it and faces.csv do not belong together)",
+            "restore them or re-run 'facecl align' with --force",
         )
-    return read_faces_file(path)
+
+    for row in rows:
+        if not row.output:
+            yield row, ""
+            continue
+        listed = next(hashes, None)
+        if listed is None or listed[0] != row.output:
+            raise mismatch(f"does not list {row.output} where faces.csv has it")
+        yield row, listed[1]
+    extra = next(hashes, None)
+    if extra is not None:
+        raise mismatch(f"lists {extra[0]}, which faces.csv has not")
 
 
 def crop_hashes(artifact: str | os.PathLike) -> dict[str, str]:
-    """``{output: sha256}`` of the crops as the align manifest records them (empty for an
-    artifact that records none): consumers check each crop they read against it."""
-    from facecl.artifacts import read_manifest
+    """``{output: sha256}`` of the crops as align records them (small artifacts and
+    tests; the stages stream :func:`faces_with_hashes` instead)."""
+    return dict(iter_crop_hashes(artifact))
 
-    files = read_manifest(artifact, stage="align").extra.get("files", {})
-    return {k: v for k, v in files.items() if k != FACES_CSV} if isinstance(files, dict) else {}
+
+def verify_crops(artifact: str | os.PathLike) -> int:
+    """Check every crop listed in ``crops.sha256`` (``inspect --verify``; schema 1's
+    crops are in the manifest and checked with it); returns how many were checked."""
+    from facecl.artifacts import verify_file
+
+    root = Path(artifact)
+    if _manifest_crops(root) is not None:
+        return 0
+    n = 0
+    for out, digest in _read_crop_hashes(root / CROPS_SHA256):
+        verify_file(root / out, digest, CROPS_SHA256)
+        n += 1
+    return n
 
 
 def check_crop(path: str | os.PathLike, data: bytes, sha256: str) -> None:
@@ -202,6 +358,11 @@ def check_output(output: str, where: str, hint: str) -> None:
 def read_faces_file(path: str | os.PathLike) -> list[FaceRow]:
     """The rows of one ``faces.csv``-format file (no manifest check: for the align stage's
     own work in progress)."""
+    return list(iter_faces_file(path))
+
+
+def iter_faces_file(path: str | os.PathLike) -> Iterator[FaceRow]:
+    """:func:`read_faces_file`, one row at a time (errors are raised when reached)."""
     path = Path(path)
     hint = "the align artifact is damaged or not written by 'facecl align'; re-run align"
     try:
@@ -211,7 +372,6 @@ def read_faces_file(path: str | os.PathLike) -> list[FaceRow]:
             missing = [c for c in COLUMNS if c not in header]
             if missing:
                 raise InputError(f"{path} lacks column(s) {', '.join(missing)}", hint)
-            rows = []
             for rec in reader:
                 if None in rec or None in rec.values():
                     n = sum(v is not None for k, v in rec.items() if k is not None)
@@ -220,12 +380,11 @@ def read_faces_file(path: str | os.PathLike) -> list[FaceRow]:
                         f"{path}:{reader.line_num}: {n} fields, the header has {len(header)}",
                         hint,
                     )
-                rows.append(_parse(rec, f"{path}:{reader.line_num}", hint))
+                yield _parse(rec, f"{path}:{reader.line_num}", hint)
     except FileNotFoundError:
         raise InputError(f"{path} is missing", hint) from None
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise InputError(f"cannot read {path}: {e}", hint) from None
-    return rows
 
 
 def _int(rec: dict[str, str], col: str, where: str, hint: str, empty: int | None = None) -> int:

@@ -12,13 +12,17 @@ import math
 import os
 import warnings
 import zlib
+from array import array
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from facecl.align.walk import ScanRow, TreeWalk
+from facecl.columns import LazySequence, StringColumn
 from facecl.errors import InputError
 
 # Why an image gave no crop (faces.csv ``reason``; manifest ``counts.skipped``).
@@ -319,45 +323,158 @@ def safe_component(name: str) -> bool:
     )
 
 
-def list_source(source: Path) -> tuple[list[Item], dict[str, int]]:
+@dataclass(frozen=True)
+class Listing:
+    """What align lists: the items, the listing notes (``ignored_hidden``) and, for a tree,
+    its :func:`facecl.artifacts.tree_listing_sha256`, computed by the same walk."""
+
+    items: Sequence[Item]
+    notes: dict[str, int]
+    tree_sha256: str = ""
+
+
+def list_source(source: Path) -> tuple[Sequence[Item], dict[str, int]]:
     """Items of a tree ``ROOT/<identity>/<image>`` or of a list file; plus listing notes."""
+    listing = open_listing(source)
+    return listing.items, listing.notes
+
+
+def open_listing(source: Path) -> Listing:
+    """:func:`list_source` with the tree's listing hash (one walk of the tree)."""
     source = Path(source)
     if source.is_dir():
-        return list_tree(source)
+        walk = TreeWalk(source)
+        items = TreeItems.of(source, walk)
+        return Listing(items, dict(walk.notes), walk.sha256)
     if source.is_file():
-        return list_file(source)
+        listed, notes = list_file(source)
+        return Listing(listed, notes)
     raise InputError(
         f"input not found: {source}", "pass a folder ROOT/<identity>/<image> or a list file"
     )
 
 
-def list_tree(root: Path) -> tuple[list[Item], dict[str, int]]:
+def list_tree(root: Path) -> tuple[Sequence[Item], dict[str, int]]:
     """Every file below ``root``: identity = first folder level. Folder links are followed
     (a folder reached twice is one ``link_loop`` row); a folder that cannot be listed is one
     ``read_error`` row; a name that is not UTF-8 is an ``unsafe_name`` row (shown escaped);
     hidden entries are ignored and counted, one per file (``ignored_hidden``). Files directly
     in ``root`` are listed as ``no_identity``."""
-    raw, notes = scan_tree(root)
-    items = []
-    for source, path, problem, detail in raw:
-        parts = source.split("/")
-        identity = parts[0] if len(parts) > 1 else ""
-        shown, shown_id = printable(source), printable(identity)
-        if problem:
-            items.append((shown, path, shown_id, "", problem, detail))
-            continue
-        if len(parts) == 1:
-            items.append((shown, path, "", "", "no_identity", "file directly in the root"))
-            continue
-        bad = next((p for p in parts if not safe_component(p)), None)
+    listing = open_listing(Path(root))
+    return listing.items, listing.notes
+
+
+def _tree_item(source: str, path: Path, problem: str, detail: str) -> tuple[str, ...] | None:
+    """(shown source, shown identity, problem, detail) of a listing row that is not an
+    image to align; None for one that is."""
+    parts = source.split("/")
+    identity = parts[0] if len(parts) > 1 else ""
+    shown, shown_id = printable(source), printable(identity)
+    if problem:
+        return shown, shown_id, problem, detail
+    if len(parts) == 1:
+        return shown, "", "no_identity", "file directly in the root"
+    bad = next((p for p in parts if not safe_component(p)), None)
+    if bad is not None:
+        return shown, shown_id, "unsafe_name", f"unsafe name {printable(bad)!r}"
+    return None
+
+
+def natural_base(source: str) -> str:
+    """The output name of an image of a tree (``<identity>/<sub>/<stem>``) before names
+    that collide are made unique."""
+    head, _, name = source.rpartition("/")
+    return f"{head}/{Path(name).stem}" if head else Path(name).stem
+
+
+class TreeItems(LazySequence[Item]):
+    """The items of a tree listing as columns: the relative paths (a
+    :class:`~facecl.columns.StringColumn`) and a 64-bit key per image (the hash of its
+    output name, case folded) to find the names that collide; ~40 B an image. Each
+    :class:`Item` is built when asked for. The rows that are not images to align, and the
+    output names made unique (``_finish``'s rules), are kept aside (few)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self._sources = StringColumn()
+        self._keys = array("q")
+        self._problems: dict[int, tuple[Path, tuple[str, ...]]] = {}
+        self._bases: dict[int, str] = {}
+
+    @classmethod
+    def of(cls, root: Path, rows: Iterable[ScanRow]) -> TreeItems:
+        items = cls(root)
+        for source, path, problem, detail in rows:
+            items._add(source, path, problem, detail)
+        items._unique_names()
+        return items
+
+    def _add(self, source: str, path: Path, problem: str, detail: str) -> None:
+        i = len(self._sources)
+        self._sources.append(source)
+        bad = _tree_item(source, path, problem, detail)
         if bad is not None:
-            items.append(
-                (shown, path, shown_id, "", "unsafe_name", f"unsafe name {printable(bad)!r}")
-            )
-            continue
-        stem_parts = parts[1:-1] + [Path(parts[-1]).stem]
-        items.append((source, path, identity, "/".join(stem_parts), "", ""))
-    return _finish(items), dict(notes)
+            self._problems[i] = (path, bad)
+            self._keys.append(0)
+        else:
+            self._keys.append(hash(natural_base(source).casefold()))
+
+    def __len__(self) -> int:
+        return len(self._sources)
+
+    def _source(self, i: int) -> str:
+        return self._sources[i]
+
+    def _item(self, i: int) -> Item:
+        if i in self._problems:
+            path, (shown, identity, problem, detail) = self._problems[i]
+            return Item(i, shown, path, identity, "", problem, detail)
+        source = self._source(i)
+        base = self._bases.get(i) or natural_base(source)
+        return Item(i, source, self.root / source, source.split("/", 1)[0], base)
+
+    def _unique_names(self) -> None:
+        """Make output names unique as :func:`_finish` does, looking only at the images
+        whose names collide (case folded): found by their keys, confirmed by their names."""
+        import heapq
+
+        keys = np.frombuffer(self._keys, dtype=np.int64) if len(self) else np.zeros(0, np.int64)
+        order = np.argsort(keys, kind="stable")  # 8 B an image, and the sorted keys 8 B
+        sk = keys[order]
+        skip = self._problems  # their key 0 is no name
+
+        def holders(cf: str) -> list[int]:
+            h = hash(cf)
+            lo, hi = np.searchsorted(sk, h, "left"), np.searchsorted(sk, h, "right")
+            cands = sorted(int(j) for j in order[lo:hi] if int(j) not in skip)
+            return [j for j in cands if natural_base(self._source(j)).casefold() == cf]
+
+        eq = np.flatnonzero(sk[1:] == sk[:-1])
+        shared = {int(order[e]) for e in eq} | {int(order[e + 1]) for e in eq}
+        heap = sorted(shared - skip.keys())
+        used: set[str] = set()  # the names given to the images looked at, case folded
+        done: set[int] = set()
+        while heap:
+            i = heapq.heappop(heap)
+            if i in done:
+                continue
+            done.add(i)
+            source = self._source(i)
+            base = natural_base(source)
+            if len(holders(base.casefold())) > 1:
+                base += Path(source).suffix
+            j, cand = 1, base
+            while cand.casefold() in used or any(
+                k < i and k not in done for k in holders(cand.casefold())
+            ):
+                cand = f"{base}.{j}"
+                j += 1
+            used.add(cand.casefold())
+            if cand != natural_base(source):
+                self._bases[i] = cand
+            for k in holders(cand.casefold()):
+                if k > i and k not in done:
+                    heapq.heappush(heap, k)
 
 
 def printable(name: str) -> str:
@@ -366,62 +483,15 @@ def printable(name: str) -> str:
     return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
-ScanRow = tuple[str, Path, str, str]  # posix path below the root, path, problem, detail
-
-
 def scan_tree(root: Path) -> tuple[list[ScanRow], Counter[str]]:
     """Every non-hidden file below ``root`` (sorted by relative path) following folder links,
     with the problems found while listing: ``read_error`` (a folder that cannot be listed),
     ``link_loop`` (a folder already listed, reached again through a link). Hidden files,
-    and the files inside hidden folders, are counted in ``ignored_hidden``."""
-    rows: list[ScanRow] = []
-    notes: Counter[str] = Counter()
-    seen = {os.path.realpath(root)}
-    stack: list[tuple[Path, str]] = [(Path(root), "")]
-    while stack:
-        folder, rel = stack.pop()
-        try:
-            with os.scandir(folder) as it:
-                # real folders before links, so a link to a folder of the tree is the duplicate
-                entries = sorted(it, key=lambda e: (e.is_symlink(), e.name))
-        except OSError as err:
-            detail = f"cannot list the folder: {err.strerror or type(err).__name__}"
-            rows.append((rel or ".", folder, "read_error", detail))
-            continue
-        for ent in entries:
-            r = f"{rel}/{ent.name}" if rel else ent.name
-            if ent.name.startswith("."):
-                notes["ignored_hidden"] += _count_files(Path(ent.path))
-            elif _is_dir(ent):
-                real = os.path.realpath(ent.path)
-                if real in seen:
-                    rows.append(
-                        (r, Path(ent.path), "link_loop", f"a folder already listed: {real}")
-                    )
-                else:
-                    seen.add(real)
-                    stack.append((Path(ent.path), r))
-            else:
-                rows.append((r, Path(ent.path), "", ""))
-    rows.sort(key=lambda row: row[0])
-    return rows, notes
-
-
-def _is_dir(entry: os.DirEntry[str]) -> bool:
-    try:
-        return entry.is_dir()  # follows links
-    except OSError:
-        return False
-
-
-def _count_files(path: Path) -> int:
-    """Files at or below ``path`` (links not followed); an unreadable folder counts 1."""
-    if not path.is_dir() or path.is_symlink():
-        return 1
-    n, errors = 0, list[OSError]()
-    for _, _, files in os.walk(path, onerror=errors.append):
-        n += len(files)
-    return n + len(errors)
+    and the files inside hidden folders, are counted in ``ignored_hidden``. One streaming
+    walk (:class:`facecl.align.walk.TreeWalk`)."""
+    walk = TreeWalk(Path(root))
+    rows = list(walk)
+    return rows, walk.notes
 
 
 def list_file(listfile: Path) -> tuple[list[Item], dict[str, int]]:

@@ -15,23 +15,27 @@ import os
 import shutil
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from facecl.align.artifact import (
+    CROPS_SHA256,
     FACES_CSV,
     STATUSES,
     FaceRow,
+    concat_faces,
+    iter_faces_file,
     read_faces,
     read_faces_file,
+    write_crop_hashes,
     write_faces,
 )
 from facecl.align.config import AlignConfig, AlignRuntime
 from facecl.align.inmemory import PIXEL_BUDGET, Aligner, stream_detect
-from facecl.align.io import Item, LandmarkTable, list_source
+from facecl.align.io import Item, LandmarkTable, open_listing
 from facecl.align.transform import template_for
 from facecl.align.writer import CropWriter
 from facecl.errors import ArtifactError, InputError, UsageError
@@ -89,13 +93,15 @@ def run_align(
     t0 = time.perf_counter()
     _check_landmark_options(cfg, landmarks)
     table = LandmarkTable.read(Path(landmarks)) if landmarks is not None else None
-    items, listing_notes = list_source(source)
+    listing = open_listing(source)  # one walk of a tree: its items and its hash
+    items, listing_notes = listing.items, listing.notes
     if not items:
         raise InputError(
             f"no images found in {source}",
             "expected ROOT/<identity>/<image> files or a list of '<path> <identity>' lines",
         )
-    inputs = [input_ref(source)] + ([input_ref(landmarks)] if landmarks is not None else [])
+    inputs = [input_ref(source, listing.tree_sha256)]
+    inputs += [input_ref(landmarks)] if landmarks is not None else []
     so = StageOutput(out, "align", cfg, inputs, force=force, verify_inputs=runtime.verify_inputs)
     if so.existing is not None:  # up to date
         return AlignSummary(str(so.path), True, False, 0, so.existing.counts, 0.0, 0.0)
@@ -105,12 +111,12 @@ def run_align(
     parts = work / PARTS
     parts.mkdir(exist_ok=True)
     mine = _chunks(len(items), cfg)
-    chunk_items = {c: items[c * cfg.chunk_size : (c + 1) * cfg.chunk_size] for c in mine}
-    total = sum(len(v) for v in chunk_items.values())
+    chunks = _Chunks(items, cfg.chunk_size)  # each chunk's items are made when it is aligned
+    total = sum(chunks.size(c) for c in mine)
     finished = _finished(work)  # killed between writing faces.csv and commit
     done = _intact_chunks(work, [c for c in mine if (parts / _part_name(c)).is_file()])
     todo = [] if finished else [c for c in mine if c not in done]
-    n_done = sum(len(chunk_items[c]) for c in done)
+    n_done = sum(chunks.size(c) for c in done)
     aligner = Aligner(cfg, runtime, table, detector)
     device = str(aligner.detector.device) if todo else ""
     if on_progress:
@@ -120,18 +126,15 @@ def run_align(
         if on_progress:
             on_progress(n_done + n, total)
 
-    todo_items = {c: chunk_items[c] for c in todo}
-    processed_now = _align_chunks(work, todo_items, aligner, runtime, progress)
+    processed_now = _align_chunks(work, chunks, todo, aligner, runtime, progress)
     if not finished:
-        rows = [r for c in mine for r in read_faces_file(parts / _part_name(c))]
-        write_faces(work / FACES_CSV, rows)
+        concat_faces(work / FACES_CSV, [parts / _part_name(c) for c in mine])
     shutil.rmtree(parts, ignore_errors=True)
-    rows = read_faces_file(work / FACES_CSV)
-    counts = _counts(rows, total, listing_notes)
+    counts = _counts(iter_faces_file(work / FACES_CSV), total, listing_notes)
     if cfg.shard is None:
         _check_some_crops(work, counts)
     extra = {
-        "files": _file_hashes(work, rows),
+        "files": _file_hashes(work),
         "runtime": asdict(runtime),
         "device": device,
         "n_items_listed": len(items),
@@ -171,14 +174,29 @@ def _check_landmark_options(cfg: AlignConfig, landmarks: str | os.PathLike | Non
         raise UsageError("--landmarks is only used with --on-miss landmarks", "add it or drop it")
 
 
+@dataclass(frozen=True)
+class _Chunks:
+    """The listing cut in chunks of ``size`` images; a chunk's items are made on demand."""
+
+    items: Sequence[Item]
+    chunk_size: int
+
+    def size(self, c: int) -> int:
+        return max(0, min(self.chunk_size, len(self.items) - c * self.chunk_size))
+
+    def __getitem__(self, c: int) -> Sequence[Item]:
+        return self.items[c * self.chunk_size : (c + 1) * self.chunk_size]
+
+
 def _align_chunks(
     work: Path,
-    chunks: dict[int, list[Item]],
+    chunks: _Chunks,
+    todo: list[int],
     aligner: Aligner,
     runtime: AlignRuntime,
     on_progress: Callable[[int], None],
 ) -> int:
-    """Align the images of ``chunks`` (chunk number -> its items), writing the crops and one
+    """Align the images of the chunks ``todo`` (numbers), writing the crops and one
     ``_parts/part-<chunk>.csv`` per finished chunk. Returns the number of images processed;
     ``on_progress(images_processed)`` is called as results come back.
 
@@ -186,10 +204,10 @@ def _align_chunks(
     and PNG writing behind it in ``runtime.writers`` threads (:class:`CropWriter`)."""
     parts = work / PARTS
     processed = 0
-    rows: dict[int, list[FaceRow]] = {c: [] for c in chunks}
-    left = {c: len(its) for c, its in chunks.items()}
+    rows: dict[int, list[FaceRow]] = {c: [] for c in todo}
+    left = {c: chunks.size(c) for c in todo}
     bound = 2 * aligner.runtime.detector_batch()  # a batch being written, one queued
-    keyed = ((c, it) for c, its in chunks.items() for it in its)
+    keyed = ((c, it) for c in todo for it in chunks[c])
     with (
         ThreadPoolExecutor(runtime.workers) as pool,
         CropWriter(work, aligner, runtime.writers, bound, PIXEL_BUDGET) as writer,
@@ -220,7 +238,7 @@ def _finished(work: Path) -> bool:
     and the chunks are redone)."""
     if not (work / FACES_CSV).is_file():
         return False
-    if all((work / r.output).is_file() for r in read_faces_file(work / FACES_CSV) if r.output):
+    if all((work / r.output).is_file() for r in iter_faces_file(work / FACES_CSV) if r.output):
         return True
     (work / FACES_CSV).unlink()
     return False
@@ -252,14 +270,24 @@ def _part_name(c: int) -> str:
     return f"part-{c:07d}.csv"
 
 
-def _counts(rows: list[FaceRow], images: int, listing_notes: dict[str, int]) -> dict[str, Any]:
-    status = Counter(r.status for r in rows)
-    skipped = Counter(r.reason for r in rows if r.status == "skipped")
-    fallback = Counter(r.reason for r in rows if r.status in ("landmarks", "center"))
-    notes = Counter(n for r in rows for n in r.notes)
+def _counts(rows: Iterable[FaceRow], images: int, listing_notes: dict[str, int]) -> dict[str, Any]:
+    """The manifest counts of ``rows`` (one pass: the rows may be streamed)."""
+    status: Counter[str] = Counter()
+    skipped: Counter[str] = Counter()
+    fallback: Counter[str] = Counter()
+    notes: Counter[str] = Counter()
+    written = 0
+    for r in rows:
+        status[r.status] += 1
+        if r.status == "skipped":
+            skipped[r.reason] += 1
+        elif r.status in ("landmarks", "center"):
+            fallback[r.reason] += 1
+        notes.update(r.notes)
+        written += bool(r.output)
     return {
         "processed": images,
-        "written": sum(1 for r in rows if r.output),
+        "written": written,
         "status": {s: status.get(s, 0) for s in STATUSES},
         "skipped": dict(sorted(skipped.items())),
         "fallback": dict(sorted(fallback.items())),
@@ -268,14 +296,13 @@ def _counts(rows: list[FaceRow], images: int, listing_notes: dict[str, int]) -> 
     }
 
 
-def _file_hashes(work: Path, rows: list[FaceRow]) -> dict[str, str]:
+def _file_hashes(work: Path) -> dict[str, str]:
+    """Write ``crops.sha256`` (each crop of ``faces.csv``, streamed) and return the
+    manifest's ``files``: the hashes of ``faces.csv`` and of that sidecar."""
     from facecl.artifacts import sha256_file
 
-    files = {FACES_CSV: sha256_file(work / FACES_CSV)}
-    for r in rows:
-        if r.output:
-            files[r.output] = sha256_file(work / r.output)
-    return files
+    write_crop_hashes(work, (r.output for r in iter_faces_file(work / FACES_CSV) if r.output))
+    return {name: sha256_file(work / name) for name in (FACES_CSV, CROPS_SHA256)}
 
 
 # --------------------------------------------------------------------------- merge
@@ -319,7 +346,7 @@ def merge_shards(
     counts = _counts(rows, sum(m.counts.get("processed", 0) for m in manifests), listing)
     _check_some_crops(work, counts)
     extra = {
-        "files": _file_hashes(work, rows),
+        "files": _file_hashes(work),
         "merged_from": [str(Path(s).resolve()) for s in shards],
         "template": manifests[0].extra.get("template"),
         "detector": manifests[0].extra.get("detector"),

@@ -12,15 +12,17 @@ Keys are ``<identity>/<stem>`` (``Abel_Pacheco/Abel_Pacheco_0001``); a repeated 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from array import array
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
 import numpy as np
 
-from facecl.align.artifact import check_crop, crop_hashes, read_faces
+from facecl.align.artifact import check_crop, faces_with_hashes
 from facecl.artifacts import input_ref, is_artifact, read_manifest, sha256_json
+from facecl.columns import HashColumn, LazySequence, StringColumn, shared_hashes
 from facecl.embed.artifact import OK
 from facecl.embed.binset import is_bin
 from facecl.errors import InputError, UsageError
@@ -43,7 +45,7 @@ class Item:
 @dataclass
 class Source:
     kind: str  # "align" | "pack" | "images" | "bin"
-    items: list[Item]
+    items: Sequence[Item]  # a list, or columns that make each Item on demand (align)
     ref: dict[str, str]  # manifest input reference
     _images: Callable[[int], Iterator[ImageOrReason]] = field(repr=False)
     notes: dict[str, object] = field(default_factory=dict)
@@ -138,34 +140,76 @@ def open_source(
 
 
 def align_source(path: Path) -> Source:
-    """An align artifact: one item per row of ``faces.csv``; failed rows keep their reason."""
-    rows = read_faces(path)
-    hashes = crop_hashes(path)
-    base = _source_root(path)
-    items, files = [], []
-    for r in rows:
-        out = r.output.strip()
-        stem = Path(out).stem if out else Path(r.source).stem
-        status = OK
-        if not out:
-            status = r.reason.strip() or r.status.strip()
-            status = status if status and status != OK else "not aligned"
-        src = r.source
-        if base is not None and src and not os.path.isabs(src):
-            src = str(base / src)
-        items.append(Item(key_for(r.identity, stem), src, r.identity, status))
-        files.append(path / out if out else None)
-    items = _with_unique_keys(items)
+    """An align artifact: one item per row of ``faces.csv``; failed rows keep their reason.
+    The rows are read streamed into columns (:class:`AlignRows`), not an object per row."""
+    rows = AlignRows(path, _source_root(path))
+    for r, sha in faces_with_hashes(path):
+        rows.add(r.identity, r.source, r.output.strip(), r.reason.strip() or r.status.strip(), sha)
+    rows.make_keys_unique()
 
     def images(start: int) -> Iterator[ImageOrReason]:
-        for item, f in zip(items[start:], files[start:], strict=True):
-            yield item.status if f is None else read_rgb(f, hashes.get(_rel(path, f), ""))
+        for i in range(start, len(rows)):
+            file, sha = rows.crop(i)
+            yield rows.status(i) if file is None else read_rgb(file, sha)
 
-    return Source("align", items, input_ref(path), images)
+    return Source("align", rows, input_ref(path), images)
 
 
-def _rel(root: Path, f: Path) -> str:
-    return f.relative_to(root).as_posix()
+class AlignRows(LazySequence[Item]):
+    """The rows of an align artifact as columns: key, source, output and identity as
+    :class:`~facecl.columns.StringColumn` entries, a status code and the crop's 32-byte
+    sha256 (~120 B a row); ``rows[i]`` makes row ``i``'s :class:`Item` on demand."""
+
+    def __init__(self, artifact: Path, base: Path | None) -> None:
+        self.artifact, self.base = artifact, base
+        self._keys, self._sources, self._outs = StringColumn(), StringColumn(), StringColumn()
+        self._idents = StringColumn()
+        self._status = array("H")
+        self._codes: dict[str, int] = {}
+        self._names: list[str] = []
+        self._sha = HashColumn()
+        self._renamed: dict[int, str] = {}
+
+    def add(self, identity: str, source: str, out: str, failed: str, sha256: str) -> None:
+        status = OK
+        if not out:
+            status = failed if failed and failed != OK else "not aligned"
+        stem = Path(out).stem if out else Path(source).stem
+        self._keys.append(key_for(identity, stem))
+        self._sources.append(source)
+        self._outs.append(out)
+        self._idents.append(identity)
+        self._status.append(self._codes.setdefault(status, len(self._codes)))
+        if len(self._names) < len(self._codes):
+            self._names.append(status)
+        self._sha.append(sha256)
+
+    def make_keys_unique(self) -> None:
+        """:func:`unique_keys` of the keys, comparing only those that share a hash."""
+        seen: dict[str, int] = {}
+        for i in shared_hashes((self._keys[i] for i in range(len(self))), len(self)):
+            k = self._keys[i]
+            seen[k] = seen.get(k, 0) + 1
+            if seen[k] > 1:
+                self._renamed[i] = f"{k}~{seen[k]}"
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def status(self, i: int) -> str:
+        return self._names[self._status[i]]
+
+    def crop(self, i: int) -> tuple[Path | None, str]:
+        """Row ``i``'s crop file (None without one) and its recorded sha256."""
+        out = self._outs[i]
+        return (self.artifact / out if out else None), self._sha[i]
+
+    def _item(self, i: int) -> Item:
+        src = self._sources[i]
+        if self.base is not None and src and not os.path.isabs(src):
+            src = str(self.base / src)
+        key = self._renamed.get(i) or self._keys[i]
+        return Item(key, src, self._idents[i], self.status(i))
 
 
 def _source_root(path: Path) -> Path | None:

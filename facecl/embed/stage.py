@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,12 +32,13 @@ from facecl.artifacts import (
     runtime_fields,
     sha256_file,
 )
+from facecl.columns import LazySequence
 from facecl.console import console, progress
 from facecl.embed.artifact import OK, STAGE, EmbeddingsWriter
 from facecl.embed.backends import Backend, ModelFile, load_backend, resolve_model
 from facecl.embed.config import EmbedConfig
 from facecl.embed.model_ref import model_inputs
-from facecl.embed.sources import Source, open_source
+from facecl.embed.sources import Item, Source, open_source
 from facecl.errors import InputError
 
 CHUNKS = "chunks"
@@ -287,9 +288,9 @@ def _finish(
             shutil.rmtree(work)  # nothing usable: no artifact, and no partial one to resume
             raise InputError(no_face_message(n, skipped), no_face_hint(skipped, backend))
         written = writer.close(
-            keys=[i.key for i in source.items],
-            paths=[i.path for i in source.items],
-            identities=[i.identity for i in source.items],
+            keys=_Field(source.items, "key"),  # each column made as it is written
+            paths=_Field(source.items, "path"),
+            identities=_Field(source.items, "identity"),
             status=status,
             issame=source.issame,
         )
@@ -302,6 +303,22 @@ def _finish(
         "files": {written.name: sha256_file(written)},
     }
     return counts, extra
+
+
+class _Field(LazySequence[str]):
+    """One attribute of every item, read as it is iterated (no list of N strings)."""
+
+    def __init__(self, items: Sequence[Item], name: str) -> None:
+        self.items, self.name = items, name
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __iter__(self) -> Iterator[str]:
+        return (getattr(it, self.name) for it in self.items)
+
+    def _item(self, i: int) -> str:
+        return str(getattr(self.items[i], self.name))
 
 
 def _merge_chunks(chunk_dir: Path, n_chunks: int, writer: EmbeddingsWriter) -> list[str]:

@@ -11,6 +11,7 @@ every kind.
 from __future__ import annotations
 
 import os
+from array import array
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,8 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from facecl.align.artifact import ALIGNED, check_crop, crop_hashes, read_faces
+from facecl.align.artifact import ALIGNED, check_crop, faces_with_hashes
 from facecl.artifacts import input_ref, is_artifact, read_manifest
+from facecl.columns import HashColumn, LazySequence, StringColumn, shared_hashes
 from facecl.errors import InputError, UsageError
 from facecl.models.input_spec import InputSpec
 
@@ -104,25 +106,68 @@ def input_kind(paths: Sequence[Path], prealigned: bool) -> str:
 # --------------------------------------------------------------------------- align artifacts
 
 
-def read_align_rows(artifact: Path) -> tuple[list[Item], list[dict[str, str]]]:
-    """The packable crops of one align artifact and the rows it did not crop."""
-    items: list[Item] = []
-    skipped: list[dict[str, str]] = []
-    hashes = crop_hashes(artifact)
-    for row in read_faces(artifact):
+class AlignItems(LazySequence[Item]):
+    """The crops of align artifacts as columns (~100 B a crop: its key and source as
+    :class:`~facecl.columns.StringColumn` entries, its identity's code, its artifact and its
+    32-byte sha256) rather than an :class:`Item` per crop; ``items[i]`` makes it on demand.
+    The crop's file is ``<artifact>/aligned/<key>.png`` (``check_output``'s layout)."""
+
+    def __init__(self) -> None:
+        self.artifacts: list[Path] = []
+        self._keys, self._sources = StringColumn(), StringColumn()
+        self._ident, self._art = array("i"), array("H")
+        self._names: list[str] = []
+        self._code: dict[str, int] = {}
+        self._sha = HashColumn()
+
+    def add(self, artifact: int, key: str, identity: str, source: str, sha256: str) -> None:
+        self._keys.append(key)
+        self._sources.append(source)
+        self._ident.append(self._code.setdefault(identity, len(self._code)))
+        if len(self._names) < len(self._code):
+            self._names.append(identity)
+        self._art.append(artifact)
+        self._sha.append(sha256)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def _item(self, i: int) -> Item:
+        key = self._keys[i]
+        return Item(
+            key,
+            self._names[self._ident[i]],
+            self.artifacts[self._art[i]] / ALIGNED / f"{key}.png",
+            self._sources[i],
+            sha256=self._sha[i],
+        )
+
+    def repeated_key(self) -> tuple[int, int] | None:
+        """(first holder, first repeat) of the first key listed twice, or None: the keys
+        that share a hash are the only ones compared."""
+        seen: dict[str, int] = {}
+        keys = (self._keys[i] for i in range(len(self)))
+        for i in shared_hashes(keys, len(self)):
+            first = seen.setdefault(self._keys[i], i)
+            if first != i:
+                return first, i
+        return None
+
+
+def read_align_rows(artifact: Path, items: AlignItems, skipped: list[dict[str, str]]) -> None:
+    """Add the packable crops of one align artifact to ``items`` and the rows it did not
+    crop to ``skipped`` (``faces.csv`` and ``crops.sha256`` streamed)."""
+    art = len(items.artifacts)
+    items.artifacts.append(artifact)
+    for row, sha in faces_with_hashes(artifact):
         output = row.output.strip()
         status = row.status.strip()
         if not output or status == "skipped":
             reason = row.reason.strip() or status or "no_crop"
             skipped.append(skip_row(row.source, row.identity, f"align:{reason}", str(artifact)))
             continue
-        rel = Path(output).with_suffix("")
-        if rel.parts[0] == ALIGNED and len(rel.parts) > 2:
-            rel = Path(*rel.parts[1:])  # aligned/<identity>/<stem>.png -> <identity>/<stem>
-        file = artifact / output
-        sha = hashes.get(output, "")
-        items.append(Item(rel.as_posix(), row.identity, file, row.source, sha256=sha))
-    return items, skipped
+        key = output[len(ALIGNED) + 1 : -len(".png")]  # aligned/<identity>/<stem>.png
+        items.add(art, key, row.identity, row.source, sha)
 
 
 def align_input_spec(artifacts: Sequence[Path]) -> InputSpec:
@@ -173,20 +218,17 @@ def read_rgb(path: Path, sha256: str = "") -> np.ndarray:
 def align_input(artifacts: Sequence[Path]) -> PackInput:
     """The crops of align artifacts (an image listed twice is an error)."""
     spec = align_input_spec(artifacts)
-    items: list[Item] = []
+    items = AlignItems()
     skipped: list[dict[str, str]] = []
     for art in artifacts:
-        got, skip = read_align_rows(art)
-        items += got
-        skipped += skip
-    seen: dict[str, Item] = {}
-    for it in items:
-        if it.key in seen:
-            raise InputError(
-                f"image {it.key!r} appears twice ({seen[it.key].file} and {it.file})",
-                "pass each align artifact once; artifacts must not overlap",
-            )
-        seen[it.key] = it
+        read_align_rows(art, items, skipped)
+    twice = items.repeated_key()
+    if twice is not None:
+        first, again = items[twice[0]], items[twice[1]]
+        raise InputError(
+            f"image {again.key!r} appears twice ({first.file} and {again.file})",
+            "pass each align artifact once; artifacts must not overlap",
+        )
     rows = len(items) + len(skipped)
     return PackInput(ALIGN, items, skipped, rows, spec, lambda it: read_rgb(it.file, it.sha256))
 

@@ -13,15 +13,14 @@ keep the ids' order. ``--names FILE`` (``ID<TAB>NAME`` per line) names them, and
 
 from __future__ import annotations
 
-import operator
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import overload
 
 import numpy as np
 
 from facecl.align.transform import SIZES
+from facecl.columns import LazySequence
 from facecl.errors import InputError
 from facecl.models.input_spec import InputSpec
 from facecl.pack.inputs import RECORDIO, Item, PackInput, SkipItem, skip_row
@@ -66,7 +65,7 @@ def read_names(path: str | os.PathLike) -> dict[int, str]:
     return out
 
 
-class RecordItems(Sequence[Item]):
+class RecordItems(LazySequence[Item]):
     """The faces of a RecordIO set as columns (record key, offset, label: 20 bytes a face)
     rather than an :class:`Item` per face; ``items[i]`` makes face ``i``'s Item on demand."""
 
@@ -92,18 +91,6 @@ class RecordItems(Sequence[Item]):
             source=f"{REC_FILE}#{key}",
             offset=int(self.offsets[i]),
         )
-
-    @overload
-    def __getitem__(self, i: int) -> Item: ...
-    @overload
-    def __getitem__(self, i: slice) -> list[Item]: ...
-    def __getitem__(self, i: int | slice) -> Item | list[Item]:
-        if isinstance(i, slice):
-            return [self._item(j) for j in range(*i.indices(len(self)))]
-        j = operator.index(i)
-        if not -len(self) <= j < len(self):
-            raise IndexError(f"face {j} out of range for {len(self)} faces")
-        return self._item(j % len(self))
 
 
 class RecordLoader:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facecl.align.artifact import COLUMNS, FACES_CSV, read_faces
+from facecl.align.artifact import COLUMNS, CROPS_SHA256, FACES_CSV, read_faces
 from facecl.align.config import AlignConfig
 from facecl.align.inmemory import align_images
 from facecl.align.stage import merge_shards, run_align
@@ -56,7 +56,8 @@ def test_artifact_layout_and_contract(tmp_path, small_tree, detector):
     assert not s.noop and s.counts["processed"] == 12 and s.counts["written"] == 12
     m = read_manifest(out, stage="align")
     assert m.config["size"] == "112x96" and m.counts["status"]["ok"] == 12
-    assert verify_artifact(out, m)["files"] == 13  # 12 crops + faces.csv
+    assert verify_artifact(out, m)["files"] == 14  # 12 crops, faces.csv, crops.sha256
+    assert set(m.extra["files"]) == {FACES_CSV, CROPS_SHA256}
     with open(out / FACES_CSV, newline="") as f:
         reader = csv.DictReader(f)
         assert reader.fieldnames[: len(CONTRACT)] == CONTRACT

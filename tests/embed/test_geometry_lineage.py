@@ -177,7 +177,7 @@ def test_inspect_report_walks_back_to_the_raw_photos(
     # The rich tree shows the same chain.
     r = ok("inspect", tmp_path / "rep")
     text = "".join(c for c in r.output if not c.isspace() and c not in "│├└─")  # paths wrap
-    for part in ("facecl.train/1", "facecl.pack/1", "facecl.align/1", "tree"):
+    for part in ("facecl.train/1", "facecl.pack/1", "facecl.align/2", "tree"):
         assert part in text
     for key in ("run", "pack", "train_aligned", "eval_aligned", "train_photos", "eval_photos"):
         assert str(world[key].resolve()) in text

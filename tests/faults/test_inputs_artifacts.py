@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 
 import pytest
 from typer.testing import CliRunner
 
-from facecl.align.artifact import FACES_CSV, read_faces
+from facecl.align.artifact import CROPS_SHA256, FACES_CSV, read_faces
 from facecl.artifacts import sha256_file
 from facecl.cli import app
 from facecl.errors import InputError, IntegrityError
@@ -131,3 +132,69 @@ def test_align_that_crops_nothing_exits_1_with_reasons(tmp_path):
     assert "no face aligned: 2 of 2 images gave no crop" in line
     assert "not_an_image: 1" in line and "empty_file: 1" in line and "1 hidden" in line
     assert not out.exists() and not (tmp_path / "o.partial").exists()
+
+
+# ----------------------------------------------------------------- crops.sha256 (schema 2)
+
+
+def test_crop_hashes_are_a_sidecar_in_faces_csv_order(shards):
+    a = shards[0]
+    m = json.loads((a / "manifest.json").read_text())
+    assert m["schema"] == "facecl.align/2"
+    assert set(m["extra"]["files"]) == {FACES_CSV, CROPS_SHA256}  # no per-crop entry
+    assert m["extra"]["files"][CROPS_SHA256] == sha256_file(a / CROPS_SHA256)
+    lines = (a / CROPS_SHA256).read_text().splitlines()
+    outputs = [r.output for r in read_faces(a) if r.output]
+    assert lines == [f"{sha256_file(a / o)}  {o}" for o in outputs] and outputs
+    if shutil.which("sha256sum"):  # the standard tool reads it from the artifact root
+        done = subprocess.run(["sha256sum", "-c", CROPS_SHA256], cwd=a, capture_output=True)
+        assert done.returncode == 0, done.stdout
+
+
+def test_an_edited_sidecar_is_refused(shards, tmp_path):
+    a, _ = _copy(shards, tmp_path)
+    text = (a / CROPS_SHA256).read_text()
+    (a / CROPS_SHA256).write_text(("0" * 64) + text[64:])  # the first crop's hash forged
+    line = one_line(runner.invoke(app, ["pack", str(a), "-o", str(tmp_path / "p")]))
+    assert "crops.sha256 was changed after align wrote it" in line
+    m = json.loads((a / "manifest.json").read_text())  # the forger rehashes the sidecar too
+    m["extra"]["files"][CROPS_SHA256] = sha256_file(a / CROPS_SHA256)
+    (a / "manifest.json").write_text(json.dumps(m))
+    line = one_line(runner.invoke(app, ["inspect", str(a), "--verify"]))
+    assert "is altered or truncated" in line and "crops.sha256" in line
+    line = one_line(runner.invoke(app, ["pack", str(a), "-o", str(tmp_path / "p")]))
+    assert "was changed after align wrote it (sha256 mismatch)" in line
+
+
+def test_a_sidecar_of_other_crops_is_refused(shards, tmp_path):
+    a, b = _copy(shards, tmp_path)
+    shutil.copy(b / CROPS_SHA256, a / CROPS_SHA256)  # the other shard's crops
+    m = json.loads((a / "manifest.json").read_text())
+    m["extra"]["files"][CROPS_SHA256] = sha256_file(a / CROPS_SHA256)
+    (a / "manifest.json").write_text(json.dumps(m))
+    line = one_line(runner.invoke(app, ["pack", str(a), "-o", str(tmp_path / "p")]))
+    assert "do not belong together" in line and not (tmp_path / "p").exists()
+
+
+def test_a_schema_1_artifact_is_still_read_and_checked(shards, tmp_path):
+    """Schema 1 listed every crop's hash in the manifest: pack, embed and inspect --verify
+    still read it, and still catch an edited crop."""
+    a, _ = _copy(shards, tmp_path)
+    m = json.loads((a / "manifest.json").read_text())
+    outputs = [r.output for r in read_faces(a) if r.output]
+    m["schema"] = "facecl.align/1"
+    m["extra"]["files"] = {FACES_CSV: sha256_file(a / FACES_CSV)}
+    m["extra"]["files"].update({o: sha256_file(a / o) for o in outputs})
+    (a / CROPS_SHA256).unlink()
+    (a / "manifest.json").write_text(json.dumps(m))
+    r = runner.invoke(app, ["inspect", str(a), "--verify", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["verified"]["files"] == 1 + len(outputs)
+    r = runner.invoke(app, ["pack", str(a), "-o", str(tmp_path / "p"), "--min-images", "1"])
+    assert r.exit_code == 0, r.output
+    from facecl.embed.sources import align_source
+
+    assert len(list(align_source(a).images(0))) == len(read_faces(a))
+    (a / outputs[0]).write_bytes((a / outputs[-1]).read_bytes() + b"\0")
+    with pytest.raises(IntegrityError, match="was changed after align wrote it"):
+        list(align_source(a).images(0))

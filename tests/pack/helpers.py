@@ -1,9 +1,10 @@
 """Build align-stage artifacts for pack tests without running the detector.
 
-A ``facecl.align/1`` artifact holds ``aligned/<identity>/<stem>.png`` RGB crops and a
-``faces.csv`` written with the align stage's own writer (``facecl.align.artifact``). The
-crops here are a centre crop of the 150 px LFW originals resized to the requested size: real
-faces, not a real alignment (so their rows have status ``center``).
+A ``facecl.align/2`` artifact holds ``aligned/<identity>/<stem>.png`` RGB crops, a
+``crops.sha256`` and a ``faces.csv``, written with the align stage's own writers
+(``facecl.align.artifact``). The crops here are a centre crop of the 150 px LFW originals
+resized to the requested size: real faces, not a real alignment (so their rows have
+status ``center``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facecl.align.artifact import ALIGNED, FACES_CSV, FaceRow, write_faces
+from facecl.align.artifact import (
+    ALIGNED,
+    CROPS_SHA256,
+    FACES_CSV,
+    FaceRow,
+    write_crop_hashes,
+    write_faces,
+)
 from facecl.artifacts import StageOutput, input_ref, sha256_file
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -70,23 +78,23 @@ def make_align_artifact(
     so = StageOutput(tmp_path / name, "align", {"size": f"{size[0]}x{size[1]}"}, [input_ref(root)])
     work = so.begin()
     rows = []
-    files = {}
+    crops = []
     for folder, srcs in people.items():
         ident = rename.get(folder, folder)
         (work / ALIGNED / ident).mkdir(parents=True, exist_ok=True)
         for src in srcs:
             rel = f"{ALIGNED}/{ident}/{src.stem}.png"
             cv2.imwrite(str(work / rel), centre_crop(src, size)[..., ::-1])
-            files[rel] = sha256_file(work / rel)
+            crops.append(rel)
             rows.append(FaceRow(str(src), ident, rel, "center", "no_face", index=len(rows)))
     first = next(iter(people))
     for i in range(no_face):
         src = f"{root}/{first}/missing_{i:04d}.jpg"
         reason = "no_face" if i % 2 == 0 else "too_small"
         rows.append(FaceRow(src, rename.get(first, first), "", "skipped", reason, index=len(rows)))
-    written = len(files)
+    written = write_crop_hashes(work, crops)
     write_faces(work / FACES_CSV, rows)
-    files[FACES_CSV] = sha256_file(work / FACES_CSV)
+    files = {n: sha256_file(work / n) for n in (FACES_CSV, CROPS_SHA256)}
     so.commit(
         {"processed": len(rows), "written": written, "skipped": {"no_face": no_face}},
         {"files": files},

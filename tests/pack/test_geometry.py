@@ -61,11 +61,14 @@ def test_mixing_crop_sizes_fails_before_writing(tmp_path):
 
 
 def _rehash(art):
-    """Record the crops' current hashes in the manifest (an align that wrote them so)."""
+    """Record the crops' current hashes (an align that wrote them so): the sidecar, then
+    the manifest's hashes of it and of faces.csv."""
     import json
 
+    from facecl.align.artifact import iter_crop_hashes, write_crop_hashes
     from facecl.artifacts import sha256_file
 
+    write_crop_hashes(art, [out for out, _ in iter_crop_hashes(art)])
     m = json.loads((art / "manifest.json").read_text())
     m["extra"]["files"] = {k: sha256_file(art / k) for k in m["extra"]["files"]}
     (art / "manifest.json").write_text(json.dumps(m))
