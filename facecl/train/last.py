@@ -11,6 +11,7 @@ with the later step wins, the sharded one on a tie.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -68,7 +69,7 @@ def load_last(work: Path, lo: int | None = None, hi: int | None = None) -> dict[
     """``work``'s resume checkpoint as one checkpoint payload (``checkpoint.py``'s layout)
     holding the class rows [lo, hi) (default: all), or None when it has none. From a
     sharded checkpoint only the files overlapping those rows are read; from ``last.pt`` the
-    caller slices its rows (``shard_checkpoint``) as it knows which tensors hold classes."""
+    caller slices its rows (``slice_rows``) as it knows which tensors hold classes."""
     kind = which(work)
     if kind is None:
         return None
@@ -89,21 +90,35 @@ def class_ranges(num_classes: int, world: int) -> list[tuple[int, int]]:
     return [(r.lo, r.hi) for r in (class_range(num_classes, i, world) for i in range(world))]
 
 
-def class_row_paths(state: TrainState) -> list[sc.KeyPath]:
-    """Where a checkpoint payload of ``state`` holds class rows: the head's and the center
+def class_row_paths(state: TrainState, payload: Mapping[str, Any]) -> list[sc.KeyPath]:
+    """Where ``payload`` (a checkpoint payload of ``state``'s run: a rank's own, or a
+    one-process ``last.pt``'s with every class) holds class rows: the head's and the center
     loss's ``class_rows`` (``head_state`` / ``loss_state`` keys) and the SGD momentum of the
-    head's class parameters (``optimizer`` state, by parameter index)."""
+    head's class parameters (``optimizer`` state, by ``state.optimizer``'s parameter index),
+    those of them that it holds."""
     head, center, optimizer = state.net.head, state.center, state.optimizer
     head_rows = tuple(getattr(head, "class_rows", ()))
-    paths: list[sc.KeyPath] = [("head_state", k) for k in head_rows if k in head.state_dict()]
-    paths += [("loss_state", k) for k in getattr(center, "class_rows", ())]
+    paths: list[sc.KeyPath] = [("head_state", k) for k in head_rows if k in payload["head_state"]]
+    paths += [
+        ("loss_state", k) for k in getattr(center, "class_rows", ()) if k in payload["loss_state"]
+    ]
     flat = [p for group in optimizer.param_groups for p in group["params"]]
     index = {id(p): i for i, p in enumerate(flat)}
+    saved = (payload.get("optimizer") or {}).get("state", {})
     for name, p in head.named_parameters():
-        buf = optimizer.state.get(p, {}).get("momentum_buffer")
+        buf = saved.get(index[id(p)], {}).get("momentum_buffer")
         if name in head_rows and isinstance(buf, torch.Tensor):
             paths.append(("optimizer", "state", index[id(p)], "momentum_buffer"))
     return paths
+
+
+def slice_rows(payload: Mapping[str, Any], state: TrainState) -> dict[str, Any]:
+    """A one-process checkpoint payload (every class) with the head, center and momentum
+    rows of ``state.shard`` only, for ``load_state_dict`` into a sharded run's rank."""
+    if state.shard is None:
+        raise ValueError("slice_rows needs a class-sharded state")
+    shared, rows = sc.split_payload(payload, class_row_paths(state, payload))
+    return sc.merge_payload(shared, sc.split_rows(rows, state.shard.lo, state.shard.hi))
 
 
 def save_sharded(
@@ -114,7 +129,7 @@ def save_sharded(
     and the rest (backbone, optimiser, RNG, config) from rank 0. Then ``last.pt`` is gone."""
     num_classes = int(state.num_classes)
     ranges = class_ranges(num_classes, world)
-    shared, rows = sc.split_payload(payload, class_row_paths(state))
+    shared, rows = sc.split_payload(payload, class_row_paths(state, payload))
     meta = {"config": payload["config"], "num_classes": num_classes, "arch": payload["arch"]}
     sc.save_rank(
         last_dir(work),
