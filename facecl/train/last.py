@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from facecl.errors import CheckpointError
 from facecl.train import sharded_checkpoint as sc
 from facecl.train.checkpoint import load_checkpoint
 from facecl.train.run import CHECKPOINTS, LAST, LAST_SHARDED
@@ -65,17 +66,33 @@ def last_step(work: Path) -> int:
     return int(_pt_step(work) or 0)
 
 
-def load_last(work: Path, lo: int | None = None, hi: int | None = None) -> dict[str, Any] | None:
+def _check_classes(where: Path, held: Any, num_classes: int | None) -> None:
+    """A resume checkpoint of another class count than the run's pack (``classes.json``)
+    cannot fit its head: one line with both counts, before any row is read."""
+    if num_classes is not None and held is not None and int(held) != int(num_classes):
+        raise CheckpointError(
+            f"{where} holds {int(held)} classes, the pack has {int(num_classes)}",
+            "resume with the pack the run was trained on, or start afresh with --force",
+        )
+
+
+def load_last(
+    work: Path, lo: int | None = None, hi: int | None = None, *, num_classes: int | None = None
+) -> dict[str, Any] | None:
     """``work``'s resume checkpoint as one checkpoint payload (``checkpoint.py``'s layout)
     holding the class rows [lo, hi) (default: all), or None when it has none. From a
     sharded checkpoint only the files overlapping those rows are read; from ``last.pt`` the
-    caller slices its rows (``slice_rows``) as it knows which tensors hold classes."""
+    caller slices its rows (``slice_rows``) as it knows which tensors hold classes.
+    ``num_classes`` (the run's): a checkpoint of another count is a ``CheckpointError``."""
     kind = which(work)
     if kind is None:
         return None
     if kind == "file":
-        return load_checkpoint(last_pt(work))
+        payload = load_checkpoint(last_pt(work))
+        _check_classes(last_pt(work), payload.get("num_classes"), num_classes)
+        return payload
     index = sc.read_index(last_dir(work))
+    _check_classes(index.path / sc.INDEX, index.num_classes, num_classes)
     lo = 0 if lo is None else lo
     hi = index.num_classes if hi is None else hi
     payload = sc.merge_payload(sc.load_shared(index), sc.load_rows(index, lo, hi))

@@ -225,7 +225,7 @@ def _setup(
     )
     start, window = 0, Window()
     rows = (shard.lo, shard.hi) if shard is not None else (None, None)
-    ckpt = load_last(work, *rows)  # last.pt or the sharded last/, read on the CPU
+    ckpt = load_last(work, *rows, num_classes=num_classes)  # last.pt or last/, on the CPU
     if ckpt is not None:
         state.step = restore(state, ckpt, cfg)
         start, window = state.step, Window.from_checkpoint(ckpt)
