@@ -189,3 +189,18 @@ def test_a_missing_rank_file_stops_the_resume_with_one_line(pack, tmp_path, monk
     assert r.exit_code == 1, r.output
     assert "rank-0-of-2.pt is missing (named by" in r.output
     assert "Traceback" not in r.output and not (tmp_path / "run").exists()
+
+
+def test_a_missing_rank_file_under_ddp_is_one_line(pack, tmp_path, monkeypatch):
+    """``--ddp 2 --shard-classes`` resuming per-rank files without rank 1's: rank 1 fails
+    (rank 0's own rows are there); the CLI says rank 1's one line, exit 1, no traceback."""
+    from typer.testing import CliRunner
+
+    from facecl.cli import app
+
+    args = _interrupted_cli_run(pack, tmp_path, monkeypatch)
+    (tmp_path / "run.partial" / "checkpoints" / "last" / "s000000004" / "rank-1-of-2.pt").unlink()
+    r = CliRunner().invoke(app, [*args, "--ddp", "2", "--shard-classes"])
+    assert r.exit_code == 1, r.output
+    assert "rank-1-of-2.pt is missing (named by" in r.output
+    assert "Traceback" not in r.output and not (tmp_path / "run").exists()
