@@ -8,13 +8,16 @@ follow one process with the global batch.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
-from facecl.errors import UsageError
+from facecl import errors
+from facecl.errors import FaceclError, UsageError
 
 
 @dataclass(frozen=True)
@@ -81,3 +84,27 @@ def check_ddp(ddp: int, batch_size: int, device: torch.device) -> None:
                 f"--ddp {ddp} needs {ddp} GPUs, {visible} visible",
                 f"use --ddp {visible} or fewer (CUDA_VISIBLE_DEVICES), or --device cpu",
             )
+
+
+def _error_file(folder: Path, rank: int) -> Path:
+    return folder / f"error-rank-{rank}.json"
+
+
+def record_rank_error(folder: Path, rank: int, error: FaceclError) -> None:
+    """A spawned rank's expected error, for the parent (``mp.spawn`` hands it only a
+    traceback text): its class, message and fix, in ``folder``."""
+    doc = {"class": type(error).__name__, "message": error.message, "hint": error.hint}
+    _error_file(folder, rank).write_text(json.dumps(doc))
+
+
+def raise_rank_error(folder: Path, world: int) -> None:
+    """Re-raise, in the parent, the error of the lowest spawned rank that recorded one
+    (``record_rank_error``), as its own class with the rank named; nothing when none did."""
+    for rank in range(world):
+        path = _error_file(folder, rank)
+        if path.is_file():
+            doc = json.loads(path.read_text())
+            cls = getattr(errors, str(doc.get("class")), FaceclError)
+            if not (isinstance(cls, type) and issubclass(cls, FaceclError)):
+                cls = FaceclError
+            raise cls(f"rank {rank}: {doc['message']}", doc.get("hint")) from None

@@ -11,11 +11,13 @@ with the later step wins, the sharded one on a tie.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from facecl.errors import CheckpointError
 from facecl.train import sharded_checkpoint as sc
 from facecl.train.checkpoint import load_checkpoint
 from facecl.train.run import CHECKPOINTS, LAST, LAST_SHARDED
@@ -64,17 +66,33 @@ def last_step(work: Path) -> int:
     return int(_pt_step(work) or 0)
 
 
-def load_last(work: Path, lo: int | None = None, hi: int | None = None) -> dict[str, Any] | None:
+def _check_classes(where: Path, held: Any, num_classes: int | None) -> None:
+    """A resume checkpoint of another class count than the run's pack (``classes.json``)
+    cannot fit its head: one line with both counts, before any row is read."""
+    if num_classes is not None and held is not None and int(held) != int(num_classes):
+        raise CheckpointError(
+            f"{where} holds {int(held)} classes, the pack has {int(num_classes)}",
+            "resume with the pack the run was trained on, or start afresh with --force",
+        )
+
+
+def load_last(
+    work: Path, lo: int | None = None, hi: int | None = None, *, num_classes: int | None = None
+) -> dict[str, Any] | None:
     """``work``'s resume checkpoint as one checkpoint payload (``checkpoint.py``'s layout)
     holding the class rows [lo, hi) (default: all), or None when it has none. From a
     sharded checkpoint only the files overlapping those rows are read; from ``last.pt`` the
-    caller slices its rows (``shard_checkpoint``) as it knows which tensors hold classes."""
+    caller slices its rows (``slice_rows``) as it knows which tensors hold classes.
+    ``num_classes`` (the run's): a checkpoint of another count is a ``CheckpointError``."""
     kind = which(work)
     if kind is None:
         return None
     if kind == "file":
-        return load_checkpoint(last_pt(work))
+        payload = load_checkpoint(last_pt(work))
+        _check_classes(last_pt(work), payload.get("num_classes"), num_classes)
+        return payload
     index = sc.read_index(last_dir(work))
+    _check_classes(index.path / sc.INDEX, index.num_classes, num_classes)
     lo = 0 if lo is None else lo
     hi = index.num_classes if hi is None else hi
     payload = sc.merge_payload(sc.load_shared(index), sc.load_rows(index, lo, hi))
@@ -89,21 +107,35 @@ def class_ranges(num_classes: int, world: int) -> list[tuple[int, int]]:
     return [(r.lo, r.hi) for r in (class_range(num_classes, i, world) for i in range(world))]
 
 
-def class_row_paths(state: TrainState) -> list[sc.KeyPath]:
-    """Where a checkpoint payload of ``state`` holds class rows: the head's and the center
+def class_row_paths(state: TrainState, payload: Mapping[str, Any]) -> list[sc.KeyPath]:
+    """Where ``payload`` (a checkpoint payload of ``state``'s run: a rank's own, or a
+    one-process ``last.pt``'s with every class) holds class rows: the head's and the center
     loss's ``class_rows`` (``head_state`` / ``loss_state`` keys) and the SGD momentum of the
-    head's class parameters (``optimizer`` state, by parameter index)."""
+    head's class parameters (``optimizer`` state, by ``state.optimizer``'s parameter index),
+    those of them that it holds."""
     head, center, optimizer = state.net.head, state.center, state.optimizer
     head_rows = tuple(getattr(head, "class_rows", ()))
-    paths: list[sc.KeyPath] = [("head_state", k) for k in head_rows if k in head.state_dict()]
-    paths += [("loss_state", k) for k in getattr(center, "class_rows", ())]
+    paths: list[sc.KeyPath] = [("head_state", k) for k in head_rows if k in payload["head_state"]]
+    paths += [
+        ("loss_state", k) for k in getattr(center, "class_rows", ()) if k in payload["loss_state"]
+    ]
     flat = [p for group in optimizer.param_groups for p in group["params"]]
     index = {id(p): i for i, p in enumerate(flat)}
+    saved = (payload.get("optimizer") or {}).get("state", {})
     for name, p in head.named_parameters():
-        buf = optimizer.state.get(p, {}).get("momentum_buffer")
+        buf = saved.get(index[id(p)], {}).get("momentum_buffer")
         if name in head_rows and isinstance(buf, torch.Tensor):
             paths.append(("optimizer", "state", index[id(p)], "momentum_buffer"))
     return paths
+
+
+def slice_rows(payload: Mapping[str, Any], state: TrainState) -> dict[str, Any]:
+    """A one-process checkpoint payload (every class) with the head, center and momentum
+    rows of ``state.shard`` only, for ``load_state_dict`` into a sharded run's rank."""
+    if state.shard is None:
+        raise ValueError("slice_rows needs a class-sharded state")
+    shared, rows = sc.split_payload(payload, class_row_paths(state, payload))
+    return sc.merge_payload(shared, sc.split_rows(rows, state.shard.lo, state.shard.hi))
 
 
 def save_sharded(
@@ -114,7 +146,7 @@ def save_sharded(
     and the rest (backbone, optimiser, RNG, config) from rank 0. Then ``last.pt`` is gone."""
     num_classes = int(state.num_classes)
     ranges = class_ranges(num_classes, world)
-    shared, rows = sc.split_payload(payload, class_row_paths(state))
+    shared, rows = sc.split_payload(payload, class_row_paths(state, payload))
     meta = {"config": payload["config"], "num_classes": num_classes, "arch": payload["arch"]}
     sc.save_rank(
         last_dir(work),

@@ -15,7 +15,6 @@ with identical weights (the checkpoint also carries the partial metrics window,
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -28,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from facecl.errors import FaceclError
+from facecl.train.amp import autocast, found_inf
 from facecl.train.checkpoint import save_checkpoint
 from facecl.train.config import TrainConfig
 from facecl.train.last import drop_other, load_last, save_sharded
@@ -95,12 +95,7 @@ def train_step(
     (``center``: L_C before lambda; ``invariant`` for CIL), all 0-d tensors on the device:
     nothing here waits for the device (the loop converts them at log steps only).
     """
-    ctx = (
-        torch.autocast(images.device.type, dtype=amp_dtype)
-        if amp_dtype is not None
-        else contextlib.nullcontext()
-    )
-    with ctx:
+    with autocast(images.device.type, amp_dtype):
         feats, logits = net(images, labels)  # (B, D), (B, C)
     softmax = F.cross_entropy(logits.float(), labels)
     extra, parts = center.objective(feats, labels, head, lam)  # lambda L_C (+ gamma L_I)
@@ -122,19 +117,6 @@ def train_step(
     terms = {"loss": loss.detach(), "softmax": softmax.detach()}
     terms.update(parts)
     return terms, feats.detach()
-
-
-def found_inf(scaler: torch.amp.GradScaler, optimizer: torch.optim.Optimizer) -> torch.Tensor:
-    """After ``scaler.unscale_(optimizer)``: a 0-d bool tensor, True when the gradients hold
-    an inf/NaN (``scaler.step`` will skip this step). Stays on the device: no host sync."""
-    per_device = scaler._per_optimizer_states[id(optimizer)]["found_inf_per_device"]
-    flags = list(per_device.values())
-    if not flags:
-        raise RuntimeError("found_inf() before scaler.unscale_(optimizer)")
-    total = flags[0]
-    for flag in flags[1:]:
-        total = total + flag.to(total.device, non_blocking=True)
-    return total > 0
 
 
 # --------------------------------------------------------------------------- the loop
@@ -243,7 +225,7 @@ def _setup(
     )
     start, window = 0, Window()
     rows = (shard.lo, shard.hi) if shard is not None else (None, None)
-    ckpt = load_last(work, *rows)  # last.pt or the sharded last/, read on the CPU
+    ckpt = load_last(work, *rows, num_classes=num_classes)  # last.pt or last/, on the CPU
     if ckpt is not None:
         state.step = restore(state, ckpt, cfg)
         start, window = state.step, Window.from_checkpoint(ckpt)
@@ -356,20 +338,22 @@ def _one_step(
 StepResult = tuple[dict[str, torch.Tensor], Callable[[], dict[str, float]]]
 
 
+def _modules(
+    run: _Run,
+) -> tuple[nn.Module, nn.Module, CenterLossBase, torch.optim.Optimizer]:
+    """The step's (net, head, center loss, optimiser): ``net`` as DDP wraps it."""
+    return run.net, run.state.net.head, run.state.center, run.state.optimizer
+
+
+def _step_options(run: _Run) -> dict[str, Any]:
+    """The keyword options both train steps take: lambda, the grad scaler, the AMP dtype."""
+    return {"lam": run.cfg.lam, "scaler": run.state.scaler, "amp_dtype": run.amp_dtype}
+
+
 def _plain_step(run: _Run, images: torch.Tensor, labels: torch.Tensor) -> StepResult:
     """``train_step``; the center stats of the batch, computed when a log step asks."""
     state, head = run.state, run.state.net.head
-    terms, feats = train_step(
-        run.net,
-        head,
-        state.center,
-        state.optimizer,
-        images,
-        labels,
-        lam=run.cfg.lam,
-        scaler=state.scaler,
-        amp_dtype=run.amp_dtype,
-    )
+    terms, feats = train_step(*_modules(run), images, labels, **_step_options(run))
     return terms, lambda: state.center.stats(feats, labels, head)
 
 
@@ -380,16 +364,11 @@ def _sharded_step(run: _Run, images: torch.Tensor, labels: torch.Tensor) -> Step
 
     state, head = run.state, run.state.net.head
     terms, feats, local = sharded_train_step(
-        run.net,
-        head,
-        state.center,
-        state.optimizer,
+        *_modules(run),
         images,
         labels,
-        lam=run.cfg.lam,
+        **_step_options(run),
         world=run.world,
-        scaler=state.scaler,
-        amp_dtype=run.amp_dtype,
         sample_rate=run.cfg.sample_rate,
         sample_seed=sample_seed(run.cfg.seed, state.step),
     )

@@ -10,13 +10,10 @@ the same). The math is ``facecl.losses.sharded``'s.
 Checkpoints: every rank writes its own rows (``facecl.train.last.save_sharded``, the
 layout is ``facecl.train.sharded_checkpoint``'s) and reads only the files of its rows, on
 any world size; ``model.pt`` holds the backbone only. A sharded run resuming from a
-one-process ``last.pt`` slices each rank's rows out of it (``shard_checkpoint``).
+one-process ``last.pt`` slices each rank's rows out of it (``facecl.train.last.slice_rows``).
 """
 
 from __future__ import annotations
-
-import contextlib
-from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -33,6 +30,7 @@ from facecl.losses.sharded import (
     shard_update,
     sharded_cross_entropy,
 )
+from facecl.train.amp import autocast, found_inf, found_inf_flags
 from facecl.train.config import TrainConfig
 
 
@@ -70,8 +68,7 @@ def sample_seed(seed: int, step: int) -> int:
 def _gather_found_inf(scaler: torch.amp.GradScaler, optimizer: torch.optim.Optimizer) -> None:
     """Every rank skips the step if any rank's head rows overflowed (the backbone's grads
     are all-reduced already, the head's are not)."""
-    per_device = scaler._per_optimizer_states[id(optimizer)]["found_inf_per_device"]
-    for flag in per_device.values():
+    for flag in found_inf_flags(scaler, optimizer):
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
 
 
@@ -96,13 +93,8 @@ def sharded_train_step(
     (``sample_classes``); the center terms are the exact ones. Returns (the global batch's
     detached loss terms, the global features (B, D) detached, their labels local to this
     shard)."""
-    ctx = (
-        torch.autocast(images.device.type, dtype=amp_dtype)
-        if amp_dtype is not None
-        else contextlib.nullcontext()
-    )
     shard: ClassRange = center.class_range
-    with ctx:
+    with autocast(images.device.type, amp_dtype):
         feats = backbone(images)  # (b, D), this rank's slice of the batch
         x = gather_features(feats, grad_scale=float(world))  # (B, D); DDP averages
         _, local = shard.local_labels(gather_labels(labels))  # (B,) -1 = another rank's
@@ -123,8 +115,6 @@ def sharded_train_step(
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)
         _gather_found_inf(scaler, optimizer)
-        from facecl.train.loop import found_inf
-
         keep = ~found_inf(scaler, optimizer)
     shard_update(center, x.detach(), local, head, keep=keep)  # Alg. 1 line 6
     if scaler is None:
@@ -136,43 +126,3 @@ def sharded_train_step(
     total = softmax.detach() + lam * parts["center"] + extra_logged
     terms = {"loss": total, "softmax": softmax.detach(), **parts}
     return terms, x.detach(), local
-
-
-# --------------------------------------------------------------------------- checkpoints
-
-
-def _rows(module: nn.Module) -> tuple[str, ...]:
-    return tuple(getattr(module, "class_rows", ()))
-
-
-def _head_param_rows(optimizer: torch.optim.Optimizer, head: nn.Module) -> dict[int, str]:
-    """Optimizer state index -> the head key of the parameters split by class."""
-    index = {id(p): i for i, p in enumerate(p for g in optimizer.param_groups for p in g["params"])}
-    rows = _rows(head)
-    return {index[id(p)]: name for name, p in head.named_parameters() if name in rows}
-
-
-def _sliced(state: dict[str, Any], rows: tuple[str, ...], shard: ClassRange) -> dict[str, Any]:
-    return {k: (v[shard.lo : shard.hi] if k in rows else v) for k, v in state.items()}
-
-
-def shard_checkpoint(
-    ckpt: dict[str, Any], head: nn.Module, center: CenterLossBase, optimizer: Any
-) -> dict[str, Any]:
-    """A full checkpoint (all classes) with the head, center and momentum rows of this
-    rank's shard only, for ``load_state_dict`` into the shard."""
-    shard = center.class_range
-    out = dict(ckpt)
-    out["head_state"] = _sliced(ckpt["head_state"], _rows(head), shard)
-    out["loss_state"] = _sliced(ckpt["loss_state"], _rows(center), shard)
-    opt = ckpt.get("optimizer")
-    if opt:
-        state = dict(opt["state"])
-        for idx in _head_param_rows(optimizer, head):
-            key = idx if idx in state else str(idx)
-            if key in state and "momentum_buffer" in state[key]:
-                entry = dict(state[key])
-                entry["momentum_buffer"] = entry["momentum_buffer"][shard.lo : shard.hi]
-                state[key] = entry
-        out["optimizer"] = {**opt, "state": state}
-    return out

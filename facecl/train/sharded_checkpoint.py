@@ -23,7 +23,7 @@ is not sharded (backbone, its optimiser state, RNG, config, metrics window)::
       "dir": "s000001200",           # the data directory of this checkpoint
       "shared": {"file": "shared.pt", "sha256": "...", "size": 123},
       "ranks": [{"file": "rank-0-of-4.pt", "sha256": "...", "size": 123}, ...],
-      "sharded_keys": {"head_state.weight": {"dtype": "float32", "shape": [512]}, ...},
+      "sharded_keys": {"head_state/fc.weight": {"dtype": "float32", "shape": [512]}, ...},
                                      # shape: each row's shape (the tensor is (rows, *shape))
       "meta": {...}                  # plain JSON readable without any tensor (config, arch...)
     }

@@ -134,6 +134,8 @@ def _spawn_worker(
     info: dict[str, Any],
     show_progress: bool,
 ) -> None:
+    """One ``--ddp N`` rank. A ``FaceclError`` is recorded beside the rendezvous file for
+    the parent to raise as one line (``mp.spawn`` would hand it a traceback text)."""
     cfg = config_from_dict(cfg_dict)
     torch.set_num_threads(ddp_util.threads_per_rank(world))
     device = ddp_util.rank_device(resolve_device(cfg.device), rank)
@@ -153,6 +155,9 @@ def _spawn_worker(
             )
         if rank == 0:
             atomic_write_json(Path(work) / SUMMARY, summary)
+    except FaceclError as e:
+        ddp_util.record_rank_error(Path(init_file).parent, rank, e)
+        raise SystemExit(1) from None
     finally:
         ddp_util.shutdown()
 
@@ -183,21 +188,25 @@ def fit(
         ddp_util.check_ddp(ddp, cfg.batch_size, resolve_device(cfg.device))
 
         with tempfile.TemporaryDirectory(prefix="facecl-ddp-") as tmp:
-            mp.spawn(
-                _spawn_worker,
-                args=(
-                    ddp,
-                    str(Path(tmp) / "init"),
-                    config_dict(cfg),
-                    dataset,
-                    str(work),
-                    arch_kwargs,
-                    info,
-                    show_progress,
-                ),
-                nprocs=ddp,
-                join=True,
-            )
+            try:
+                mp.spawn(
+                    _spawn_worker,
+                    args=(
+                        ddp,
+                        str(Path(tmp) / "init"),
+                        config_dict(cfg),
+                        dataset,
+                        str(work),
+                        arch_kwargs,
+                        info,
+                        show_progress,
+                    ),
+                    nprocs=ddp,
+                    join=True,
+                )
+            except (mp.ProcessRaisedException, mp.ProcessExitedException):
+                ddp_util.raise_rank_error(Path(tmp), ddp)  # a rank's FaceclError, one line
+                raise
         return json.loads((work / SUMMARY).read_text())
     if env is not None:  # already inside the group (initialised by run_train)
         device = ddp_util.rank_device(resolve_device(cfg.device), env.local_rank)

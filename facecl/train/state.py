@@ -244,9 +244,9 @@ def restore(state: TrainState, ckpt: dict[str, Any], cfg: TrainConfig) -> int:
         if list(rows) != [state.shard.lo, state.shard.hi]:
             raise CheckpointError(f"checkpoint rows {rows} are not this rank's", "a bug")
     elif state.shard is not None:  # this rank's rows of last.pt's full head, centers, momentum
-        from facecl.train.shard_classes import shard_checkpoint
+        from facecl.train.last import slice_rows
 
-        ckpt = shard_checkpoint(ckpt, state.net.head, state.center, state.optimizer)
+        ckpt = slice_rows(ckpt, state)
     state.net.backbone.load_state_dict(ckpt["model"])
     state.net.head.load_state_dict(ckpt["head_state"])
     state.center.load_state_dict(ckpt["loss_state"])

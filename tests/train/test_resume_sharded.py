@@ -103,6 +103,24 @@ def test_a_corrupt_rank_file_stops_the_resume_with_one_line(pack, tmp_path, monk
     file is a one-line error naming the file (exit 1), never a traceback or a fresh start."""
     from typer.testing import CliRunner
 
+    from facecl.cli import app
+
+    args = _interrupted_cli_run(pack, tmp_path, monkeypatch)
+    run, partial = tmp_path / "run", tmp_path / "run.partial"
+    bad = partial / "checkpoints" / "last" / "s000000004" / "rank-1-of-2.pt"
+    data = bytearray(bad.read_bytes())
+    data[len(data) // 3] ^= 0x40
+    bad.write_bytes(bytes(data))
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 1, r.output
+    assert "rank-1-of-2.pt does not match the sha256 in its index" in r.output
+    assert "Traceback" not in r.output and not run.exists()
+
+
+def _interrupted_cli_run(pack, tmp_path, monkeypatch) -> list[str]:
+    """``facecl train`` args of a run stopped at step 4, its checkpoint made per rank."""
+    from typer.testing import CliRunner
+
     import facecl.train.stage as stage
     from facecl.cli import app
 
@@ -112,19 +130,77 @@ def test_a_corrupt_rank_file_stops_the_resume_with_one_line(pack, tmp_path, monk
         kw["on_progress"] = stop_at(kw["stop"], 4)
         return real(cfg, dataset, work, **kw)
 
-    run = tmp_path / "run"
-    args = ["train", str(pack), "-o", str(run), "--arch", "tiny", "--steps", "8"]
+    args = ["train", str(pack), "-o", str(tmp_path / "run"), "--arch", "tiny", "--steps", "8"]
     args += ["--batch-size", "8", "--workers", "0", "--checkpoint-every", "4", "--no-progress"]
     monkeypatch.setattr(stage, "train", stop_at_4)
     assert CliRunner().invoke(app, args).exit_code == 130  # interrupted at step 4
     monkeypatch.setattr(stage, "train", real)
-    partial = tmp_path / "run.partial"
-    shard_last_pt(partial, [(0, 2), (2, 4)])
-    bad = partial / "checkpoints" / "last" / "s000000004" / "rank-1-of-2.pt"
-    data = bytearray(bad.read_bytes())
-    data[len(data) // 3] ^= 0x40
-    bad.write_bytes(bytes(data))
+    shard_last_pt(tmp_path / "run.partial", [(0, 2), (2, 4)])
+    return args
+
+
+@pytest.mark.parametrize("ranges", [[[0, 2], [2, 5]], [[0, 1], [1, 3]]])
+def test_an_index_of_another_class_count_is_one_line(pack, tmp_path, monkeypatch, ranges):
+    """Per-rank files whose index.json names 5 (or 3) classes, resumed on the 4-class pack
+    they came from (a hand-edited or mixed-up index): exit 1, one line naming both counts
+    and the fix, no traceback and no fresh start."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from facecl.cli import app
+
+    args = _interrupted_cli_run(pack, tmp_path, monkeypatch)
+    where = tmp_path / "run.partial" / "checkpoints" / "last" / "index.json"
+    index = json.loads(where.read_text())
+    index.update(num_classes=ranges[-1][1], ranges=ranges)
+    where.write_text(json.dumps(index))
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 1, r.output
-    assert "rank-1-of-2.pt does not match the sha256 in its index" in r.output
-    assert "Traceback" not in r.output and not run.exists()
+    assert f"holds {ranges[-1][1]} classes" in r.output and "the pack has 4" in r.output
+    assert "Traceback" not in r.output and not (tmp_path / "run").exists()
+
+
+def test_a_last_pt_of_another_class_count_is_a_checkpoint_error(pack, tmp_path):
+    """``train`` on a 5-class dataset in a run directory whose ``last.pt`` has 4 classes:
+    a CheckpointError naming both counts (not a load_state_dict size mismatch)."""
+    from facecl.errors import CheckpointError
+
+    from .helpers import make_pack
+
+    stop, run = StopFlag(), tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainConfig(**CFG), ShardDataset(pack), run, stop=stop, on_progress=stop_at(stop, 4))
+    five = ShardDataset(make_pack(tmp_path / "five", classes=5))
+    with pytest.raises(CheckpointError, match="last.pt holds 4 classes, the pack has 5"):
+        train(TrainConfig(**CFG), five, run)
+
+
+def test_a_missing_rank_file_stops_the_resume_with_one_line(pack, tmp_path, monkeypatch):
+    """The CLI, resuming per-rank files of which one is gone: exit 1, one line naming the
+    missing file and its index, no traceback and no fresh start."""
+    from typer.testing import CliRunner
+
+    from facecl.cli import app
+
+    args = _interrupted_cli_run(pack, tmp_path, monkeypatch)
+    (tmp_path / "run.partial" / "checkpoints" / "last" / "s000000004" / "rank-0-of-2.pt").unlink()
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 1, r.output
+    assert "rank-0-of-2.pt is missing (named by" in r.output
+    assert "Traceback" not in r.output and not (tmp_path / "run").exists()
+
+
+def test_a_missing_rank_file_under_ddp_is_one_line(pack, tmp_path, monkeypatch):
+    """``--ddp 2 --shard-classes`` resuming per-rank files without rank 1's: rank 1 fails
+    (rank 0's own rows are there); the CLI says rank 1's one line, exit 1, no traceback."""
+    from typer.testing import CliRunner
+
+    from facecl.cli import app
+
+    args = _interrupted_cli_run(pack, tmp_path, monkeypatch)
+    (tmp_path / "run.partial" / "checkpoints" / "last" / "s000000004" / "rank-1-of-2.pt").unlink()
+    r = CliRunner().invoke(app, [*args, "--ddp", "2", "--shard-classes"])
+    assert r.exit_code == 1, r.output
+    assert "rank-1-of-2.pt is missing (named by" in r.output
+    assert "Traceback" not in r.output and not (tmp_path / "run").exists()
