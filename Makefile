@@ -57,10 +57,11 @@ gpu-check: install
 
 # The full-LFW study (needs ../shared/data): every variant x the config's seeds (0, 1, 2) on
 # the CPU config; `make study SEEDS="--seed 0"` runs a subset (results merge into one table,
-# finished steps are reused from their manifests).
+# finished steps are reused from their manifests). Every run's metrics also go to the
+# committed ledger docs/results_ledger.json, so seeds run on other machines count too.
 SEEDS ?=
 study: install
-	$(BIN)/facecl study experiments/lfw_view1_cpu.toml -o runs/study_cpu $(SEEDS) --results docs/results.md
+	$(BIN)/facecl study experiments/lfw_view1_cpu.toml -o runs/study_cpu $(SEEDS) --results docs/results.md --ledger docs/results_ledger.json
 
 clean:
 	rm -rf demo_out .pytest_cache .mypy_cache gpu_check.json .bench

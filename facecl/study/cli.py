@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from facecl.study.config import StudyConfig
+    from facecl.study.ledger import Ledger
 
 
 def register(app: typer.Typer) -> None:
@@ -24,6 +28,13 @@ def register(app: typer.Typer) -> None:
         results: Annotated[
             Path | None, typer.Option(help="Write the results table here (markdown).")
         ] = None,
+        ledger: Annotated[
+            Path | None,
+            typer.Option(
+                help="Keep every run's metrics in this JSON file (commit it): the table also "
+                "counts the runs it holds from earlier sessions with the same config."
+            ),
+        ] = None,
         report_only: Annotated[
             bool,
             typer.Option("--report-only", help="Run nothing: re-render the table from study.json."),
@@ -31,27 +42,27 @@ def register(app: typer.Typer) -> None:
         json_out: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
     ) -> None:
         """Align, pack, train every variant x seed, embed, verify; then a results table."""
-        import json
         import shutil
 
         from facecl.console import console, emit_json
-        from facecl.errors import InputError
+        from facecl.errors import FaceclError
         from facecl.study.config import load_study_config
+        from facecl.study.ledger import read_ledger, record_study, with_ledger, write_ledger
         from facecl.study.results import kept_notes, render_markdown
-        from facecl.study.runner import run_study
+        from facecl.study.runner import failed_in, run_study
 
         cfg = load_study_config(config)
+        book = read_ledger(ledger) if ledger else None
         if report_only:
-            try:
-                doc = json.loads((out / "study.json").read_text())
-            except (OSError, ValueError) as e:
-                raise InputError(
-                    f"no readable study record {out / 'study.json'} ({e})",
-                    "run the study first (without --report-only)",
-                ) from None
+            doc = _study_record(out, cfg, book)
         else:
             doc = run_study(cfg, out, variants=variant, seeds=seed)
+        if book is not None and ledger is not None:
+            record_study(book, cfg, doc)
+            write_ledger(ledger, book)
+            doc = with_ledger(cfg, doc, book)
         cmd = f"facecl study {config} -o {out}" + (f" --results {results}" if results else "")
+        cmd += f" --ledger {ledger}" if ledger else ""
         targets = [out / "results.md", *([results] if results else [])]
         roc = out / "compare" / "roc_compare.png"
         for target in targets:
@@ -66,3 +77,29 @@ def register(app: typer.Typer) -> None:
             emit_json(doc)
         else:
             console.print(md)
+        failed = [] if report_only else failed_in(doc)
+        if failed:
+            raise FaceclError(
+                f"{len(failed)} run(s) failed: {', '.join(failed)}",
+                "see their errors above; the table counts the other runs, a re-run retries them",
+            )
+
+
+def _study_record(out: Path, cfg: StudyConfig, book: Ledger | None) -> dict[str, Any]:
+    """The study record of ``out`` for --report-only; with a ledger, a missing record is an
+    empty study (the table is the ledger's)."""
+    import json
+
+    from facecl.errors import InputError
+    from facecl.study.ledger import ledger_study
+
+    path = out / "study.json"
+    if not path.exists() and book is not None:
+        return ledger_study(cfg, book)
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise InputError(
+            f"no readable study record {path} ({e})",
+            "run the study first (without --report-only), or pass --ledger",
+        ) from None

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from facecl.study.claims import claims_markdown
 from facecl.train.run import METRICS
 
 # The papers' numbers beside ours (IJCV 2019 Tables 5 and 7: 64-layer nets on VGGFace2 3M,
@@ -69,121 +70,59 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
 
 
+def run_metrics(run: dict[str, Any]) -> dict[str, float]:
+    """One run's metrics (``view1 accuracy``, ``blufr vr@...``, ``train center_dist_mean``...):
+    those it carries (a ledger run), else read from its reports and training log."""
+    if "metrics" in run:
+        return {k: float(v) for k, v in run["metrics"].items()}
+    out: dict[str, float] = {}
+    view1 = _read_json(Path(run["view1_report"]) / "report.json").get("summary", {})
+    out.update({f"view1 {k}": float(v) for k, v in view1.items() if _number(v)})
+    if "blufr_report" in run:
+        blufr = _read_json(Path(run["blufr_report"]) / "report.json").get("summary", {})
+        out.update(
+            {f"blufr {k}": float(v) for k, v in blufr.items() if _number(v) and "(mean-std)" in k}
+        )
+    out.update({f"train {k}": v for k, v in _last_center_stats(Path(run["run"])).items()})
+    return out
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 def per_seed(study: dict[str, Any]) -> dict[str, dict[str, dict[int, float]]]:
-    """variant -> metric -> seed -> value: every run's reports and center stats, read once."""
+    """variant -> metric -> seed -> value over the runs that finished, read once."""
     table: dict[str, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
     for r in study["runs"]:
-        row, seed = table[r["variant"]], r["seed"]
-        view1 = _read_json(Path(r["view1_report"]) / "report.json").get("summary", {})
-        for k, v in view1.items():
-            if isinstance(v, (int, float)):
-                row[f"view1 {k}"][seed] = float(v)
-        if "blufr_report" in r:
-            blufr = _read_json(Path(r["blufr_report"]) / "report.json").get("summary", {})
-            for k, v in blufr.items():
-                if isinstance(v, (int, float)) and "(mean-std)" in k:
-                    row[f"blufr {k}"][seed] = float(v)
-        for k, v in _last_center_stats(Path(r["run"])).items():
-            row[f"train {k}"][seed] = v
+        if r.get("status", "ok") != "ok":
+            continue
+        for k, v in run_metrics(r).items():
+            table[r["variant"]][k][r["seed"]] = v
     return table
 
 
-# The papers' claims that the study can test, as (variant, baseline, what the paper says).
-CLAIMS = [
-    ("cl", "softmax", "CL beats softmax alone (ECCV Table 2, IJCV Fig. 7)"),
-    ("acl", "cl", "ACL beats CL (IJCV Table 7)"),
-    ("acl-gamma", "cl", "ACL-gamma beats CL (IJCV Table 7)"),
-    ("acl-gamma", "acl", "ACL-gamma is on par with ACL (IJCV Table 7)"),
-    ("cl-rho5", "cl", "rho = 5 beats rho = 0 on BLUFR (IJCV Table 5)"),
-    ("cl-cil", "cl", "adding CIL helps (Wu 2018, imbalanced data)"),
-    ("sphereface-acl-gamma", "acl-gamma", "margin head + ACL-gamma beats ACL-gamma (IJCV Table 7)"),
-]
-CLAIM_METRICS = ["view1 accuracy", "view1 auc", "blufr vr@far=0.001 (mean-std)"]
-# IJCV Table 5 / Fig. 8 on feature-to-center distances, tested on the last training batch.
-DISTANCE_CLAIMS = [
-    ("cl-rho5", "cl", "mean distance grows with rho, relative range shrinks (IJCV Table 5)"),
-    ("acl", "cl", "ACL vs CL"),
-    ("acl-gamma", "cl", "ACL-gamma vs CL"),
-    ("cl-cil", "cl", "CIL vs CL"),
-]
-DISTANCE_METRICS = ["train center_dist_mean", "train center_dist_p99/mean"]
+def failed_runs(study: dict[str, Any]) -> list[str]:
+    """One line per variant with failed runs: its seeds and why."""
+    failed: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in study["runs"]:
+        if r.get("status", "ok") != "ok":
+            failed[r["variant"]].append(r)
+    lines = []
+    for variant, runs in failed.items():
+        seeds = ", ".join(str(r["seed"]) for r in sorted(runs, key=lambda r: r["seed"]))
+        why = "; ".join(sorted({r.get("error", "") for r in runs} - {""})) or "no reason recorded"
+        lines.append(f"- {variant}: seeds {seeds} ({why})")
+    return lines
+
+
 # Everything below this line in the results file is hand-written and kept on regeneration.
 NOTES_MARKER = "<!-- notes: hand-written below this line; kept when the table is regenerated -->"
 
 
-def paired(a: dict[int, float], b: dict[int, float], alpha: float = 0.05) -> dict[str, Any] | None:
-    """Paired (same seed) difference a - b: mean, std, paired t-test p and a verdict.
-
-    A difference is called only when the two-sided paired t-test over seeds has p < alpha;
-    with fewer than 2 common seeds nothing is called.
-    """
-    from scipy import stats
-
-    seeds = sorted(set(a) & set(b))
-    if not seeds:
-        return None
-    d = np.array([a[s] - b[s] for s in seeds], dtype=float)
-    out: dict[str, Any] = {"n": len(seeds), "mean": float(d.mean())}
-    if len(seeds) < 2:
-        out.update(std=float("nan"), p=float("nan"), verdict="needs >= 2 seeds")
-        return out
-    out["std"] = float(d.std(ddof=1))
-    if out["std"] == 0.0:
-        p = 0.0 if out["mean"] != 0 else 1.0
-    else:
-        p = float(stats.ttest_rel([a[s] for s in seeds], [b[s] for s in seeds]).pvalue)
-    out["p"] = p
-    if p < alpha:
-        out["verdict"] = "higher" if out["mean"] > 0 else "lower"
-    else:
-        out["verdict"] = "within noise"
-    return out
-
-
-def _claims_table(
-    seeds: dict[str, dict[str, dict[int, float]]],
-    claims: list[tuple[str, str, str]],
-    metrics: list[str],
-    scale: float,
-) -> list[str]:
-    lines = ["| claim | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
-    for variant, base, text in claims:
-        if variant not in seeds or base not in seeds:
-            continue
-        cells = [f"{text}: {variant} vs {base}"]
-        for m in metrics:
-            r = paired(seeds[variant].get(m, {}), seeds[base].get(m, {}))
-            if r is None:
-                cells.append("-")
-            elif math.isnan(r["std"]):
-                cells.append(f"{scale * r['mean']:+.2f} ({r['verdict']})")
-            else:
-                cells.append(
-                    f"{scale * r['mean']:+.2f} ± {scale * r['std']:.2f}, p={r['p']:.3f}: "
-                    f"**{r['verdict']}**"
-                )
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines
-
-
-def claims_markdown(seeds: dict[str, dict[str, dict[int, float]]]) -> list[str]:
-    """The claims tables from ``per_seed``'s values."""
-    n_tests = len(CLAIMS) * len(CLAIM_METRICS)
-    return [
-        "## The papers' claims, tested",
-        "",
-        "Paired by seed (same seed = same initialisation and batch order): mean difference "
-        "± std over seeds, in points, and the two-sided paired t-test p. An ordering is "
-        "claimed only where p < 0.05; otherwise the cell says *within noise*. With "
-        f"{n_tests} tests below, about {0.05 * n_tests:.0f} would pass p < 0.05 by chance "
-        "alone: one isolated call is weak evidence.",
-        "",
-        *_claims_table(seeds, CLAIMS, CLAIM_METRICS, 100.0),
-        "",
-        "Feature-to-center distances (last training batch; absolute units, not points):",
-        "",
-        *_claims_table(seeds, DISTANCE_CLAIMS, DISTANCE_METRICS, 1.0),
-    ]
+def _seed_list(study: dict[str, Any]) -> str:
+    seeds = sorted({r["seed"] for r in study["runs"] if r.get("status", "ok") == "ok"})
+    return ", ".join(map(str, seeds))
 
 
 def stage_times(steps: list[dict[str, Any]]) -> list[tuple[str, int, float, float]]:
@@ -219,9 +158,7 @@ def render_markdown(
         f"Config: `{_relative(study['config'])}`. Identity overlap DevTrain/DevTest: "
         f"{study['overlap']['overlap_count']} "
         f"({', '.join(study['overlap']['overlap']) or 'none'}).",
-        "Values are mean ± std over seeds "
-        f"({', '.join(sorted({str(r['seed']) for r in study['runs']}))}); "
-        "verification numbers in %.",
+        f"Values are mean ± std over seeds ({_seed_list(study)}); verification numbers in %.",
         "",
     ]
     header = [
@@ -240,6 +177,9 @@ def render_markdown(
             cells.append("-" if math.isnan(mean) else f"{mean * scale:.2f} ± {std * scale:.2f}")
         cells.append(PAPER.get(variant, ""))
         lines.append("| " + " | ".join(cells) + " |")
+    failed = failed_runs(study)
+    if failed:
+        lines += ["", "Runs that failed (no value in any table):", "", *failed]
     if roc:
         caption = "Overlaid ROC curves (View 1 DevTest, the lowest seed of each variant)"
         lines += ["", f"{caption}: ![ROC]({roc})"]

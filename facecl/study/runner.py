@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from facecl.artifacts import atomic_write_json
 from facecl.console import console
 from facecl.errors import FaceclError, InputError
 from facecl.study.config import StudyConfig, Variant, cli_args
+from facecl.study.ledger import FAILED, OK, run_key
 from facecl.train.config import flat_options
 
 
@@ -40,14 +42,22 @@ def run_facecl(args: list[str], env: dict[str, str] | None = None) -> dict[str, 
     cmd = [sys.executable, "-m", "facecl", *args, "--json"]
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env=env)
     if proc.returncode != 0:
-        raise FaceclError(
-            f"step failed (exit {proc.returncode}): facecl {' '.join(args)}",
-            "see the error above; fix it and re-run the study (finished steps are reused)",
-        )
+        raise StepError(proc.returncode, args)
     try:
         return json.loads(proc.stdout) if proc.stdout.strip() else {}
     except ValueError:
         return {"stdout": proc.stdout}
+
+
+class StepError(FaceclError):
+    """A facecl command of the study exited non-zero (its own error is on stderr above)."""
+
+    def __init__(self, returncode: int, args: list[str]):
+        self.returncode = returncode
+        super().__init__(
+            f"step failed (exit {returncode}): facecl {' '.join(args)}",
+            "see the error above; fix it and re-run the study (finished steps are reused)",
+        )
 
 
 def _reused(summary: dict[str, Any]) -> bool:
@@ -109,9 +119,12 @@ class _Steps:
     """Runs the study's steps one after the other, logging each (time, reused) in ``log``."""
 
     log: StepLog = field(default_factory=StepLog)
+    current: str = ""
+    """The step running (or the last one run)."""
 
     def __call__(self, name: str, args: list[str], target: Path) -> dict[str, Any]:
         console.rule(f"[bold]{name}")
+        self.current = name
         t0 = time.perf_counter()
         summary = run_facecl(args)
         dt = time.perf_counter() - t0
@@ -204,7 +217,8 @@ def _compare_step(out: Path, results: list[dict[str, Any]], step: Step) -> None:
     the plot readable."""
     compare = out / "compare"
     first: dict[str, dict[str, Any]] = {}
-    for r in sorted(results, key=lambda r: r["seed"]):
+    finished = [r for r in results if r.get("status", OK) == OK and "view1_report" in r]
+    for r in sorted(finished, key=lambda r: r["seed"]):
         first.setdefault(r["variant"], r)
     reports = [r["view1_report"] for r in first.values() if Path(r["view1_report"]).is_dir()]
     if reports:
@@ -226,7 +240,13 @@ def run_study(
     t_all = time.perf_counter()
     aligned, packed, overlap = _align_and_pack(cfg, out, step)
     results = [
-        run_variant(cfg, out, variant, seed, aligned, packed, step)
+        _or_failure(
+            cfg,
+            variant,
+            seed,
+            step,
+            partial(run_variant, cfg, out, variant, seed, aligned, packed, step),
+        )
         for variant in chosen
         for seed in run_seeds
     ]
@@ -271,6 +291,43 @@ def merge_steps(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[di
     return list(merged.values())
 
 
+def train_options(cfg: StudyConfig, variant: Variant, seed: int) -> dict[str, Any]:
+    """The train options of one run: ``[train]``, the variant's, the seed; nested tables
+    ([train.center], [train.margin]) become their flat CLI options."""
+    return {**flat_options(cfg.train), **flat_options(variant.train), "seed": seed}
+
+
+def _or_failure(
+    cfg: StudyConfig, variant: Variant, seed: int, step: _Steps, run: Callable[[], dict[str, Any]]
+) -> dict[str, Any]:
+    """``run()``'s record, or, when one of its steps fails (a diverged training, say), a
+    record of the failure, so that the other runs go on and the failure is counted."""
+    try:
+        return run()
+    except StepError as e:
+        why = f"{step.current.split(' ')[0]} failed, exit {e.returncode}"
+        console.print(f"[red]{variant.name} seed {seed}: {why}; the study goes on")
+        return {
+            "variant": variant.name,
+            "seed": seed,
+            "key": run_key(cfg, variant),
+            "train": train_options(cfg, variant, seed),
+            "status": FAILED,
+            "error": why,
+        }
+
+
+def failed_in(doc: dict[str, Any]) -> list[str]:
+    """``variant-sSEED`` of each run that failed in the latest invocation of ``doc``."""
+    latest = doc.get("invocations", [{}])[-1] if doc.get("invocations") else {}
+    ran = {(v, s) for v in latest.get("variants", []) for s in latest.get("seeds", [])}
+    return [
+        f"{r['variant']}-s{r['seed']}"
+        for r in doc.get("runs", [])
+        if r.get("status") == FAILED and (r["variant"], r["seed"]) in ran
+    ]
+
+
 def run_variant(
     cfg: StudyConfig,
     out: Path,
@@ -282,8 +339,7 @@ def run_variant(
 ) -> dict[str, Any]:
     tag = f"{variant.name}-s{seed}"
     run = out / "runs" / tag
-    # Nested tables ([train.center], [train.margin]) become their flat CLI options.
-    train_opts = {**flat_options(cfg.train), **flat_options(variant.train), "seed": seed}
+    train_opts = train_options(cfg, variant, seed)
     step(f"train {tag}", ["train", str(packed), "-o", str(run), *cli_args(train_opts)], run)
     emb = out / "emb" / tag
     step(
@@ -310,6 +366,8 @@ def run_variant(
     result: dict[str, Any] = {
         "variant": variant.name,
         "seed": seed,
+        "key": run_key(cfg, variant),
+        "status": OK,
         "train": train_opts,
         "run": str(run),
         "view1_report": str(v1),

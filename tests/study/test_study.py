@@ -194,7 +194,7 @@ def test_checked_in_experiment_configs_parse(name):
 def test_paired_calls_an_ordering_only_beyond_the_noise():
     from scipy import stats
 
-    from facecl.study.results import paired
+    from facecl.study.claims import paired
 
     a = {0: 0.75, 1: 0.76, 2: 0.78}
     b = {0: 0.70, 1: 0.72, 2: 0.71}

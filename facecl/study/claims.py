@@ -1,0 +1,213 @@
+"""The papers' claims as paired tests over seeds, and the verdict per claim after Holm.
+
+Each claim compares a variant with its baseline, paired by seed (same seed = same
+initialisation and batch order). The descriptive tables test every metric at p < 0.05; the
+verdict table tests one primary metric per claim and corrects for the family of claims
+with Holm's step-down rule, so that "holds" means the same thing however many claims are
+tested. "On par" is an equivalence claim: it holds only when a two one-sided tests
+procedure (TOST) shows the difference inside +-EQUIVALENCE_MARGIN.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+# The papers' claims that the study can test, as (variant, baseline, what the paper says).
+CLAIMS = [
+    ("cl", "softmax", "CL beats softmax alone (ECCV Table 2, IJCV Fig. 7)"),
+    ("acl", "cl", "ACL beats CL (IJCV Table 7)"),
+    ("acl-gamma", "cl", "ACL-gamma beats CL (IJCV Table 7)"),
+    ("acl-gamma", "acl", "ACL-gamma is on par with ACL (IJCV Table 7)"),
+    ("cl-rho5", "cl", "rho = 5 beats rho = 0 on BLUFR (IJCV Table 5)"),
+    ("cl-cil", "cl", "adding CIL helps (Wu 2018, imbalanced data)"),
+    ("sphereface-acl-gamma", "acl-gamma", "margin head + ACL-gamma beats ACL-gamma (IJCV Table 7)"),
+]
+CLAIM_METRICS = ["view1 accuracy", "view1 auc", "blufr vr@far=0.001 (mean-std)"]
+# IJCV Table 5 / Fig. 8 on feature-to-center distances, tested on the last training batch.
+DISTANCE_CLAIMS = [
+    ("cl-rho5", "cl", "mean distance grows with rho, relative range shrinks (IJCV Table 5)"),
+    ("acl", "cl", "ACL vs CL"),
+    ("acl-gamma", "cl", "ACL-gamma vs CL"),
+    ("cl-cil", "cl", "CIL vs CL"),
+]
+DISTANCE_METRICS = ["train center_dist_mean", "train center_dist_p99/mean"]
+
+
+def paired(a: dict[int, float], b: dict[int, float], alpha: float = 0.05) -> dict[str, Any] | None:
+    """Paired (same seed) difference a - b: mean, std, paired t-test p and a verdict.
+
+    A difference is called only when the two-sided paired t-test over seeds has p < alpha;
+    with fewer than 2 common seeds nothing is called.
+    """
+    from scipy import stats
+
+    seeds = sorted(set(a) & set(b))
+    if not seeds:
+        return None
+    d = np.array([a[s] - b[s] for s in seeds], dtype=float)
+    out: dict[str, Any] = {"n": len(seeds), "mean": float(d.mean())}
+    if len(seeds) < 2:
+        out.update(std=float("nan"), p=float("nan"), verdict="needs >= 2 seeds")
+        return out
+    out["std"] = float(d.std(ddof=1))
+    if out["std"] == 0.0:
+        p = 0.0 if out["mean"] != 0 else 1.0
+    else:
+        p = float(stats.ttest_rel([a[s] for s in seeds], [b[s] for s in seeds]).pvalue)
+    out["p"] = p
+    if p < alpha:
+        out["verdict"] = "higher" if out["mean"] > 0 else "lower"
+    else:
+        out["verdict"] = "within noise"
+    return out
+
+
+def _claims_table(
+    seeds: dict[str, dict[str, dict[int, float]]],
+    claims: list[tuple[str, str, str]],
+    metrics: list[str],
+    scale: float,
+) -> list[str]:
+    lines = ["| claim | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
+    for variant, base, text in claims:
+        if variant not in seeds or base not in seeds:
+            continue
+        cells = [f"{text}: {variant} vs {base}"]
+        for m in metrics:
+            r = paired(seeds[variant].get(m, {}), seeds[base].get(m, {}))
+            if r is None:
+                cells.append("-")
+            elif math.isnan(r["std"]):
+                cells.append(f"{scale * r['mean']:+.2f} ({r['verdict']})")
+            else:
+                cells.append(
+                    f"{scale * r['mean']:+.2f} ± {scale * r['std']:.2f}, p={r['p']:.3f}: "
+                    f"**{r['verdict']}**"
+                )
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def claims_markdown(seeds: dict[str, dict[str, dict[int, float]]]) -> list[str]:
+    """The claims tables from ``per_seed``'s values."""
+    n_tests = len(CLAIMS) * len(CLAIM_METRICS)
+    return [
+        "## The papers' claims, tested",
+        "",
+        "Paired by seed (same seed = same initialisation and batch order): mean difference "
+        "± std over seeds, in points, and the two-sided paired t-test p. An ordering is "
+        "claimed only where p < 0.05; otherwise the cell says *within noise*. With "
+        f"{n_tests} tests below, about {0.05 * n_tests:.0f} would pass p < 0.05 by chance "
+        "alone: one isolated call is weak evidence.",
+        "",
+        *verdict_table(seeds),
+        "",
+        "Every metric, each test on its own at p < 0.05 (descriptive):",
+        "",
+        *_claims_table(seeds, CLAIMS, CLAIM_METRICS, 100.0),
+        "",
+        "Feature-to-center distances (last training batch; absolute units, not points):",
+        "",
+        *_claims_table(seeds, DISTANCE_CLAIMS, DISTANCE_METRICS, 1.0),
+    ]
+
+
+PRIMARY = "view1 accuracy"
+# IJCV makes the rho claim on BLUFR (Table 5), so BLUFR VR is its primary metric.
+PRIMARY_OF = {("cl-rho5", "cl"): "blufr vr@far=0.001 (mean-std)"}
+# Claims of equality, decided by TOST within this margin (a fraction: 0.005 = 0.5 points).
+EQUIVALENCE = {("acl-gamma", "acl")}
+EQUIVALENCE_MARGIN = 0.005
+
+
+def tost_p(d: np.ndarray, margin: float) -> float:
+    """p of the two one-sided t-tests that the mean of ``d`` lies inside (-margin, margin)."""
+    from scipy import stats
+
+    if len(d) < 2:
+        return float("nan")
+    if float(d.std(ddof=1)) == 0.0:
+        return 0.0 if abs(float(d.mean())) < margin else 1.0
+    lower = stats.ttest_1samp(d, -margin, alternative="greater").pvalue
+    upper = stats.ttest_1samp(d, margin, alternative="less").pvalue
+    return float(max(lower, upper))
+
+
+def holm(pvalues: dict[Any, float], alpha: float = 0.05) -> dict[Any, float]:
+    """Holm's step-down thresholds: the k-th smallest p (k = 0, 1, ...) is compared with
+    alpha / (m - k), and once one fails every larger p fails too. Returns each test's
+    threshold, or 0.0 for a test that failed (or follows a failure)."""
+    order = sorted(pvalues, key=lambda k: pvalues[k])
+    out: dict[Any, float] = {}
+    passing = True
+    for k, name in enumerate(order):
+        threshold = alpha / (len(order) - k)
+        passing = passing and pvalues[name] < threshold
+        out[name] = threshold if passing else 0.0
+    return out
+
+
+def verdicts(seeds: dict[str, dict[str, dict[int, float]]], alpha: float = 0.05) -> list[dict]:
+    """One verdict per claim with >= 2 paired seeds: holds, reverses or within noise (for an
+    equivalence claim: holds or not shown) on its primary metric, after Holm over them."""
+    rows: list[dict[str, Any]] = []
+    for variant, base, text in CLAIMS:
+        metric = PRIMARY_OF.get((variant, base), PRIMARY)
+        a, b = seeds.get(variant, {}).get(metric, {}), seeds.get(base, {}).get(metric, {})
+        common = sorted(set(a) & set(b))
+        if len(common) < 2:
+            continue
+        d = np.array([a[s] - b[s] for s in common], dtype=float)
+        equivalence = (variant, base) in EQUIVALENCE
+        r = paired(a, b)
+        assert r is not None
+        p = tost_p(d, EQUIVALENCE_MARGIN) if equivalence else r["p"]
+        rows.append(
+            {
+                **r,
+                "claim": text,
+                "variant": variant,
+                "base": base,
+                "metric": metric,
+                "equivalence": equivalence,
+                "p": p,
+                "seeds": common,
+            }
+        )
+    thresholds = holm({i: row["p"] for i, row in enumerate(rows)}, alpha)
+    for i, row in enumerate(rows):
+        row["threshold"] = thresholds[i]
+        passed = thresholds[i] > 0.0
+        if row["equivalence"]:
+            row["verdict"] = "holds" if passed else "not shown"
+        elif passed:
+            row["verdict"] = "holds" if row["mean"] > 0 else "reverses"
+        else:
+            row["verdict"] = "within noise"
+    return rows
+
+
+def verdict_table(seeds: dict[str, dict[str, dict[int, float]]]) -> list[str]:
+    rows = verdicts(seeds)
+    if not rows:
+        return []
+    lines = [
+        f"Verdicts: one primary metric per claim, Holm's correction over the {len(rows)} "
+        "claims tested (the k-th smallest p must be below 0.05 / (m - k + 1)); an equality "
+        f"claim holds only by TOST within ±{100 * EQUIVALENCE_MARGIN:.1f} points.",
+        "",
+        "| claim | primary metric | seeds | difference (points) | p | Holm threshold | verdict |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        test = "TOST p" if r["equivalence"] else "p"
+        threshold = f"{r['threshold']:.4f}" if r["threshold"] else "- (not reached)"
+        lines.append(
+            f"| {r['claim']}: {r['variant']} vs {r['base']} | {r['metric']} | {r['n']} | "
+            f"{100 * r['mean']:+.2f} ± {100 * r['std']:.2f} | {test}={r['p']:.4f} | "
+            f"{threshold} | **{r['verdict']}** |"
+        )
+    return lines
