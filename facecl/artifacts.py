@@ -220,28 +220,37 @@ def is_artifact(path: str | os.PathLike) -> bool:
     return (Path(path) / MANIFEST).is_file()
 
 
-def tree_listing_sha256(root: Path, files: Iterable[Path] | None = None) -> str:
-    """Hash of a tree's listing: every file's relative path, size and mtime (so an in-place
-    edit is a change), order-independent. Folder links are followed (each real folder once);
-    a folder that cannot be listed is part of the listing; names are hashed as their bytes
+TREE_HASH = "content"
+"""The ``hash`` of a tree input in a manifest: its files' bytes (``tree_sha256``). A tree input
+without it was recorded by an older facecl, which hashed names, sizes and mtimes."""
+
+
+def tree_sha256(root: Path, files: Iterable[Path] | None = None) -> str:
+    """Hash of a tree: every file's relative path and the sha256 of its bytes, looked up in
+    the stat cache (:mod:`facecl.hashcache`) while its size and mtime are unchanged, so a
+    copy or a re-mount that changes mtimes is the same tree and an edit is a change.
+    Order-independent; folder links are followed (each real folder once); a folder that
+    cannot be listed is part of the hash; names are hashed as their bytes
     (``os.fsencode``), so names that are not UTF-8 hash too."""
-    return _tree_hash(Path(root), _size_mtime, files)
+    from facecl.hashcache import HashCache
+
+    with HashCache() as cache:
+        return _tree_hash(Path(root), lambda p: cache.digest(str(p), p.stat()), files)
 
 
 class ListingHash:
-    """:func:`tree_listing_sha256` fed one line at a time by a walk that meets the files in
-    sorted order (``facecl.align.walk``), so nothing is held; ``ordered`` turns False when a
-    line comes out of bytes order (then the hash is not the listing's: recompute it)."""
+    """:func:`tree_sha256` fed one line at a time by a walk that meets the files in sorted
+    order (``facecl.align.walk``), so nothing is held; ``ordered`` turns False when a line
+    comes out of bytes order (then the hash is not the tree's: recompute it)."""
 
     def __init__(self) -> None:
         self._h = hashlib.sha256()
         self._last: bytes | None = None
         self.ordered = True
 
-    def add(self, rel: str, size: int | None = None, mtime_ns: int | None = None) -> None:
-        """A file ``rel`` (posix, below the root) of this size and mtime (None: unreadable)."""
-        desc = b"unreadable" if size is None else b"%d\t%d" % (size, mtime_ns or 0)
-        self._line(os.fsencode(rel) + b"\t" + desc)
+    def add(self, rel: str, digest: bytes | None = None) -> None:
+        """A file ``rel`` (posix, below the root) with this content hash (None: unreadable)."""
+        self._line(os.fsencode(rel) + b"\t" + (b"unreadable" if digest is None else digest))
 
     def add_unlistable(self, rel: str) -> None:
         """A folder ``rel`` that could not be listed."""
@@ -260,15 +269,9 @@ class ListingHash:
 
 
 def tree_content_sha256(root: Path) -> str:
-    """Hash of a tree's content: like :func:`tree_listing_sha256` with each file's sha256
-    (its bytes, streamed) in place of its size and mtime, so an edit that keeps both is seen
-    (``--verify-inputs``; it reads every byte of the tree)."""
+    """:func:`tree_sha256` with every file read, whatever the stat cache holds, so an edit
+    that keeps size and mtime is seen (``--verify-inputs``; it reads every byte)."""
     return _tree_hash(Path(root), lambda p: sha256_file(p).encode())
-
-
-def _size_mtime(p: Path) -> bytes:
-    st = p.stat()
-    return b"%d\t%d" % (st.st_size, st.st_mtime_ns)
 
 
 def _tree_hash(
@@ -323,16 +326,17 @@ def input_contents(inputs: Iterable[Mapping[str, str]]) -> dict[str, str]:
     }
 
 
-def input_ref(path: str | os.PathLike, tree_sha256: str = "") -> dict[str, str]:
+def input_ref(path: str | os.PathLike, tree_hash: str = "") -> dict[str, str]:
     """Describe one input for the manifest: an artifact (its manifest hash), a file, or a tree
-    (``tree_sha256``: its listing hash, when the caller's own walk already computed it)."""
+    (``tree_hash``: its :func:`tree_sha256`, when the caller's own walk already computed it)."""
     p = Path(path).resolve()
     if is_artifact(p):
         return {"path": str(p), "sha256": sha256_file(p / MANIFEST), "kind": "artifact"}
     if p.is_file():
         return {"path": str(p), "sha256": sha256_file(p), "kind": "file"}
     if p.is_dir():
-        return {"path": str(p), "sha256": tree_sha256 or tree_listing_sha256(p), "kind": "tree"}
+        sha = tree_hash or tree_sha256(p)
+        return {"path": str(p), "sha256": sha, "kind": "tree", "hash": TREE_HASH}
     raise ArtifactError(f"input not found: {p}", "check the path")
 
 
@@ -641,6 +645,12 @@ class StageOutput:
             self._check_content(m)
             self.existing = m
             return
+        if any(i.get("kind") == "tree" and i.get("hash") != TREE_HASH for i in m.inputs):
+            raise ArtifactError(
+                f"output {self.path} was recorded by an older facecl, whose tree hash used "
+                "file mtimes instead of content, so it cannot be matched to its inputs",
+                "use --force to rebuild it once (later runs are matched by content)",
+            )
         raise ArtifactError(
             f"output {self.path} exists with a different config or inputs",
             "use --force to overwrite it, or choose another -o path",
@@ -662,7 +672,7 @@ class StageOutput:
         if changed:
             raise ArtifactError(
                 f"input {changed[0]} changed since {self.path} was written (its content hash "
-                "differs, though names, sizes and mtimes may not)",
+                "differs, though its files' sizes and mtimes may not)",
                 "use --force to rebuild it, or choose another -o path",
             )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,9 @@ SHARED_DATA = SHARED / "data"
 # the CLI subprocesses they start) to float32 so that they compare the same maths on every
 # machine; tests of the bf16 choice set it themselves.
 os.environ["FACECL_CPU_BF16"] = "0"
+# The content-hash cache of the tests and their subprocesses: a fresh one per session, never
+# the user's ~/.cache/facecl.
+os.environ["FACECL_CACHE_DIR"] = tempfile.mkdtemp(prefix="facecl-hash-cache-")
 
 
 @pytest.fixture(scope="session")

@@ -109,9 +109,10 @@ class AlignRuntime:
     detections; landmarks equal to ~1e-4 px (docs/benchmarks.md)."""
     verify_inputs: bool = False
     """Hash the bytes of every input file (sha256, streamed: reads the whole tree) to decide
-    whether OUT is up to date, instead of names, sizes and mtimes (an edit that keeps both is
-    missed without it); the hashes are recorded in the manifest. A runtime option: OUT's
-    fingerprint is the same with or without it."""
+    whether OUT is up to date, instead of trusting the hash cache while a file's size and
+    mtime are unchanged (an edit that keeps both is missed without it); the hashes are
+    recorded in the manifest. A runtime option: OUT's fingerprint is the same with or
+    without it."""
     writers: int = 2
     """Threads warping the crops and writing the PNGs behind the detector, so it never
     waits on them; 0 = on the main thread, between detector batches (serial)."""

@@ -326,7 +326,7 @@ def safe_component(name: str) -> bool:
 @dataclass(frozen=True)
 class Listing:
     """What align lists: the items, the listing notes (``ignored_hidden``) and, for a tree,
-    its :func:`facecl.artifacts.tree_listing_sha256`, computed by the same walk."""
+    its :func:`facecl.artifacts.tree_sha256`, computed by the same walk."""
 
     items: Sequence[Item]
     notes: dict[str, int]
@@ -340,7 +340,7 @@ def list_source(source: Path) -> tuple[Sequence[Item], dict[str, int]]:
 
 
 def open_listing(source: Path) -> Listing:
-    """:func:`list_source` with the tree's listing hash (one walk of the tree)."""
+    """:func:`list_source` with the tree's content hash (one walk of the tree)."""
     source = Path(source)
     if source.is_dir():
         walk = TreeWalk(source)

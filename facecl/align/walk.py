@@ -1,8 +1,8 @@
 """One streaming walk of an input tree: the listing rows, the hidden-file count and the
-tree's listing hash, in a single pass.
+tree's content hash, in a single pass.
 
 :func:`facecl.align.io.scan_tree` is the listing align, embed and verify share; the hash is
-:func:`facecl.artifacts.tree_listing_sha256`, the tree's identity in a manifest. Both used
+:func:`facecl.artifacts.tree_sha256`, the tree's identity in a manifest. Both used
 to walk the tree (twice before align's up-to-date check). :class:`TreeWalk` yields the rows
 in listing order (sorted by relative path) while it feeds the same hash, holding one
 folder's entries per level of the walk, never the whole tree.
@@ -16,7 +16,7 @@ The hash's lines must come in bytes order (:class:`facecl.artifacts.ListingHash`
 they do for UTF-8 names without control characters. A tree where they do not (a name that
 is not UTF-8, a control character), or where a folder is reached twice other than through a
 link to one of its ancestors (os.walk's choice of which path lists it depends on the file
-system's order), is hashed again by ``tree_listing_sha256``: the same hash, a second walk.
+system's order), is hashed again by ``tree_sha256``: the same hash, a second walk.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from facecl.artifacts import ListingHash, tree_listing_sha256
+from facecl.artifacts import ListingHash, tree_sha256
+from facecl.hashcache import HashCache
 
 ScanRow = tuple[str, Path, str, str]  # posix path below the root, path, problem, detail
 
@@ -58,15 +59,16 @@ class _Frame:
 @dataclass
 class TreeWalk:
     """Iterate once for the rows; then ``notes`` (``ignored_hidden``) and ``sha256`` (the
-    tree's :func:`facecl.artifacts.tree_listing_sha256`) are set."""
+    tree's :func:`facecl.artifacts.tree_sha256`) are set."""
 
     root: Path
     notes: Counter[str] = field(default_factory=Counter)
     _hash: ListingHash = field(default_factory=ListingHash)
+    _cache: HashCache = field(default_factory=HashCache)
     _seen_rows: set[str] = field(default_factory=set)  # scan_tree's: folders listed as rows
     _seen_all: set[str] = field(default_factory=set)  # every folder walked (the hash's)
     _ancestors: list[str] = field(default_factory=list)
-    _exact: bool = True  # False: the hash is recomputed by tree_listing_sha256
+    _exact: bool = True  # False: the hash is recomputed by tree_sha256
     _done: bool = False
 
     def __iter__(self) -> Iterator[ScanRow]:
@@ -76,8 +78,11 @@ class TreeWalk:
         self._seen_all.add(real)
         top = _Entry("", "", str(root), "probe", ROWS, real=real)
         yield from self._probe(top)
-        if top.listing is not None:
-            yield from self._walk(top)
+        try:
+            if top.listing is not None:
+                yield from self._walk(top)
+        finally:
+            self._cache.close()
         self._done = True
 
     @property
@@ -85,7 +90,7 @@ class TreeWalk:
         if not self._done:
             raise RuntimeError("TreeWalk.sha256 read before the walk finished")
         if not self._exact or not self._hash.ordered:
-            return tree_listing_sha256(Path(self.root))
+            return tree_sha256(Path(self.root))
         return self._hash.hexdigest()
 
     def _walk(self, top: _Entry) -> Iterator[ScanRow]:
@@ -114,8 +119,7 @@ class TreeWalk:
     def _file(self, ent: _Entry) -> Iterator[ScanRow]:
         assert ent.entry is not None
         try:
-            st = ent.entry.stat()
-            self._hash.add(ent.rel, st.st_size, st.st_mtime_ns)
+            self._hash.add(ent.rel, self._cache.digest(ent.path, ent.entry.stat()))
         except OSError:
             self._hash.add(ent.rel)
         if ent.mode == ROWS:

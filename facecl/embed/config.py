@@ -61,8 +61,9 @@ class EmbedConfig:
 
     verify_inputs: bool = field(default=False, metadata={"runtime": True})
     """Hash the bytes of every file of a folder INPUT (sha256, streamed: reads the whole
-    tree) to decide whether OUT is up to date, instead of names, sizes and mtimes (an edit
-    that keeps both is missed without it); recorded in the manifest, never fingerprinted."""
+    tree) to decide whether OUT is up to date, instead of trusting the hash cache while a
+    file's size and mtime are unchanged (an edit that keeps both is missed without it);
+    recorded in the manifest, never fingerprinted."""
 
     def __post_init__(self) -> None:
         from facecl.embed.features import FUSIONS

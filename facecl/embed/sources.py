@@ -314,7 +314,7 @@ def image_source(path: Path, assume_aligned: bool, spec: InputSpec | None = None
     items = _with_unique_keys([Item(p.key, p.shown, p.identity, p.problem or OK) for p in photos])
     if path.is_dir():
         ref = input_ref(path)
-    else:  # a list names files anywhere: hash the listing and each file's size and mtime
+    else:  # a list names files anywhere: hash the listing and each file's content
         ref = {"path": str(path.resolve()), "sha256": _list_hash(photos), "kind": "list"}
     files = [p.path for p in photos]
     problems = [p.problem for p in photos]
@@ -342,13 +342,16 @@ def image_source(path: Path, assume_aligned: bool, spec: InputSpec | None = None
 
 
 def _list_hash(photos: list[Photo]) -> str:
+    """The listed names and each file's content hash (from the stat cache, as a tree's)."""
+    from facecl.hashcache import HashCache
+
     listing = []
-    for p in photos:
-        try:
-            st = p.path.stat()
-            listing.append([p.shown, st.st_size, st.st_mtime_ns])
-        except OSError:
-            listing.append([p.shown, -1, -1])
+    with HashCache() as cache:
+        for p in photos:
+            try:
+                listing.append([p.shown, cache.digest(str(p.path), p.path.stat()).decode()])
+            except OSError:
+                listing.append([p.shown, "unreadable"])
     return sha256_json(listing)
 
 

@@ -50,7 +50,8 @@ class PackConfig:
     verify_inputs: bool = field(default=False, metadata={"runtime": True})
     """Hash the bytes of every file of a folder input (``--prealigned`` crops, a RecordIO
     folder; sha256, streamed: reads it all) to decide whether OUT is up to date, instead of
-    names, sizes and mtimes; recorded in the manifest, never fingerprinted."""
+    trusting the hash cache while sizes and mtimes are unchanged; recorded in the manifest,
+    never fingerprinted."""
 
     def __post_init__(self) -> None:
         if self.shard_size < 1:

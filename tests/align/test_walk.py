@@ -13,7 +13,7 @@ import pytest
 
 from facecl.align.io import _finish, list_tree, printable, safe_component
 from facecl.align.walk import TreeWalk
-from facecl.artifacts import tree_listing_sha256
+from facecl.artifacts import tree_sha256
 from tests.faults.hostile import build
 
 
@@ -82,7 +82,7 @@ def _same_as_oracle(root: Path) -> None:
     old_rows, old_notes = _oracle_scan(root)
     assert [r[:3] for r in rows] == [r[:3] for r in old_rows]
     assert dict(walk.notes) == dict(old_notes)
-    assert walk.sha256 == tree_listing_sha256(root)
+    assert walk.sha256 == tree_sha256(root)
     items, _ = list_tree(root)
     got = [(i.index, i.source, i.path, i.identity, i.base, i.problem) for i in items]
     assert got == _oracle_items(root)

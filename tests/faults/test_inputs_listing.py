@@ -107,17 +107,21 @@ def test_list_file_with_bom_and_non_utf8_line(tmp_path):
 
 
 def test_tree_hash_sees_names_links_and_edits(tmp_path, hostile):
-    """B13: the tree hash never crashes on a non-UTF-8 name, follows folder links, and
-    changes on an in-place edit (same size, new mtime)."""
+    """B13/B34: the tree hash never crashes on a non-UTF-8 name, follows folder links, and
+    changes on an in-place edit (also inside a linked folder); a new mtime alone (a touch,
+    a copy, a re-mount) is the same content and the same hash."""
     before = input_ref(hostile.root)["sha256"]
     assert input_ref(hostile.root)["sha256"] == before
     target = hostile.root / "Linked" / "a1.jpg"  # inside the linked folder
     st = target.stat()
     os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert input_ref(hostile.root)["sha256"] == before
+    original = target.read_bytes()
     try:
+        target.write_bytes(original[:-1] + bytes([original[-1] ^ 0xFF]))  # same size
         assert input_ref(hostile.root)["sha256"] != before
     finally:
-        os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+        target.write_bytes(original)
     assert input_ref(hostile.root)["sha256"] == before
 
 

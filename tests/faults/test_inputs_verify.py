@@ -1,6 +1,8 @@
 """B54-B57, B60, B61: ``--verify-inputs``: content hashes of the input trees decide "up to
 date", so an edit that keeps a photo's size and mtime is seen; without it, it is not (the
-documented limitation of the name + size + mtime tree hash)."""
+documented limitation of the stat cache behind the tree hash: a file whose size and mtime
+are the ones it hashed is not read again). The trees are aged first: a file modified in the
+last 2 s is never cached (the racy rule), so without aging every run would read it."""
 
 from __future__ import annotations
 
@@ -18,6 +20,17 @@ from .conftest import ALIGN_ARGS, make_source, ok
 from .helpers import facecl, one_line_error
 
 
+def age(root: Path, seconds: int = 3600) -> Path:
+    """Every file under ``root`` last modified ``seconds`` ago (old enough to be cached)."""
+    import time
+
+    then = time.time_ns() - seconds * 10**9
+    for f in root.rglob("*"):
+        if f.is_file():
+            os.utime(f, ns=(then, then))
+    return root
+
+
 def edit_keeping_size_and_mtime(path: Path) -> None:
     """Flip one byte of ``path`` in place, then put its mtime back."""
     st = path.stat()
@@ -31,7 +44,7 @@ def edit_keeping_size_and_mtime(path: Path) -> None:
 def test_align_verify_inputs_sees_an_edit_that_keeps_size_and_mtime(tmp_path):
     """B54 (real processes): recorded, then an in-place edit restoring size and mtime is
     "up to date" without the option and stale with it; --force rebuilds."""
-    src = make_source(tmp_path / "src", per_identity=1)
+    src = age(make_source(tmp_path / "src", per_identity=1))
     out = tmp_path / "A"
     ok(facecl("align", src, "-o", out, *ALIGN_ARGS, "--verify-inputs"))
     recorded = json.loads((out / MANIFEST).read_text())["extra"][INPUT_CONTENT]
@@ -64,7 +77,7 @@ def _tree(root: Path) -> Path:
     (root / "A").mkdir(parents=True)
     (root / "A" / "a.jpg").write_bytes(b"one")
     (root / "A" / "b.jpg").write_bytes(b"two")
-    return root
+    return age(root)
 
 
 def _write(out: Path, src: Path, verify: bool) -> StageOutput:
@@ -126,6 +139,7 @@ def test_pack_prealigned_verify_inputs(tmp_path):
 
     root = tmp_path / "crops"
     crop_folder(root, (112, 96), per_id=2)
+    age(root)
     args = ["pack", str(root), "--prealigned", "--min-images", "1", "-o", str(tmp_path / "p")]
     r = CliRunner().invoke(app, [*args, "--verify-inputs"])
     assert r.exit_code == 0, r.output
@@ -146,6 +160,7 @@ def test_embed_aligned_folder_verify_inputs(tmp_path, pipeline):
     for f in sorted(CROPS.glob("*.png"))[:3]:
         (crops / f.stem).mkdir(parents=True)
         shutil.copy(f, crops / f.stem / f.name)
+    age(crops)
     args = ("embed", pipeline.run, crops, "--aligned", "-o", tmp_path / "E", "--device", "cpu")
     ok(facecl(*args, "--verify-inputs"))
     edit_keeping_size_and_mtime(sorted(crops.rglob("*.png"))[0])
