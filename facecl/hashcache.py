@@ -83,14 +83,18 @@ class HashCache:
         return sha.encode()
 
     def flush(self) -> None:
-        if self._db is None or not self._pending:
+        """Write the new hashes (ending the read transaction first: a stale WAL snapshot
+        cannot become a write), then open the next read transaction."""
+        db = self._db
+        if db is None or not self._pending:
             self._pending.clear()
             return
         try:
-            with self._db:
-                self._db.executemany(
-                    "INSERT OR REPLACE INTO hashes VALUES (?, ?, ?, ?, ?)", self._pending
-                )
+            db.execute("COMMIT")
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany("INSERT OR REPLACE INTO hashes VALUES (?, ?, ?, ?, ?)", self._pending)
+            db.execute("COMMIT")
+            db.execute("BEGIN")
         except sqlite3.Error as e:
             self._disable(e)
         self._pending.clear()
@@ -98,21 +102,32 @@ class HashCache:
     def close(self) -> None:
         self.flush()
         if self._db is not None:
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.Error:
+                pass
             self._db.close()
             self._db = None
 
     def _connect(self) -> sqlite3.Connection | None:
+        """The cache's connection, in one read transaction between flushes (a lookup then
+        costs no lock round trip); WAL, so that readers and a writer do not block each other
+        (a file system without WAL support keeps the default journal)."""
         if self._opened:
             return self._db
         self._opened = True
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, timeout=30)
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+            except sqlite3.OperationalError:
+                pass
             db.execute(
                 "CREATE TABLE IF NOT EXISTS hashes (path BLOB PRIMARY KEY, size INTEGER, "
                 "mtime_ns INTEGER, inode INTEGER, sha256 TEXT)"
             )
-            db.commit()
+            db.execute("BEGIN")
             self._db = db
         except (OSError, sqlite3.Error) as e:
             self._disable(e)

@@ -129,3 +129,37 @@ def test_an_output_of_the_older_tree_hash_says_to_rebuild_once(tmp_path):
     one_line_error(r, 1, "older facecl", "--force")
     ok(facecl("align", src, "-o", out, *ALIGN_ARGS, "--force"))
     assert "up to date" in ok(facecl("align", src, "-o", out, *ALIGN_ARGS)).stderr
+
+
+def test_processes_share_the_cache_without_blocking_each_other(tmp_path, cache_env):
+    """Two processes hashing (and caching) trees at once: both get the content hash and
+    neither loses the cache to a lock."""
+    import subprocess
+    import sys
+
+    trees = []
+    for k in range(2):
+        root = tmp_path / f"t{k}"
+        for i in range(300):
+            (root / f"d{i % 30}").mkdir(parents=True, exist_ok=True)
+            (root / f"d{i % 30}" / f"f{i}.bin").write_bytes(os.urandom(64) + bytes([k]))
+        _age(root, 3600)
+        trees.append(root)
+    code = (
+        "import sys; from pathlib import Path; from facecl.artifacts import tree_sha256; "
+        "[print(tree_sha256(Path(sys.argv[1]))) for _ in range(4)]"
+    )
+    env = {**os.environ, CACHE_ENV: str(cache_env)}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(t)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, env=env,
+        )
+        for t in trees
+    ]  # fmt: skip
+    for t, p in zip(trees, procs, strict=True):
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0 and "unusable" not in err, err
+        assert set(out.split()) == {tree_content_sha256(t)}
+    n = sqlite3.connect(cache_env / CACHE_FILE).execute("SELECT COUNT(*) FROM hashes").fetchone()
+    assert n == (600,)
