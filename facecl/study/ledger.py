@@ -86,8 +86,18 @@ class Ledger:
     runs: dict[tuple[str, int, str], LedgerRun] = field(default_factory=dict)
 
     def record(self, run: LedgerRun) -> None:
-        """Add ``run``, replacing an earlier record of the same variant, seed and key."""
-        self.runs[(run.variant, run.seed, run.key)] = run
+        """Add ``run``, replacing an earlier record of the same variant, seed and key; the
+        same outcome recorded again keeps its first date (so the file changes only when a
+        result does)."""
+        key = (run.variant, run.seed, run.key)
+        old = self.runs.get(key)
+        if old is not None and (old.status, old.metrics, old.error) == (
+            run.status,
+            run.metrics,
+            run.error,
+        ):
+            return
+        self.runs[key] = run
 
     def matching(self, keys: dict[str, str]) -> list[LedgerRun]:
         """The runs recorded under the current key of their variant (``keys``: name -> key)."""

@@ -79,8 +79,10 @@ def test_runs_accumulate_across_study_directories_through_the_ledger(tmp_path, l
 
 def test_a_rerun_replaces_its_own_record_only():
     book = Ledger()
-    run = LedgerRun("cl", 0, "k1", "ok", {"view1 accuracy": 0.7})
+    run = LedgerRun("cl", 0, "k1", "ok", {"view1 accuracy": 0.7}, recorded="day 1")
     book.record(run)
+    book.record(LedgerRun("cl", 0, "k1", "ok", {"view1 accuracy": 0.7}, recorded="day 2"))
+    assert book.runs[("cl", 0, "k1")].recorded == "day 1"  # the same result: unchanged
     book.record(LedgerRun("cl", 0, "k1", "ok", {"view1 accuracy": 0.8}))
     book.record(LedgerRun("cl", 0, "k2", "failed", error="train failed, exit 1"))
     assert len(book.runs) == 2 and book.runs[("cl", 0, "k1")].metrics["view1 accuracy"] == 0.8
