@@ -36,19 +36,25 @@ DISTANCE_CLAIMS = [
 DISTANCE_METRICS = ["train center_dist_mean", "train center_dist_p99/mean"]
 
 
+def differences(a: dict[int, float], b: dict[int, float]) -> tuple[list[int], np.ndarray]:
+    """The seeds ``a`` and ``b`` share, and the paired differences a - b on them."""
+    seeds = sorted(set(a) & set(b))
+    return seeds, np.array([a[s] - b[s] for s in seeds], dtype=float)
+
+
 def paired(a: dict[int, float], b: dict[int, float], alpha: float = 0.05) -> dict[str, Any] | None:
     """Paired (same seed) difference a - b: mean, std, paired t-test p and a verdict.
 
     A difference is called only when the two-sided paired t-test over seeds has p < alpha;
-    with fewer than 2 common seeds nothing is called.
+    with fewer than 2 common seeds nothing is called. ``seeds`` and ``d`` are the common
+    seeds and the differences on them.
     """
     from scipy import stats
 
-    seeds = sorted(set(a) & set(b))
+    seeds, d = differences(a, b)
     if not seeds:
         return None
-    d = np.array([a[s] - b[s] for s in seeds], dtype=float)
-    out: dict[str, Any] = {"n": len(seeds), "mean": float(d.mean())}
+    out: dict[str, Any] = {"n": len(seeds), "mean": float(d.mean()), "seeds": seeds, "d": d}
     if len(seeds) < 2:
         out.update(std=float("nan"), p=float("nan"), verdict="needs >= 2 seeds")
         return out
@@ -56,13 +62,35 @@ def paired(a: dict[int, float], b: dict[int, float], alpha: float = 0.05) -> dic
     if out["std"] == 0.0:
         p = 0.0 if out["mean"] != 0 else 1.0
     else:
-        p = float(stats.ttest_rel([a[s] for s in seeds], [b[s] for s in seeds]).pvalue)
+        p = float(stats.ttest_1samp(d, 0.0).pvalue)
     out["p"] = p
     if p < alpha:
         out["verdict"] = "higher" if out["mean"] > 0 else "lower"
     else:
         out["verdict"] = "within noise"
     return out
+
+
+def seeds_needed(mean: float, std: float, alpha: float, power: float = 0.8) -> int | None:
+    """Seeds a two-sided paired t-test needs to reach p < ``alpha`` with probability
+    ``power`` if the true difference were ``mean`` with per-seed std ``std`` (noncentral t).
+    None when no difference was seen (mean 0) or it needs more than MAX_SEEDS."""
+    from scipy import stats
+
+    if not std > 0.0:
+        return None if mean == 0.0 else 2
+    if mean == 0.0:
+        return None
+    effect = abs(mean) / std
+    for n in range(2, MAX_SEEDS + 1):
+        crit = stats.t.ppf(1 - alpha / 2, n - 1)
+        nct = stats.nct(n - 1, effect * math.sqrt(n))
+        if float(nct.sf(crit) + nct.cdf(-crit)) >= power:
+            return n
+    return None
+
+
+MAX_SEEDS = 1000
 
 
 def _claims_table(
@@ -157,14 +185,11 @@ def verdicts(seeds: dict[str, dict[str, dict[int, float]]], alpha: float = 0.05)
     for variant, base, text in CLAIMS:
         metric = PRIMARY_OF.get((variant, base), PRIMARY)
         a, b = seeds.get(variant, {}).get(metric, {}), seeds.get(base, {}).get(metric, {})
-        common = sorted(set(a) & set(b))
-        if len(common) < 2:
-            continue
-        d = np.array([a[s] - b[s] for s in common], dtype=float)
-        equivalence = (variant, base) in EQUIVALENCE
         r = paired(a, b)
-        assert r is not None
-        p = tost_p(d, EQUIVALENCE_MARGIN) if equivalence else r["p"]
+        if r is None or r["n"] < 2:
+            continue
+        equivalence = (variant, base) in EQUIVALENCE
+        p = tost_p(r["d"], EQUIVALENCE_MARGIN) if equivalence else r["p"]
         rows.append(
             {
                 **r,
@@ -174,7 +199,6 @@ def verdicts(seeds: dict[str, dict[str, dict[int, float]]], alpha: float = 0.05)
                 "metric": metric,
                 "equivalence": equivalence,
                 "p": p,
-                "seeds": common,
             }
         )
     thresholds = holm({i: row["p"] for i, row in enumerate(rows)}, alpha)
@@ -187,6 +211,12 @@ def verdicts(seeds: dict[str, dict[str, dict[int, float]]], alpha: float = 0.05)
             row["verdict"] = "holds" if row["mean"] > 0 else "reverses"
         else:
             row["verdict"] = "within noise"
+        # At the strictest Holm step (alpha / m): an upper bound on the seeds to decide it.
+        row["seeds_needed"] = (
+            None
+            if row["equivalence"] or math.isnan(row["std"])
+            else seeds_needed(row["mean"], row["std"], alpha / len(rows))
+        )
     return rows
 
 
@@ -197,10 +227,14 @@ def verdict_table(seeds: dict[str, dict[str, dict[int, float]]]) -> list[str]:
     lines = [
         f"Verdicts: one primary metric per claim, Holm's correction over the {len(rows)} "
         "claims tested (the k-th smallest p must be below 0.05 / (m - k + 1)); an equality "
-        f"claim holds only by TOST within ±{100 * EQUIVALENCE_MARGIN:.1f} points.",
+        f"claim holds only by TOST within ±{100 * EQUIVALENCE_MARGIN:.1f} points. *Seeds "
+        "to decide*: how many paired seeds would reach p < 0.05 / m with 80% power if the "
+        "measured difference and std are the truth (noncentral t; an upper bound, since "
+        f"Holm's later steps are looser; '>{MAX_SEEDS}' when the difference is ~0).",
         "",
-        "| claim | primary metric | seeds | difference (points) | p | Holm threshold | verdict |",
-        "|---|---|---|---|---|---|---|",
+        "| claim | primary metric | seeds | difference (points) | p | Holm threshold | verdict "
+        "| seeds to decide |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         test = "TOST p" if r["equivalence"] else "p"
@@ -208,6 +242,14 @@ def verdict_table(seeds: dict[str, dict[str, dict[int, float]]]) -> list[str]:
         lines.append(
             f"| {r['claim']}: {r['variant']} vs {r['base']} | {r['metric']} | {r['n']} | "
             f"{100 * r['mean']:+.2f} ± {100 * r['std']:.2f} | {test}={r['p']:.4f} | "
-            f"{threshold} | **{r['verdict']}** |"
+            f"{threshold} | **{r['verdict']}** | {_needed(r)} |"
         )
     return lines
+
+
+def _needed(row: dict[str, Any]) -> str:
+    if row["equivalence"]:
+        return "- (TOST)"
+    if row["seeds_needed"] is None:
+        return f">{MAX_SEEDS}"
+    return str(row["seeds_needed"])

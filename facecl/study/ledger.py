@@ -251,7 +251,7 @@ def ledger_study(cfg: StudyConfig, ledger: Ledger) -> dict[str, Any]:
     return {
         "study": cfg.name,
         "config": str(cfg.source),
-        "overlap": ledger.overlap or {"overlap_count": "?", "overlap": ["not recorded"]},
+        "overlap": ledger.overlap,
         "runs": [],
         "steps": [],
         "invocations": [],

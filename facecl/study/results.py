@@ -137,6 +137,12 @@ def stage_times(steps: list[dict[str, Any]]) -> list[tuple[str, int, float, floa
     return [(k, len(v), sum(v), sum(v) / len(v)) for k, v in groups.items()]
 
 
+def _overlap(overlap: dict[str, Any]) -> str:
+    if "overlap_count" not in overlap:
+        return "not recorded"
+    return f"{overlap['overlap_count']} ({', '.join(overlap.get('overlap', [])) or 'none'})"
+
+
 def render_markdown(
     study: dict[str, Any], command: str, notes: str = "", roc: str | None = None
 ) -> str:
@@ -156,8 +162,7 @@ def render_markdown(
         f"```\n{command}\n```",
         "",
         f"Config: `{_relative(study['config'])}`. Identity overlap DevTrain/DevTest: "
-        f"{study['overlap']['overlap_count']} "
-        f"({', '.join(study['overlap']['overlap']) or 'none'}).",
+        f"{_overlap(study.get('overlap', {}))}.",
         f"Values are mean ± std over seeds ({_seed_list(study)}); verification numbers in %.",
         "",
     ]

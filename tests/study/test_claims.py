@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from facecl.study.claims import EQUIVALENCE_MARGIN, holm, tost_p, verdict_table, verdicts
+from facecl.study.claims import (
+    EQUIVALENCE_MARGIN,
+    MAX_SEEDS,
+    holm,
+    seeds_needed,
+    tost_p,
+    verdict_table,
+    verdicts,
+)
 
 
 def test_holm_steps_down_and_stops_at_the_first_failure():
@@ -75,3 +83,37 @@ def test_verdicts_hold_reverse_or_stay_within_noise_after_holm():
 def test_a_claim_with_one_paired_seed_gets_no_verdict():
     seeds = _seeds({"softmax": [0.7], "cl": [0.8]})
     assert verdicts(seeds) == [] and verdict_table(seeds) == []
+
+
+def _simulated_power(n: int, mean: float, std: float, alpha: float, trials: int = 20000) -> float:
+    d = np.random.default_rng(n).normal(mean, std, size=(trials, n))
+    t = d.mean(axis=1) / (d.std(axis=1, ddof=1) / np.sqrt(n))
+    return float(np.mean(np.abs(t) > stats.t.ppf(1 - alpha / 2, n - 1)))
+
+
+@pytest.mark.parametrize(("mean", "std", "alpha"), [(0.015, 0.01, 0.0125), (-0.006, 0.0056, 0.05)])
+def test_seeds_needed_is_the_first_count_with_80_percent_power_by_simulation(mean, std, alpha):
+    n = seeds_needed(mean, std, alpha)
+    assert n is not None and n > 3
+    # Monte Carlo of the paired t-test itself: n reaches 80% power, n - 1 does not.
+    assert _simulated_power(n, mean, std, alpha) >= 0.79
+    assert _simulated_power(n - 1, mean, std, alpha) <= 0.81
+    # The same effect in other units needs the same seeds; a bigger one fewer.
+    assert seeds_needed(10 * mean, 10 * std, alpha) == n
+    assert seeds_needed(2 * mean, std, alpha) < n  # type: ignore[operator]
+
+
+def test_seeds_needed_for_no_difference_is_out_of_reach():
+    assert seeds_needed(0.0, 0.01, 0.05) is None
+    assert seeds_needed(1e-5, 0.01, 0.05) is None  # would need > MAX_SEEDS
+    assert MAX_SEEDS >= 1000
+
+
+def test_the_verdict_table_says_how_many_seeds_would_decide_each_claim():
+    rng = np.random.default_rng(2)
+    base = 0.7 + rng.normal(0, 0.01, 4)
+    seeds = _seeds({"softmax": list(base), "cl": list(base + 0.01 + rng.normal(0, 0.01, 4))})
+    (row,) = verdicts(seeds)
+    assert row["seeds_needed"] == seeds_needed(row["mean"], row["std"], 0.05)
+    table = verdict_table(seeds)
+    assert table[-1].endswith(f"| {row['seeds_needed']} |")

@@ -282,6 +282,13 @@ def test_render_claims_and_stage_times(tmp_path):
     assert "| **all built steps** | | **1500** (25.0 min) | |" in md
 
 
+def test_an_overlap_never_recorded_is_said_so(tmp_path):
+    doc = _fake_study(tmp_path, {"softmax": [0.70, 0.72], "cl": [0.75, 0.76]})
+    assert "Identity overlap DevTrain/DevTest: 0 (none)." in render_markdown(doc, "cmd")
+    doc["overlap"] = {}  # a ledger whose study directory (and its overlap report) is gone
+    assert "Identity overlap DevTrain/DevTest: not recorded." in render_markdown(doc, "cmd")
+
+
 def test_report_only_regenerates_and_keeps_hand_written_notes(tmp_path, lfw_mini):
     from facecl.study.results import NOTES_MARKER
 
