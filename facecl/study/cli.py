@@ -71,7 +71,9 @@ def register(app: typer.Typer) -> None:
             if roc.is_file():
                 roc_name = f"{target.stem}_roc.png"
                 shutil.copyfile(roc, target.parent / roc_name)
-            md = render_markdown(doc, cmd, notes=kept_notes(target), roc=roc_name)
+            # The config line names this command's config, not the checkout that ran it.
+            shown = {**doc, "config": str(config)}
+            md = render_markdown(shown, cmd, notes=kept_notes(target), roc=roc_name)
             target.write_text(md)
         if json_out:
             emit_json(doc)

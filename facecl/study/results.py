@@ -204,17 +204,36 @@ def render_markdown(
         total += tot
         lines.append(f"| {kind} | {n} | {tot:.0f} | {mean:.1f} |")
     lines.append(f"| **all built steps** | | **{total:.0f}** ({total / 60:.1f} min) | |")
-    if study.get("invocations"):
-        lines += ["", "Invocations that built this record (wall time of each, all steps):", ""]
-    for inv in study.get("invocations", []):
-        lines.append(
-            f"- seeds {', '.join(map(str, inv['seeds']))} x {len(inv['variants'])} variants: "
-            f"{inv['seconds']:.0f} s ({len(inv.get('built', []))} steps built)"
-        )
+    lines += _invocations(study.get("invocations", []))
     lines += ["", NOTES_MARKER]
     if notes.strip():
         lines += ["", notes.strip()]
     return "\n".join(lines) + "\n"
+
+
+# More invocations than this are summed up in one line rather than listed.
+MAX_LISTED_INVOCATIONS = 6
+
+
+def _invocations(invocations: list[dict[str, Any]]) -> list[str]:
+    if not invocations:
+        return []
+    lines = ["", "Invocations that built this record (wall time of each, all steps):", ""]
+    if len(invocations) > MAX_LISTED_INVOCATIONS:
+        seconds = [inv["seconds"] for inv in invocations]
+        seeds = sorted({s for inv in invocations for s in inv["seeds"]})
+        built = sum(len(inv.get("built", [])) for inv in invocations)
+        return lines + [
+            f"- {len(invocations)} invocations over seeds {', '.join(map(str, seeds))}: "
+            f"{sum(seconds):.0f} s in all, median {float(np.median(seconds)):.0f} s each "
+            f"({built} steps built)"
+        ]
+    for inv in invocations:
+        lines.append(
+            f"- seeds {', '.join(map(str, inv['seeds']))} x {len(inv['variants'])} variants: "
+            f"{inv['seconds']:.0f} s ({len(inv.get('built', []))} steps built)"
+        )
+    return lines
 
 
 def kept_notes(path: Path) -> str:

@@ -280,6 +280,21 @@ def test_render_claims_and_stage_times(tmp_path):
     assert "| train | 9 | 900 | 100.0 |" in md and "| align | 1 | 600 | 600.0 |" in md
     assert "verify view1" not in md.split("## Wall time per stage")[1].split("**all")[0]
     assert "| **all built steps** | | **1500** (25.0 min) | |" in md
+    # softmax, cl, acl: two claims have both sides, so 2 x 3 metrics are tested.
+    assert "With 6 tests below, about 0.3 would pass" in md
+    assert "- seeds 0, 1, 2 x 3 variants: 1234 s" in md
+
+
+def test_many_invocations_are_summed_in_one_line(tmp_path):
+    doc = _fake_study(tmp_path, {"softmax": [0.70, 0.72], "cl": [0.75, 0.76]})
+    doc["invocations"] = [
+        {"seeds": [s], "variants": [v], "seconds": 100.0 + s, "built": ["a", "b"]}
+        for s in (0, 1, 2, 3)
+        for v in ("softmax", "cl")
+    ]
+    md = render_markdown(doc, "cmd")
+    assert "- 8 invocations over seeds 0, 1, 2, 3: 812 s in all, median 102 s each" in md
+    assert "(16 steps built)" in md and "x 1 variants" not in md
 
 
 def test_an_overlap_never_recorded_is_said_so(tmp_path):
@@ -305,6 +320,7 @@ def test_report_only_regenerates_and_keeps_hand_written_notes(tmp_path, lfw_mini
     assert r.exit_code == 0, r.output
     md = results.read_text()
     assert "| softmax |" in md and "![ROC](results_roc.png)" in md
+    assert f"Config: `{cfg}`." in md  # this command's config, not the recorded "x.toml"
     assert (tmp_path / "docs" / "results_roc.png").read_bytes() == b"\x89PNG fake"
     results.write_text(md + "\nOur reading: the gap is the backbone.\n")
     r = CliRunner().invoke(app, args)
