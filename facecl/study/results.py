@@ -137,6 +137,9 @@ def stage_times(steps: list[dict[str, Any]]) -> list[tuple[str, int, float, floa
     return [(k, len(v), sum(v), sum(v) / len(v)) for k, v in groups.items()]
 
 
+METRIC_GROUPS = ["view1", "blufr", "train"]
+
+
 def _overlap(overlap: dict[str, Any]) -> str:
     if "overlap_count" not in overlap:
         return "not recorded"
@@ -153,6 +156,11 @@ def render_markdown(
     metrics: list[str] = []
     for row in table.values():
         metrics += [m for m in row if m not in metrics]
+    # View 1 (the primary metric's report) first, then BLUFR, then training statistics,
+    # whatever order the runs (a ledger sorts its keys) carried them in.
+    metrics.sort(
+        key=lambda m: METRIC_GROUPS.index(m.split()[0]) if m.split()[0] in METRIC_GROUPS else 9
+    )
     pct = [m for m in metrics if not m.startswith("train")]
     lines = [
         f"# Results: {study['study']}",
@@ -168,6 +176,7 @@ def render_markdown(
     ]
     header = [
         "variant",
+        "seeds",
         *pct,
         *[m for m in metrics if m.startswith("train")],
         "paper: LFW acc / BLUFR VR / DIR",
@@ -175,8 +184,8 @@ def render_markdown(
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "---|" * len(header))
     for variant, row in table.items():
-        cells = [variant]
-        for m in header[1:-1]:
+        cells = [variant, str(max((len(v) for v in row.values()), default=0))]
+        for m in header[2:-1]:
             mean, std = _mean_std(row.get(m, []))
             scale = 1.0 if m.startswith("train") else 100.0  # rates are fractions
             cells.append("-" if math.isnan(mean) else f"{mean * scale:.2f} ± {std * scale:.2f}")

@@ -67,7 +67,7 @@ def test_runs_accumulate_across_study_directories_through_the_ledger(tmp_path, l
     # Both directories gone: the table is the ledger's alone.
     shutil.rmtree(second)
     md = _report(cfg, tmp_path / "gone", ledger, results)
-    assert "seeds (0, 1, 2, 3)" in _seeds_line(md) and "| cl | 75.50 ± 0.58 |" in md
+    assert "seeds (0, 1, 2, 3)" in _seeds_line(md) and "| cl | 4 | 75.50 ± 0.58 |" in md
     # Another config (more steps) is another experiment: none of the runs count, none is lost.
     other = tmp_path / "other" / "study.toml"
     other.parent.mkdir()

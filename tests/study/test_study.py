@@ -304,6 +304,25 @@ def test_an_overlap_never_recorded_is_said_so(tmp_path):
     assert "Identity overlap DevTrain/DevTest: not recorded." in render_markdown(doc, "cmd")
 
 
+def test_the_table_leads_with_view1_and_counts_each_variants_seeds():
+    def run(variant: str, seed: int, acc: float) -> dict:
+        # a ledger run: its metrics come with sorted keys, BLUFR before View 1
+        metrics = {"blufr vr@far=0.001 (mean-std)": 0.02, "train center_dist_mean": 9.0}
+        return {"variant": variant, "seed": seed, "metrics": {**metrics, "view1 accuracy": acc}}
+
+    runs = [run("softmax", s, 0.70 + s / 100) for s in (0, 1)] + [run("cl", 0, 0.75)]
+    doc = {"study": "s", "config": "x.toml", "overlap": {}, "runs": runs, "steps": []}
+    header, _, softmax, cl = render_markdown(doc, "cmd").split("| variant |")[1].splitlines()[:4]
+    columns = [c.strip() for c in header.split("|")]
+    assert columns[:4] == [
+        "seeds",
+        "view1 accuracy",
+        "blufr vr@far=0.001 (mean-std)",
+        "train center_dist_mean",
+    ]
+    assert softmax.startswith("| softmax | 2 | 70.50 ± 0.71 |") and cl.startswith("| cl | 1 |")
+
+
 def test_report_only_regenerates_and_keeps_hand_written_notes(tmp_path, lfw_mini):
     from facecl.study.results import NOTES_MARKER
 
