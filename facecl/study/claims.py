@@ -119,8 +119,10 @@ def _claims_table(
     return lines
 
 
-def claims_markdown(seeds: dict[str, dict[str, dict[int, float]]]) -> list[str]:
-    """The claims tables from ``per_seed``'s values."""
+def claims_markdown(
+    seeds: dict[str, dict[str, dict[int, float]]], failed: dict[str, list[int]] | None = None
+) -> list[str]:
+    """The claims tables from ``per_seed``'s values (``failed``: see :func:`verdict_table`)."""
     tested = [(v, b) for v, b, _ in CLAIMS if v in seeds and b in seeds]
     n_tests = len(tested) * len(CLAIM_METRICS)
     return [
@@ -132,7 +134,7 @@ def claims_markdown(seeds: dict[str, dict[str, dict[int, float]]]) -> list[str]:
         f"{n_tests} tests below, about {0.05 * n_tests:.1f} would pass p < 0.05 by chance "
         "alone: one isolated call is weak evidence.",
         "",
-        *verdict_table(seeds),
+        *verdict_table(seeds, failed),
         "",
         "Every metric, each test on its own at p < 0.05 (descriptive):",
         "",
@@ -221,8 +223,13 @@ def verdicts(seeds: dict[str, dict[str, dict[int, float]]], alpha: float = 0.05)
     return rows
 
 
-def verdict_table(seeds: dict[str, dict[str, dict[int, float]]]) -> list[str]:
+def verdict_table(
+    seeds: dict[str, dict[str, dict[int, float]]], failed: dict[str, list[int]] | None = None
+) -> list[str]:
+    """The verdicts as markdown; ``failed`` (variant -> seeds whose run failed) names the
+    seeds each claim's pairing leaves out."""
     rows = verdicts(seeds)
+    failed = failed or {}
     if not rows:
         return []
     lines = [
@@ -231,11 +238,13 @@ def verdict_table(seeds: dict[str, dict[str, dict[int, float]]]) -> list[str]:
         f"claim holds only by TOST within ±{100 * EQUIVALENCE_MARGIN:.1f} points. *Seeds "
         "to decide*: how many paired seeds would reach p < 0.05 / m with 80% power if the "
         "measured difference and std are the truth (noncentral t; an upper bound, since "
-        f"Holm's later steps are looser; '>{MAX_SEEDS}' when the difference is ~0).",
+        f"Holm's later steps are looser; '>{MAX_SEEDS}' when the difference is ~0). "
+        "*Failed, left out*: seeds where a side's run failed (diverged); the pairing drops "
+        "them, which flatters the side that failed.",
         "",
         "| claim | primary metric | seeds | difference (points) | p | Holm threshold | verdict "
-        "| seeds to decide |",
-        "|---|---|---|---|---|---|---|---|",
+        "| seeds to decide | failed, left out |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         test = "TOST p" if r["equivalence"] else "p"
@@ -243,9 +252,15 @@ def verdict_table(seeds: dict[str, dict[str, dict[int, float]]]) -> list[str]:
         lines.append(
             f"| {r['claim']}: {r['variant']} vs {r['base']} | {r['metric']} | {r['n']} | "
             f"{100 * r['mean']:+.2f} ± {100 * r['std']:.2f} | {test}={r['p']:.4f} | "
-            f"{threshold} | **{r['verdict']}** | {_needed(r)} |"
+            f"{threshold} | **{r['verdict']}** | {_needed(r)} | "
+            f"{_left_out(failed, r['variant'], r['base'])} |"
         )
     return lines
+
+
+def _left_out(failed: dict[str, list[int]], *variants: str) -> str:
+    parts = [f"{v} {', '.join(map(str, sorted(failed[v])))}" for v in variants if failed.get(v)]
+    return "; ".join(parts) or "-"
 
 
 def _needed(row: dict[str, Any]) -> str:

@@ -102,6 +102,15 @@ def per_seed(study: dict[str, Any]) -> dict[str, dict[str, dict[int, float]]]:
     return table
 
 
+def failed_seeds(study: dict[str, Any]) -> dict[str, list[int]]:
+    """variant -> the seeds whose run failed."""
+    out: dict[str, list[int]] = defaultdict(list)
+    for r in study["runs"]:
+        if r.get("status", "ok") != "ok":
+            out[r["variant"]].append(r["seed"])
+    return dict(out)
+
+
 def failed_runs(study: dict[str, Any]) -> list[str]:
     """One line per variant with failed runs: its seeds and why."""
     failed: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -197,7 +206,7 @@ def render_markdown(
     if roc:
         caption = "Overlaid ROC curves (View 1 DevTest, the lowest seed of each variant)"
         lines += ["", f"{caption}: ![ROC]({roc})"]
-    lines += ["", *claims_markdown(seeds)]
+    lines += ["", *claims_markdown(seeds, failed_seeds(study))]
     lines += [
         "",
         "## Wall time per stage",

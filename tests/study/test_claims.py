@@ -116,4 +116,16 @@ def test_the_verdict_table_says_how_many_seeds_would_decide_each_claim():
     (row,) = verdicts(seeds)
     assert row["seeds_needed"] == seeds_needed(row["mean"], row["std"], 0.05)
     table = verdict_table(seeds)
-    assert table[-1].endswith(f"| {row['seeds_needed']} |")
+    assert table[-1].endswith(f"| {row['seeds_needed']} | - |")
+
+
+def test_the_verdict_table_names_the_seeds_a_failed_run_left_out():
+    rng = np.random.default_rng(3)
+    base = 0.7 + rng.normal(0, 0.01, 5)
+    seeds = _seeds({"softmax": list(base), "cl": list(base + 0.01 + rng.normal(0, 0.01, 5))})
+    del seeds["softmax"]["view1 accuracy"][3]  # softmax seed 3 diverged: no value
+    failed = {"softmax": [7, 3], "acl": [1]}
+    (row,) = verdicts(seeds)
+    assert row["n"] == 4 and 3 not in row["seeds"]
+    assert verdict_table(seeds, failed)[-1].endswith("| softmax 3, 7 |")
+    assert verdict_table(seeds)[-1].endswith("| - |")
