@@ -253,13 +253,21 @@ def verdict_table(
             f"| {r['claim']}: {r['variant']} vs {r['base']} | {r['metric']} | {r['n']} | "
             f"{100 * r['mean']:+.2f} ± {100 * r['std']:.2f} | {test}={r['p']:.4f} | "
             f"{threshold} | **{r['verdict']}** | {_needed(r)} | "
-            f"{_left_out(failed, r['variant'], r['base'])} |"
+            f"{_left_out(failed, seeds, r)} |"
         )
     return lines
 
 
-def _left_out(failed: dict[str, list[int]], *variants: str) -> str:
-    parts = [f"{v} {', '.join(map(str, sorted(failed[v])))}" for v in variants if failed.get(v)]
+def _left_out(
+    failed: dict[str, list[int]], seeds: dict[str, dict[str, dict[int, float]]], row: dict
+) -> str:
+    """Per side, its failed seeds that the other side ran (finished or failed)."""
+    parts = []
+    for side, other in ((row["variant"], row["base"]), (row["base"], row["variant"])):
+        ran = set(seeds.get(other, {}).get(row["metric"], {})) | set(failed.get(other, []))
+        lost = sorted(set(failed.get(side, [])) & ran)
+        if lost:
+            parts.append(f"{side} {', '.join(map(str, lost))}")
     return "; ".join(parts) or "-"
 
 

@@ -124,8 +124,9 @@ def test_the_verdict_table_names_the_seeds_a_failed_run_left_out():
     base = 0.7 + rng.normal(0, 0.01, 5)
     seeds = _seeds({"softmax": list(base), "cl": list(base + 0.01 + rng.normal(0, 0.01, 5))})
     del seeds["softmax"]["view1 accuracy"][3]  # softmax seed 3 diverged: no value
-    failed = {"softmax": [7, 3], "acl": [1]}
+    failed = {"softmax": [7, 3, 12], "acl": [1], "cl": [7]}
     (row,) = verdicts(seeds)
     assert row["n"] == 4 and 3 not in row["seeds"]
-    assert verdict_table(seeds, failed)[-1].endswith("| softmax 3, 7 |")
+    # seed 12: cl never ran it, so no pair was lost; seed 7: both failed, both named
+    assert verdict_table(seeds, failed)[-1].endswith("| cl 7; softmax 3, 7 |")
     assert verdict_table(seeds)[-1].endswith("| - |")
