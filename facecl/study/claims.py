@@ -93,6 +93,13 @@ def seeds_needed(mean: float, std: float, alpha: float, power: float = 0.8) -> i
 MAX_SEEDS = 1000
 
 
+def with_data(
+    seeds: dict[str, dict[str, dict[int, float]]], claims: list[tuple[str, str, str]]
+) -> list[tuple[str, str, str]]:
+    """The claims whose variant and baseline both have finished runs."""
+    return [c for c in claims if c[0] in seeds and c[1] in seeds]
+
+
 def _claims_table(
     seeds: dict[str, dict[str, dict[int, float]]],
     claims: list[tuple[str, str, str]],
@@ -100,9 +107,7 @@ def _claims_table(
     scale: float,
 ) -> list[str]:
     lines = ["| claim | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
-    for variant, base, text in claims:
-        if variant not in seeds or base not in seeds:
-            continue
+    for variant, base, text in with_data(seeds, claims):
         cells = [f"{text}: {variant} vs {base}"]
         for m in metrics:
             r = paired(seeds[variant].get(m, {}), seeds[base].get(m, {}))
@@ -123,8 +128,7 @@ def claims_markdown(
     seeds: dict[str, dict[str, dict[int, float]]], failed: dict[str, list[int]] | None = None
 ) -> list[str]:
     """The claims tables from ``per_seed``'s values (``failed``: see :func:`verdict_table`)."""
-    tested = [(v, b) for v, b, _ in CLAIMS if v in seeds and b in seeds]
-    n_tests = len(tested) * len(CLAIM_METRICS)
+    n_tests = len(with_data(seeds, CLAIMS)) * len(CLAIM_METRICS)
     return [
         "## The papers' claims, tested",
         "",

@@ -102,23 +102,24 @@ def per_seed(study: dict[str, Any]) -> dict[str, dict[str, dict[int, float]]]:
     return table
 
 
-def failed_seeds(study: dict[str, Any]) -> dict[str, list[int]]:
-    """variant -> the seeds whose run failed."""
-    out: dict[str, list[int]] = defaultdict(list)
-    for r in study["runs"]:
-        if r.get("status", "ok") != "ok":
-            out[r["variant"]].append(r["seed"])
-    return dict(out)
-
-
-def failed_runs(study: dict[str, Any]) -> list[str]:
-    """One line per variant with failed runs: its seeds and why."""
+def _failed_by_variant(study: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """variant -> its runs that failed, in the study's order."""
     failed: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in study["runs"]:
         if r.get("status", "ok") != "ok":
             failed[r["variant"]].append(r)
+    return failed
+
+
+def failed_seeds(study: dict[str, Any]) -> dict[str, list[int]]:
+    """variant -> the seeds whose run failed."""
+    return {v: [r["seed"] for r in runs] for v, runs in _failed_by_variant(study).items()}
+
+
+def failed_runs(study: dict[str, Any]) -> list[str]:
+    """One line per variant with failed runs: its seeds and why."""
     lines = []
-    for variant, runs in failed.items():
+    for variant, runs in _failed_by_variant(study).items():
         seeds = ", ".join(str(r["seed"]) for r in sorted(runs, key=lambda r: r["seed"]))
         why = "; ".join(sorted({r.get("error", "") for r in runs} - {""})) or "no reason recorded"
         lines.append(f"- {variant}: seeds {seeds} ({why})")
