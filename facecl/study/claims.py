@@ -6,6 +6,12 @@ verdict table tests one primary metric per claim and corrects for the family of 
 with Holm's step-down rule, so that "holds" means the same thing however many claims are
 tested. "On par" is an equivalence claim: it holds only when a two one-sided tests
 procedure (TOST) shows the difference inside +-EQUIVALENCE_MARGIN.
+
+A claim is also looked at more than once: each published table (``--results``) is a look at
+which it could have been declared decided, and seeds are added between looks. Under no
+effect, k looks at one threshold pass by chance up to k times as often as one look, so a
+claim's p is multiplied by its number of looks (Bonferroni over looks, valid for any
+dependence between them) before Holm's rule across claims.
 """
 
 from __future__ import annotations
@@ -125,9 +131,12 @@ def _claims_table(
 
 
 def claims_markdown(
-    seeds: dict[str, dict[str, dict[int, float]]], failed: dict[str, list[int]] | None = None
+    seeds: dict[str, dict[str, dict[int, float]]],
+    failed: dict[str, list[int]] | None = None,
+    looks: dict[str, list[int]] | None = None,
 ) -> list[str]:
-    """The claims tables from ``per_seed``'s values (``failed``: see :func:`verdict_table`)."""
+    """The claims tables from ``per_seed``'s values (``failed``, ``looks``: see
+    :func:`verdict_table`)."""
     n_tests = len(with_data(seeds, CLAIMS)) * len(CLAIM_METRICS)
     return [
         "## The papers' claims, tested",
@@ -138,7 +147,7 @@ def claims_markdown(
         f"{n_tests} tests below, about {0.05 * n_tests:.1f} would pass p < 0.05 by chance "
         "alone: one isolated call is weak evidence.",
         "",
-        *verdict_table(seeds, failed),
+        *verdict_table(seeds, failed, looks),
         "",
         "Every metric, each test on its own at p < 0.05 (descriptive):",
         "",
@@ -185,9 +194,27 @@ def holm(pvalues: dict[Any, float], alpha: float = 0.05) -> dict[Any, float]:
     return out
 
 
-def verdicts(seeds: dict[str, dict[str, dict[int, float]]], alpha: float = 0.05) -> list[dict]:
+def claim_id(variant: str, base: str) -> str:
+    """How a claim is named in the ledger's looks."""
+    return f"{variant} vs {base}"
+
+
+def looks_of(n: int, earlier: list[int]) -> int:
+    """How many looks a claim has had with ``n`` pairs now: the distinct pair counts (>= 2)
+    it was published at before, and this one (a re-render at the same count is that look)."""
+    return len({k for k in earlier if k >= 2} | {n})
+
+
+def verdicts(
+    seeds: dict[str, dict[str, dict[int, float]]],
+    alpha: float = 0.05,
+    looks: dict[str, list[int]] | None = None,
+) -> list[dict]:
     """One verdict per claim with >= 2 paired seeds: holds, reverses or within noise (for an
-    equivalence claim: holds or not shown) on its primary metric, after Holm over them."""
+    equivalence claim: holds or not shown) on its primary metric, after Holm over them.
+    ``looks``: claim id -> the pair counts of its earlier published looks; a claim's p is
+    multiplied by its number of looks before Holm (module docstring)."""
+    looks = looks or {}
     rows: list[dict[str, Any]] = []
     for variant, base, text in CLAIMS:
         metric = PRIMARY_OF.get((variant, base), PRIMARY)
@@ -206,11 +233,14 @@ def verdicts(seeds: dict[str, dict[str, dict[int, float]]], alpha: float = 0.05)
                 "metric": metric,
                 "equivalence": equivalence,
                 "p": p,
+                "looks": looks_of(r["n"], looks.get(claim_id(variant, base), [])),
             }
         )
-    thresholds = holm({i: row["p"] for i, row in enumerate(rows)}, alpha)
+    adjusted = {i: min(1.0, row["p"] * row["looks"]) for i, row in enumerate(rows)}
+    thresholds = holm(adjusted, alpha)
     for i, row in enumerate(rows):
-        row["threshold"] = thresholds[i]
+        # The bar the claim's own p must pass: Holm's step shared out over its looks.
+        row["threshold"] = thresholds[i] / row["looks"]
         passed = thresholds[i] > 0.0
         if row["equivalence"]:
             row["verdict"] = "holds" if passed else "not shown"
@@ -218,44 +248,51 @@ def verdicts(seeds: dict[str, dict[str, dict[int, float]]], alpha: float = 0.05)
             row["verdict"] = "holds" if row["mean"] > 0 else "reverses"
         else:
             row["verdict"] = "within noise"
-        # At the strictest Holm step (alpha / m): an upper bound on the seeds to decide it.
+        # At the strictest Holm step (alpha / m), at one more look: an upper bound on the
+        # seeds to decide it.
         row["seeds_needed"] = (
             None
             if row["equivalence"] or math.isnan(row["std"])
-            else seeds_needed(row["mean"], row["std"], alpha / len(rows))
+            else seeds_needed(row["mean"], row["std"], alpha / len(rows) / (row["looks"] + 1))
         )
     return rows
 
 
 def verdict_table(
-    seeds: dict[str, dict[str, dict[int, float]]], failed: dict[str, list[int]] | None = None
+    seeds: dict[str, dict[str, dict[int, float]]],
+    failed: dict[str, list[int]] | None = None,
+    looks: dict[str, list[int]] | None = None,
 ) -> list[str]:
     """The verdicts as markdown; ``failed`` (variant -> seeds whose run failed) names the
-    seeds each claim's pairing leaves out."""
-    rows = verdicts(seeds)
+    seeds each claim's pairing leaves out; ``looks``: see :func:`verdicts`."""
+    rows = verdicts(seeds, looks=looks)
     failed = failed or {}
     if not rows:
         return []
     lines = [
         f"Verdicts: one primary metric per claim, Holm's correction over the {len(rows)} "
         "claims tested (the k-th smallest p must be below 0.05 / (m - k + 1)); an equality "
-        f"claim holds only by TOST within ±{100 * EQUIVALENCE_MARGIN:.1f} points. *Seeds "
-        "to decide*: how many paired seeds would reach p < 0.05 / m with 80% power if the "
+        f"claim holds only by TOST within ±{100 * EQUIVALENCE_MARGIN:.1f} points. *Looks*: "
+        "the tables this claim was published in at a different seed count, this one "
+        "included; its p must be below the Holm threshold divided by them (Bonferroni over "
+        "looks: adding seeds until a test passes would otherwise pass by chance). *Seeds "
+        "to decide*: how many paired seeds would reach p < 0.05 / m at one more look with "
+        "80% power if the "
         "measured difference and std are the truth (noncentral t; an upper bound, since "
         f"Holm's later steps are looser; '>{MAX_SEEDS}' when the difference is ~0). "
         "*Failed, left out*: seeds where a side's run failed (diverged); the pairing drops "
         "them, which flatters the side that failed.",
         "",
-        "| claim | primary metric | seeds | difference (points) | p | Holm threshold | verdict "
-        "| seeds to decide | failed, left out |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| claim | primary metric | seeds | looks | difference (points) | p | threshold "
+        "| verdict | seeds to decide | failed, left out |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         test = "TOST p" if r["equivalence"] else "p"
         threshold = f"{r['threshold']:.4f}" if r["threshold"] else "- (not reached)"
         lines.append(
             f"| {r['claim']}: {r['variant']} vs {r['base']} | {r['metric']} | {r['n']} | "
-            f"{100 * r['mean']:+.2f} ± {100 * r['std']:.2f} | {test}={r['p']:.4f} | "
+            f"{r['looks']} | {100 * r['mean']:+.2f} ± {100 * r['std']:.2f} | {test}={r['p']:.4f} | "
             f"{threshold} | **{r['verdict']}** | {_needed(r)} | "
             f"{_left_out(failed, seeds, r)} |"
         )
@@ -278,6 +315,8 @@ def _left_out(
 def _needed(row: dict[str, Any]) -> str:
     if row["equivalence"]:
         return "- (TOST)"
+    if row["verdict"] != "within noise":
+        return "- (decided)"
     if row["seeds_needed"] is None:
         return f">{MAX_SEEDS}"
     return str(row["seeds_needed"])

@@ -32,7 +32,8 @@ def register(app: typer.Typer) -> None:
             Path | None,
             typer.Option(
                 help="Keep every run's metrics in this JSON file (commit it): the table also "
-                "counts the runs it holds from earlier sessions with the same config."
+                "counts the runs it holds from earlier sessions with the same config; with "
+                "--results, it records the table as a look at the claims."
             ),
         ] = None,
         report_only: Annotated[
@@ -48,7 +49,7 @@ def register(app: typer.Typer) -> None:
         from facecl.errors import FaceclError
         from facecl.study.config import load_study_config
         from facecl.study.ledger import read_ledger, record_study, with_ledger, write_ledger
-        from facecl.study.results import kept_notes, render_markdown
+        from facecl.study.results import claim_pairs, kept_notes, render_markdown
         from facecl.study.runner import failed_in, run_study
 
         cfg = load_study_config(config)
@@ -75,6 +76,10 @@ def register(app: typer.Typer) -> None:
             shown = {**doc, "config": str(config)}
             md = render_markdown(shown, cmd, notes=kept_notes(target), roc=roc_name)
             target.write_text(md)
+        if results and book is not None and ledger is not None:
+            # A published table is a look at the claims: the next verdicts charge for it.
+            book.record_look(claim_pairs(doc))
+            write_ledger(ledger, book)
         if json_out:
             emit_json(doc)
         else:

@@ -9,6 +9,10 @@ and sessions. A run is the same experiment as a recorded one when its stage opti
 file names and facecl version are the same (``run_key``); the data's bytes are not part of
 the key (the study's manifests check those where the data is consumed).
 
+It also keeps the claims' looks: each time a results table is published (``--results``)
+with a claim at a new pair count, that count is appended, and the verdicts charge every
+claim for its looks (``facecl.study.claims``).
+
 The file is untrusted input: it is parsed as JSON and every field is type-checked.
 """
 
@@ -84,6 +88,8 @@ class Ledger:
     study: str = ""
     overlap: dict[str, Any] = field(default_factory=dict)
     runs: dict[tuple[str, int, str], LedgerRun] = field(default_factory=dict)
+    # Published looks, oldest first: {"recorded": date, "pairs": {claim id: paired seeds}}.
+    looks: list[dict[str, Any]] = field(default_factory=list)
 
     def record(self, run: LedgerRun) -> None:
         """Add ``run``, replacing an earlier record of the same variant, seed and key; the
@@ -99,6 +105,21 @@ class Ledger:
             return
         self.runs[key] = run
 
+    def record_look(self, pairs: dict[str, int]) -> None:
+        """A table was published with these pair counts; recorded when some claim's count is
+        one it was not published at before (a re-render at the same seeds is the same look)."""
+        seen = self.looks_by_claim()
+        if any(n not in seen.get(claim, []) for claim, n in pairs.items()):
+            self.looks.append({"recorded": now(), "pairs": dict(sorted(pairs.items()))})
+
+    def looks_by_claim(self) -> dict[str, list[int]]:
+        """claim id -> the pair counts it was published at, in order."""
+        out: dict[str, list[int]] = {}
+        for look in self.looks:
+            for claim, n in look["pairs"].items():
+                out.setdefault(claim, []).append(n)
+        return out
+
     def matching(self, keys: dict[str, str]) -> list[LedgerRun]:
         """The runs recorded under the current key of their variant (``keys``: name -> key)."""
         return [r for (v, _, k), r in sorted(self.runs.items()) if keys.get(v) == k]
@@ -109,6 +130,7 @@ class Ledger:
             "study": self.study,
             "overlap": self.overlap,
             "runs": [r.to_dict() for _, r in sorted(self.runs.items())],
+            "looks": self.looks,
         }
 
 
@@ -150,6 +172,19 @@ def _run_from(path: Path, i: int, raw: Any) -> LedgerRun:
     )
 
 
+def _look_from(path: Path, i: int, raw: Any) -> dict[str, Any]:
+    where = f"looks[{i}]"
+    if not isinstance(raw, dict) or not isinstance(raw.get("recorded", ""), str):
+        raise _bad(path, f"{where} is not an object with a 'recorded' date")
+    pairs = raw.get("pairs")
+    if not isinstance(pairs, dict) or not all(
+        isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0
+        for k, v in pairs.items()
+    ):
+        raise _bad(path, f"{where}.pairs is not an object of seed counts")
+    return {"recorded": raw.get("recorded", ""), "pairs": dict(pairs)}
+
+
 def read_ledger(path: Path) -> Ledger:
     """The ledger at ``path`` (an empty one when the file does not exist)."""
     if not path.exists():
@@ -160,11 +195,12 @@ def read_ledger(path: Path) -> Ledger:
         raise _bad(path, f"unreadable JSON ({e})") from None
     if not isinstance(raw, dict) or raw.get("schema") != SCHEMA:
         raise _bad(path, f"no schema {SCHEMA!r}")
-    runs = raw.get("runs", [])
+    runs, looks = raw.get("runs", []), raw.get("looks", [])
     overlap = raw.get("overlap", {})
-    if not isinstance(runs, list) or not isinstance(overlap, dict):
-        raise _bad(path, "runs is not a list or overlap is not an object")
+    if not isinstance(runs, list) or not isinstance(looks, list) or not isinstance(overlap, dict):
+        raise _bad(path, "runs or looks is not a list, or overlap is not an object")
     ledger = Ledger(study=str(raw.get("study", "")), overlap=overlap)
+    ledger.looks = [_look_from(path, i, x) for i, x in enumerate(looks)]
     for i, r in enumerate(runs):
         ledger.record(_run_from(path, i, r))
     return ledger
@@ -242,7 +278,7 @@ def with_ledger(cfg: StudyConfig, doc: dict[str, Any], ledger: Ledger) -> dict[s
         [*doc.get("runs", []), *extra],
         key=lambda r: (names.index(r["variant"]) if r["variant"] in names else 99, r["seed"]),
     )
-    return {**doc, "runs": runs}
+    return {**doc, "runs": runs, "looks": ledger.looks_by_claim()}
 
 
 def ledger_study(cfg: StudyConfig, ledger: Ledger) -> dict[str, Any]:

@@ -111,6 +111,14 @@ def _failed_by_variant(study: dict[str, Any]) -> dict[str, list[dict[str, Any]]]
     return failed
 
 
+def claim_pairs(study: dict[str, Any]) -> dict[str, int]:
+    """claim id -> paired seeds of each claim in the verdict table (what a look records)."""
+    from facecl.study.claims import claim_id, verdicts
+
+    rows = verdicts(per_seed(study), looks=study.get("looks"))
+    return {claim_id(r["variant"], r["base"]): r["n"] for r in rows}
+
+
 def failed_seeds(study: dict[str, Any]) -> dict[str, list[int]]:
     """variant -> the seeds whose run failed."""
     return {v: [r["seed"] for r in runs] for v, runs in _failed_by_variant(study).items()}
@@ -207,7 +215,7 @@ def render_markdown(
     if roc:
         caption = "Overlaid ROC curves (View 1 DevTest, the lowest seed of each variant)"
         lines += ["", f"{caption}: ![ROC]({roc})"]
-    lines += ["", *claims_markdown(seeds, failed_seeds(study))]
+    lines += ["", *claims_markdown(seeds, failed_seeds(study), study.get("looks"))]
     lines += [
         "",
         "## Wall time per stage",

@@ -110,11 +110,11 @@ def test_seeds_needed_for_no_difference_is_out_of_reach():
 
 
 def test_the_verdict_table_says_how_many_seeds_would_decide_each_claim():
-    rng = np.random.default_rng(2)
-    base = 0.7 + rng.normal(0, 0.01, 4)
-    seeds = _seeds({"softmax": list(base), "cl": list(base + 0.01 + rng.normal(0, 0.01, 4))})
+    seeds = _with_p(0.2, n=4)
     (row,) = verdicts(seeds)
-    assert row["seeds_needed"] == seeds_needed(row["mean"], row["std"], 0.05)
+    assert row["verdict"] == "within noise"
+    # one claim, one look so far: decided at the next look, at 0.05 / 2
+    assert row["seeds_needed"] == seeds_needed(row["mean"], row["std"], 0.05 / 2)
     table = verdict_table(seeds)
     assert table[-1].endswith(f"| {row['seeds_needed']} | - |")
 
@@ -130,3 +130,46 @@ def test_the_verdict_table_names_the_seeds_a_failed_run_left_out():
     # seed 12: cl never ran it, so no pair was lost; seed 7: both failed, both named
     assert verdict_table(seeds, failed)[-1].endswith("| cl 7; softmax 3, 7 |")
     assert verdict_table(seeds)[-1].endswith("| - |")
+
+
+def _with_p(p: float, n: int = 10, std: float = 0.01) -> dict:
+    """softmax and cl seeds whose paired differences have exactly this two-sided t-test p."""
+    z = np.arange(n, dtype=float)
+    z = (z - z.mean()) / z.std(ddof=1)
+    mean = stats.t.isf(p / 2, n - 1) * std / np.sqrt(n)
+    base = np.full(n, 0.7)
+    return _seeds({"softmax": list(base), "cl": list(base + mean + std * z)})
+
+
+def test_each_look_divides_the_threshold_a_claim_must_pass():
+    seeds = _with_p(0.02)
+    (once,) = verdicts(seeds)
+    assert once["p"] == pytest.approx(0.02) and once["looks"] == 1 and once["verdict"] == "holds"
+    # Published at 3 and 5 pairs before: the third look must pass 0.05 / 3, and 0.02 does not.
+    (third,) = verdicts(seeds, looks={"cl vs softmax": [3, 5]})
+    assert third["looks"] == 3 and third["verdict"] == "within noise"
+    # A re-render of the same 10 pairs is that look again, not a fourth one; a table with
+    # one pair (no test) was no look.
+    (again,) = verdicts(seeds, looks={"cl vs softmax": [1, 3, 5, 10, 10]})
+    assert again["looks"] == 3
+    (passing,) = verdicts(_with_p(0.01), looks={"cl vs softmax": [3, 5]})
+    assert passing["verdict"] == "holds" and passing["threshold"] == pytest.approx(0.05 / 3)
+    row = verdict_table(_with_p(0.01), looks={"cl vs softmax": [3, 5]})[-1]
+    assert "| 3 |" in row and "| **holds** | - (decided) |" in row
+
+
+def test_looks_at_one_threshold_pass_by_chance_and_the_charge_keeps_alpha():
+    # No effect; the claim is tested after 3, 6 and 10 seeds, each time at alpha: some look
+    # passes far more often than alpha. At alpha / looks (the charge) it stays below alpha.
+    looks, alpha, trials = [3, 6, 10], 0.05, 20000
+    d = np.random.default_rng(4).standard_normal((trials, max(looks)))
+
+    def any_pass(level: float) -> float:
+        hit = np.zeros(trials, dtype=bool)
+        for k in looks:
+            t = d[:, :k].mean(1) / (d[:, :k].std(1, ddof=1) / np.sqrt(k))
+            hit |= 2 * stats.t.sf(np.abs(t), k - 1) < level
+        return float(hit.mean())
+
+    assert any_pass(alpha) > 1.5 * alpha
+    assert any_pass(alpha / len(looks)) < alpha

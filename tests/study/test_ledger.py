@@ -99,7 +99,12 @@ def _one_run(**fields: object) -> str:
     [
         ("{not json", "unreadable JSON"),
         ('{"schema": "other/1", "runs": []}', "no schema"),
-        (json.dumps({"schema": SCHEMA, "runs": {}}), "runs is not a list"),
+        (json.dumps({"schema": SCHEMA, "runs": {}}), "runs or looks is not a list"),
+        (json.dumps({"schema": SCHEMA, "runs": [], "looks": [1]}), "looks[0] is not an object"),
+        (
+            json.dumps({"schema": SCHEMA, "runs": [], "looks": [{"pairs": {"cl vs softmax": -1}}]}),
+            "looks[0].pairs is not an object of seed counts",
+        ),
         (json.dumps({"schema": SCHEMA, "runs": [3]}), "runs[0] is not an object"),
         (_one_run(seed="0"), "runs[0].seed is not an integer"),
         (_one_run(metrics={"acc": "1; rm -rf"}), "runs[0].metrics is not an object of numbers"),
@@ -135,6 +140,37 @@ def test_a_diverging_run_is_recorded_and_the_study_goes_on(tmp_path, lfw_mini):
 def test_write_then_read_is_the_same_ledger(tmp_path):
     book = Ledger(study="s", overlap={"overlap_count": 0, "overlap": []})
     book.record(LedgerRun("cl", 3, "k", "ok", {"view1 accuracy": 0.71, "view1 auc": 0.8}))
+    book.record_look({"cl vs softmax": 3})
     write_ledger(tmp_path / "l.json", book)
     again = read_ledger(tmp_path / "l.json")
     assert again.to_dict() == book.to_dict()
+
+
+def _looks_cell(md: str) -> str:
+    """The looks column of the CL vs softmax verdict row."""
+    row = next(ln for ln in md.splitlines() if ln.startswith("| CL beats softmax") and "view1 a")
+    return row.split(" | ")[3]
+
+
+def test_each_published_table_is_a_look_that_later_verdicts_charge_for(tmp_path, lfw_mini):
+    cfg = _config(tmp_path, lfw_mini, CL)
+    ledger, results = tmp_path / "ledger.json", tmp_path / "results.md"
+    acc = {"softmax": [0.70, 0.72, 0.71], "cl": [0.75, 0.76, 0.74]}
+    first = _study_dir(tmp_path, cfg, "machine1", acc, first_seed=0)
+    md = _report(cfg, first, ledger, results)
+    assert _looks_cell(md) == "1"
+    assert read_ledger(ledger).looks_by_claim() == {"cl vs softmax": [3]}
+    # The same seeds published again: the same look, nothing recorded, the same page.
+    assert _report(cfg, first, ledger, results) == md
+    assert len(read_ledger(ledger).looks) == 1
+    # Rendering into the study directory alone (no --results) is not a publication.
+    r = CliRunner().invoke(
+        app, ["study", str(cfg), "-o", str(first), "--ledger", str(ledger), "--report-only"]
+    )
+    assert r.exit_code == 0, r.output
+    assert len(read_ledger(ledger).looks) == 1
+    # Three more seeds: a second look, and the claim's p must now pass half the threshold.
+    second = _study_dir(tmp_path, cfg, "machine2", acc, first_seed=3)
+    md = _report(cfg, second, ledger, results)
+    assert _looks_cell(md) == "2"
+    assert read_ledger(ledger).looks_by_claim() == {"cl vs softmax": [3, 6]}
