@@ -205,6 +205,25 @@ def looks_of(n: int, earlier: list[int]) -> int:
     return len({k for k in earlier if k >= 2} | {n})
 
 
+def _tested(
+    seeds: dict[str, dict[str, dict[int, float]]],
+) -> list[tuple[str, str, str, str, dict[str, Any]]]:
+    """The claims with >= 2 paired seeds on their primary metric, with that pairing."""
+    out = []
+    for variant, base, text in CLAIMS:
+        metric = PRIMARY_OF.get((variant, base), PRIMARY)
+        a, b = seeds.get(variant, {}).get(metric, {}), seeds.get(base, {}).get(metric, {})
+        r = paired(a, b)
+        if r is not None and r["n"] >= 2:
+            out.append((variant, base, text, metric, r))
+    return out
+
+
+def pair_counts(seeds: dict[str, dict[str, dict[int, float]]]) -> dict[str, int]:
+    """claim id -> paired seeds of each claim :func:`verdicts` tests (what a look records)."""
+    return {claim_id(variant, base): r["n"] for variant, base, _, _, r in _tested(seeds)}
+
+
 def verdicts(
     seeds: dict[str, dict[str, dict[int, float]]],
     alpha: float = 0.05,
@@ -216,12 +235,7 @@ def verdicts(
     multiplied by its number of looks before Holm (module docstring)."""
     looks = looks or {}
     rows: list[dict[str, Any]] = []
-    for variant, base, text in CLAIMS:
-        metric = PRIMARY_OF.get((variant, base), PRIMARY)
-        a, b = seeds.get(variant, {}).get(metric, {}), seeds.get(base, {}).get(metric, {})
-        r = paired(a, b)
-        if r is None or r["n"] < 2:
-            continue
+    for variant, base, text, metric, r in _tested(seeds):
         equivalence = (variant, base) in EQUIVALENCE
         p = tost_p(r["d"], EQUIVALENCE_MARGIN) if equivalence else r["p"]
         rows.append(

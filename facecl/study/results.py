@@ -113,10 +113,9 @@ def _failed_by_variant(study: dict[str, Any]) -> dict[str, list[dict[str, Any]]]
 
 def claim_pairs(study: dict[str, Any]) -> dict[str, int]:
     """claim id -> paired seeds of each claim in the verdict table (what a look records)."""
-    from facecl.study.claims import claim_id, verdicts
+    from facecl.study.claims import pair_counts
 
-    rows = verdicts(per_seed(study), looks=study.get("looks"))
-    return {claim_id(r["variant"], r["base"]): r["n"] for r in rows}
+    return pair_counts(per_seed(study))
 
 
 def failed_seeds(study: dict[str, Any]) -> dict[str, list[int]]:
